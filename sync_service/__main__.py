@@ -1,0 +1,5 @@
+"""Allows ``python -m sync_service``."""
+
+from sync_service.cli import main
+
+main()
