@@ -1,0 +1,334 @@
+"""Request plumbing for the Mixpeek client: one policy for every call, whatever the endpoint.
+
+:class:`MixpeekHttp` owns the pooled ``httpx.AsyncClient`` and runs every request through
+:meth:`MixpeekHttp.call`: one :class:`RetryPolicy` (tenacity underneath) around
+:meth:`MixpeekHttp._attempt`. An attempt is one HTTP exchange under an overall ``asyncio.timeout``:
+httpx's read timeout is per chunk, so a slow-drip answer would otherwise never time out
+(design.md §8 item 2). ``Retry-After`` (or ``details.retry_after``) raises the backoff wait. Body
+parsing happens inside the attempt, so a truncated 200 is retried like any other transient failure.
+Non-2xx answers become typed :mod:`~sync_service.mixpeek_errors` errors, with the API key redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import httpx
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
+
+from .mixpeek_errors import (
+    MixpeekBadResponse,
+    MixpeekError,
+    MixpeekTransportError,
+    error_from_response,
+)
+
+__all__ = ["MixpeekHttp", "RandomSource", "RequestObserver", "RetryPolicy"]
+
+# The client's logger: retry log lines keep the name they had before the plumbing moved here.
+log = logging.getLogger("sync_service.mixpeek")
+R = TypeVar("R")
+
+
+class RandomSource(Protocol):
+    """What the policy needs from a random generator (``random.Random`` fits)."""
+
+    def uniform(self, a: float, b: float, /) -> float: ...
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """One retry policy for every call. ``sleep``, ``rng`` and ``clock`` are injectable for tests.
+
+    Waits use full jitter, ``uniform(0, min(max_delay, base_delay * 2**(attempt-1)))``, but never
+    less than a server hint (``Retry-After`` or ``details.retry_after``, capped at
+    ``max_retry_after``). No wait starts that would end past ``call_deadline``.
+    """
+
+    max_attempts: int = 6
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    attempt_timeout: float = 30.0
+    call_deadline: float = 120.0
+    max_retry_after: float = 300.0
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, repr=False)
+    rng: RandomSource = field(default_factory=random.Random, repr=False, compare=False)
+    clock: Callable[[], float] = field(default=time.monotonic, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("RetryPolicy.max_attempts must be at least 1")
+        for name in ("base_delay", "max_delay", "max_retry_after"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"RetryPolicy.{name} must not be negative")
+        for name in ("attempt_timeout", "call_deadline"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"RetryPolicy.{name} must be positive")
+
+    def backoff(self, attempt: int) -> float:
+        """Full-jitter backoff after the given (1-based) failed attempt."""
+        ceiling = min(self.max_delay, self.base_delay * 2.0 ** max(attempt - 1, 0))
+        return self.rng.uniform(0.0, ceiling)
+
+    def wait_for(self, attempt: int, error: BaseException | None) -> float:
+        """The wait after ``attempt`` failed with ``error``: backoff, raised to any server hint."""
+        wait = self.backoff(attempt)
+        hint = getattr(error, "retry_after", None)
+        if isinstance(hint, int | float):
+            wait = max(wait, min(float(hint), self.max_retry_after))
+        return wait
+
+
+class RequestObserver(Protocol):
+    """Hook for metrics. ``endpoint`` is a route template such as ``"GET /tasks/{task_id}"``."""
+
+    def on_response(self, endpoint: str, status: int | None, elapsed: float) -> None:
+        """After every attempt; ``status`` is None when no HTTP answer arrived."""
+
+    def on_retry(self, endpoint: str, attempt: int, wait: float, reason: str) -> None:
+        """Before each backoff wait; ``attempt`` is the 1-based attempt that failed."""
+
+
+class _NoObserver:
+    def on_response(self, endpoint: str, status: int | None, elapsed: float) -> None:
+        pass
+
+    def on_retry(self, endpoint: str, attempt: int, wait: float, reason: str) -> None:
+        pass
+
+
+def _retry_reason(error: BaseException | None) -> str:
+    # Low-cardinality labels, fit for a metrics counter.
+    if isinstance(error, MixpeekError) and error.status is not None:
+        return f"http_{error.status}"
+    if isinstance(error, MixpeekBadResponse):
+        return "bad_response"
+    if isinstance(error, MixpeekTransportError):
+        return f"transport:{error.error_type or 'error'}"
+    return type(error).__name__
+
+
+def _is_retryable(error: BaseException) -> bool:
+    return isinstance(error, MixpeekError) and error.retryable
+
+
+class MixpeekHttp:
+    """The pooled ``httpx.AsyncClient`` plus the retry loop, concurrency slot and error mapping.
+
+    ``secret`` is only used to redact the API key from error texts; the caller puts it in
+    ``headers``.
+    """
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        headers: dict[str, str],
+        secret: str,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_in_flight: int | None = None,
+        observer: RequestObserver | None = None,
+        timeout: httpx.Timeout | None = None,
+    ) -> None:
+        self._secret = secret
+        if max_in_flight is not None and max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        size = max_in_flight or 20
+        limits = httpx.Limits(
+            max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0
+        )
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers=headers,
+            timeout=timeout or httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0),
+            # Without an explicit transport httpx builds one from ``limits`` and still honours
+            # proxy environment variables, which it would ignore beside our own transport.
+            limits=limits,
+            transport=transport,
+            follow_redirects=True,
+        )
+        self._policy = policy or RetryPolicy()
+        self._gate: asyncio.Semaphore | None = (
+            asyncio.Semaphore(max_in_flight) if max_in_flight else None
+        )
+        self._observer: RequestObserver = observer or _NoObserver()
+
+    @property
+    def base_url(self) -> httpx.URL:
+        return self._http.base_url
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def call(
+        self,
+        method: str,
+        template: str,
+        path_params: dict[str, str],
+        parse: Callable[[Any], R],
+        *,
+        params: dict[str, Any] | None = None,
+        json_body: Any = None,
+        expect_json: bool = True,
+    ) -> R:
+        """One logical call: attempts under the retry policy; raises the last typed error."""
+        policy = self._policy
+        endpoint = f"{method} {template}"
+        path = template.format(**path_params)
+        deadline = policy.clock() + policy.call_deadline
+
+        async def attempt() -> R:
+            budget = min(policy.attempt_timeout, deadline - policy.clock())
+            response = await self._attempt(method, path, endpoint, params, json_body, budget)
+            return self._parse(response, endpoint, parse, expect_json)
+
+        def wait(state: RetryCallState) -> float:
+            error = state.outcome.exception() if state.outcome else None
+            return policy.wait_for(state.attempt_number, error)
+
+        def stop(state: RetryCallState) -> bool:
+            # Runs after wait(): never start a wait that would overrun the call's deadline.
+            if state.attempt_number >= policy.max_attempts:
+                return True
+            return policy.clock() + state.upcoming_sleep > deadline
+
+        def before_sleep(state: RetryCallState) -> None:
+            error = state.outcome.exception() if state.outcome else None
+            reason = _retry_reason(error)
+            log.info(
+                "Mixpeek %s: attempt %d failed (%s); retrying in %.2f s",
+                endpoint, state.attempt_number, reason, state.upcoming_sleep,
+            )  # fmt: skip
+            with contextlib.suppress(Exception):  # metrics must never break a request
+                self._observer.on_retry(
+                    endpoint, state.attempt_number, state.upcoming_sleep, reason
+                )
+
+        # A fresh AsyncRetrying per call: tenacity keeps per-run state on the object.
+        retrying = AsyncRetrying(
+            sleep=policy.sleep,
+            stop=stop,
+            wait=wait,
+            retry=retry_if_exception(_is_retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
+        result: R = await retrying(attempt)
+        return result
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        params: dict[str, Any] | None,
+        json_body: Any,
+        budget: float,
+    ) -> httpx.Response:
+        """One HTTP exchange, body included, within ``budget`` seconds and a concurrency slot."""
+        request = self._http.build_request(method, path, params=params, json=json_body)
+        failure: MixpeekError | None = None
+        cause: BaseException | None = None
+        response: httpx.Response | None = None
+        gate = self._gate or contextlib.nullcontext()
+        async with gate:  # held for the exchange only, never during a backoff sleep
+            started = time.perf_counter()  # after the slot: observe upstream latency only
+            try:
+                if budget <= 0:
+                    raise TimeoutError
+                async with asyncio.timeout(budget):
+                    response = await self._http.send(request)  # reads the whole body
+            except httpx.HTTPError as exc:
+                text = self._redact(str(exc)) or type(exc).__name__
+                retryable = not isinstance(exc, httpx.UnsupportedProtocol | httpx.InvalidURL)
+                failure = MixpeekTransportError(
+                    text, error_type=type(exc).__name__, endpoint=endpoint, retryable=retryable
+                )
+                # Chain for debugging unless the text would carry the key.
+                cause = exc if text == str(exc) else None
+            except TimeoutError:
+                failure = MixpeekTransportError(
+                    f"no complete answer within {max(budget, 0):.3g} s",
+                    error_type="AttemptDeadline",
+                    endpoint=endpoint,
+                )
+        elapsed = time.perf_counter() - started
+        status = response.status_code if response is not None else None
+        with contextlib.suppress(Exception):
+            self._observer.on_response(endpoint, status, elapsed)
+        if failure is not None:
+            raise failure from cause  # raised outside the except: no implicit __context__
+        assert response is not None
+        return response
+
+    def _parse(
+        self, response: httpx.Response, endpoint: str, parse: Callable[[Any], R], expect_json: bool
+    ) -> R:
+        status = response.status_code
+        if not 200 <= status < 300:
+            raise error_from_response(
+                status,
+                self._redact_bytes(response.content),
+                content_type=response.headers.get("content-type"),
+                retry_after_header=response.headers.get("retry-after"),
+                endpoint=endpoint,
+            )
+        if not expect_json:
+            return parse(None)
+        try:
+            data = json.loads(response.content)
+        except ValueError:
+            snippet = self._redact(response.content[:80].decode("utf-8", "replace"))
+            raise MixpeekBadResponse(
+                f"answer is not valid JSON: {snippet!r}", status=status, endpoint=endpoint
+            ) from None
+        data = self._unwrap(data, endpoint)
+        try:
+            return parse(data)
+        except MixpeekBadResponse as exc:
+            raise MixpeekBadResponse(exc.message, status=status, endpoint=endpoint) from None
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"]) or "(root)"
+            raise MixpeekBadResponse(
+                f"unexpected answer shape: {where}: {first['msg']}",
+                status=status,
+                endpoint=endpoint,
+            ) from None
+
+    def _unwrap(self, data: Any, endpoint: str) -> Any:
+        """Strip the Mar-2024 ``{success, status, error, response}`` envelope when present."""
+        if not isinstance(data, dict) or "success" not in data:
+            return data
+        if data.get("success") is False and data.get("error"):
+            code = data.get("status")
+            code = code if isinstance(code, int) and 400 <= code < 600 else 500
+            raw = self._redact_bytes(json.dumps(data).encode())
+            raise error_from_response(code, raw, endpoint=endpoint)
+        if data.get("success") is True and isinstance(data.get("response"), dict):
+            return data["response"]
+        return data
+
+    # Keys shorter than this (test keys like "k") would mangle every word that contains them.
+    _MIN_REDACT = 8
+
+    def _redact(self, text: str) -> str:
+        if len(self._secret) < self._MIN_REDACT:
+            return text
+        return text.replace(self._secret, "***")
+
+    def _redact_bytes(self, content: bytes) -> bytes:
+        if len(self._secret) < self._MIN_REDACT:
+            return content
+        return content.replace(self._secret.encode(), b"***")
