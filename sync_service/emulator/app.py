@@ -1,0 +1,176 @@
+"""The emulator's ASGI app: Mixpeek routes behind auth and fault injection, plus controls.
+
+Request pipeline for Mixpeek API routes, in this order:
+auth (401) -> rate limit (429) -> error_rate (5xx) -> latency -> handler.
+Auth comes first so an unauthenticated client never spends rate-limit tokens, and faults
+come before any work so a 5xx/429 never leaves a half-applied change behind.
+``/healthcheck`` skips auth and faults; ``/_emulator/*`` skips them and is not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Body, FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.base import RequestResponseEndpoint
+from starlette.routing import Match
+
+from sync_service.emulator.config import EmulatorConfig
+from sync_service.emulator.responses import ApiError, error_response, json_response
+from sync_service.emulator.routes import add_routes
+from sync_service.emulator.state import EmulatorState
+
+CONTROL_PREFIX = "/_emulator"
+UNAUTHORIZED = "Invalid or missing API key"
+
+
+def _route_key(app: FastAPI, request: Request) -> str:
+    """``"<METHOD> <route template>"``, e.g. ``GET /features/{feature_id}``.
+
+    Matched up front (not read from scope after the call) because 429/5xx faults answer
+    before routing happens and must still be counted under their route.
+    """
+    template = None
+    for route in app.router.routes:
+        match, _ = route.matches(request.scope)
+        if match is Match.FULL:
+            template = getattr(route, "path", None)
+            break
+        if match is Match.PARTIAL and template is None:
+            template = getattr(route, "path", None)
+    return f"{request.method} {template or request.url.path}"
+
+
+def _auth_failure(state: EmulatorState, request: Request) -> Response | None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    token = token.strip()
+    expected = state.config.api_key
+    ok = scheme.lower() == "bearer" and bool(token)
+    if ok and expected is not None:
+        ok = secrets.compare_digest(token.encode(), expected.encode())
+    if ok:
+        return None
+    # Never echo the presented key: error bodies end up in logs.
+    return error_response(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
+
+
+def _rate_limited(state: EmulatorState) -> Response | None:
+    if state.bucket is None:
+        return None
+    wait = state.bucket.take()
+    if wait <= 0:
+        return None
+    # Half the answers carry the header, the rest only details.retry_after: a client has to
+    # honour both (Mixpeek documented the header only from 2025 on).
+    headers = None
+    if state.rngs.faults.random() < 0.5:
+        headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    retry_after = max(round(wait, 3), 0.001)
+    return error_response(
+        429,
+        f"Rate limit exceeded. Please retry after {retry_after} seconds.",
+        {"retry_after": retry_after},
+        headers,
+    )
+
+
+def _injected_error(state: EmulatorState) -> Response | None:
+    rate = state.config.error_rate
+    if rate <= 0 or state.rngs.faults.random() >= rate:
+        return None
+    status = state.rngs.faults.choice((500, 502, 503))
+    return error_response(status, f"Emulated upstream failure (HTTP {status})")
+
+
+def _install_guard(app: FastAPI, state: EmulatorState) -> None:
+    @app.middleware("http")
+    async def guard(request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        if path.startswith(CONTROL_PREFIX):
+            return await call_next(request)
+        key = _route_key(app, request)
+        response = None
+        if path != "/healthcheck":
+            response = (
+                _auth_failure(state, request) or _rate_limited(state) or _injected_error(state)
+            )
+            if response is None and state.config.latency > 0:
+                await asyncio.sleep(state.config.latency)
+            state.refresh()
+        if response is None:
+            try:
+                response = await call_next(request)
+            except Exception:
+                state.stats.record(key, 500)
+                raise
+        state.stats.record(key, response.status_code)
+        return response
+
+
+def _install_errors(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.message, exc.details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> Response:
+        # Unknown paths (404), wrong methods (405) and the like get the envelope too.
+        return error_response(exc.status_code, str(exc.detail), None, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def crash(_: Request, exc: Exception) -> Response:
+        return error_response(500, f"Internal error: {type(exc).__name__}")
+
+
+def _install_controls(app: FastAPI, state: EmulatorState) -> None:
+    @app.get(f"{CONTROL_PREFIX}/stats", include_in_schema=False)
+    async def stats() -> Response:
+        body = state.stats.snapshot()
+        body["poisoned_features"] = list(state.poisoned)
+        body["poison_kinds"] = dict(state.poisoned)
+        return json_response(body)
+
+    @app.post(f"{CONTROL_PREFIX}/stats/reset", include_in_schema=False)
+    async def reset_stats() -> Response:
+        state.stats.reset()
+        return json_response({"message": "Statistics reset"})
+
+    @app.get(f"{CONTROL_PREFIX}/config", include_in_schema=False)
+    async def get_config() -> Response:
+        return json_response(state.config.model_dump())
+
+    @app.patch(f"{CONTROL_PREFIX}/config", include_in_schema=False)
+    async def patch_config(changes: dict[str, Any] = Body(...)) -> Response:
+        try:
+            config = state.update_config(changes)
+        except ValidationError as exc:
+            detail = jsonable_encoder(exc.errors(include_url=False, include_context=False))
+            return json_response({"detail": detail}, 422)
+        return json_response(config.model_dump())
+
+
+def create_app(
+    config: EmulatorConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+) -> FastAPI:
+    """Build the emulator app; its state is at ``app.state.emulator``."""
+    state = EmulatorState(config or EmulatorConfig(), clock)
+    app = FastAPI(title="Mixpeek emulator (Gen B, 7 Nov 2024)", version="0.1.0")
+    app.state.emulator = state
+
+    @app.get("/healthcheck")
+    async def healthcheck() -> Response:
+        return json_response({"status": "ok"})
+
+    add_routes(app.router, state)
+    _install_controls(app, state)
+    _install_errors(app)
+    _install_guard(app, state)
+    return app

@@ -1,0 +1,69 @@
+"""``sync-service emulator``: the typer command (registered by the CLI module)."""
+
+from __future__ import annotations
+
+import typer
+from pydantic import ValidationError
+
+from sync_service.emulator.config import EmulatorConfig
+
+
+def emulator(
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on (keep it loopback)."),
+    port: int = typer.Option(8800, help="Port to listen on; 0 picks a free one."),
+    api_key: str | None = typer.Option(
+        None, envvar="EMULATOR_API_KEY", help="Bearer token to require (default: any token)."
+    ),
+    latency: float = typer.Option(0.0, help="Seconds added to every API request."),
+    processing_time: float = typer.Option(3.0, help="Seconds from task creation to DONE."),
+    fail_rate: float = typer.Option(0.0, help="Share of tasks that end FAILED (0-1)."),
+    error_rate: float = typer.Option(0.0, help="Share of API requests answered 5xx (0-1)."),
+    rate_limit: int | None = typer.Option(None, help="API requests per minute (default: none)."),
+    rate_burst: int | None = typer.Option(
+        None, help="Burst size of the rate limit (default: rate_limit // 60, at least 1)."
+    ),
+    vector_size: int = typer.Option(1408, help="Length of the multimodal-v1 vectors."),
+    seed: int = typer.Option(0, help="Seed for ids, failures, poison and fault choices."),
+    interval_sec: int = typer.Option(10, help="Video segment length when a request has none."),
+    poison_rate: float = typer.Option(0.0, help="Share of features with NaN/inf/short vectors."),
+    stuck_rate: float = typer.Option(0.0, help="Share of tasks stuck in PROCESSING (0-1)."),
+    vectors_param: str = typer.Option(
+        "both", help="Flag that returns vectors: both, include_vectors or return_vectors."
+    ),
+) -> None:
+    """Serve the Mixpeek emulator (Gen B API, 7 Nov 2024) until interrupted."""
+    try:
+        config = EmulatorConfig.model_validate(
+            {
+                "api_key": api_key,
+                "latency": latency,
+                "processing_time": processing_time,
+                "fail_rate": fail_rate,
+                "error_rate": error_rate,
+                "rate_limit": rate_limit,
+                "rate_burst": rate_burst,
+                "vector_size": vector_size,
+                "seed": seed,
+                "interval_sec": interval_sec,
+                "poison_rate": poison_rate,
+                "stuck_rate": stuck_rate,
+                "vectors_param": vectors_param,
+            }
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"--{'-'.join(str(p) for p in err['loc']).replace('_', '-')}: {err['msg']}"
+            if err["loc"]
+            else err["msg"]
+            for err in exc.errors()
+        )
+        raise typer.BadParameter(problems) from None
+
+    def announce(url: str) -> None:
+        # The one stdout line a parent process waits for; everything else goes to stderr.
+        print(f"Mixpeek emulator listening on {url}", flush=True)
+
+    # Imported here: the server pulls in uvicorn and FastAPI, which other commands don't need.
+    from sync_service.emulator.server import serve
+
+    serve(config, host, port, on_ready=announce)

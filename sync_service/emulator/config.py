@@ -1,0 +1,72 @@
+"""Knobs of the Mixpeek emulator: one validated model shared by the app, the CLI and tests."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+VectorsParam = Literal["both", "include_vectors", "return_vectors"]
+
+
+class EmulatorConfig(BaseModel):
+    """Every behaviour the emulator can be tuned with.
+
+    The model is validated on construction and on every runtime patch
+    (``PATCH /_emulator/config``), so a bad value is a clear 422 rather than a crash later.
+    """
+
+    # extra="forbid" so a typo in a runtime patch is rejected instead of silently ignored.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    api_key: str | None = Field(
+        default=None, description="Bearer token to require; None accepts any bearer token."
+    )
+    latency: float = Field(default=0.0, ge=0.0, description="Seconds added to every API request.")
+    processing_time: float = Field(
+        default=3.0, ge=0.0, description="Seconds a task takes from creation to DONE/FAILED."
+    )
+    fail_rate: float = Field(default=0.0, ge=0.0, le=1.0, description="Share of tasks that FAIL.")
+    error_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of API requests answered 500/502/503."
+    )
+    rate_limit: int | None = Field(
+        default=None, gt=0, description="API requests per minute (token bucket); None = unlimited."
+    )
+    rate_burst: int | None = Field(
+        default=None, gt=0, description="Token bucket size; default max(1, rate_limit // 60)."
+    )
+    vector_size: int = Field(default=1408, gt=1, description="Length of multimodal-v1 vectors.")
+    seed: int = Field(default=0, description="Seed for ids, failures, poison and fault choices.")
+    interval_sec: int = Field(
+        default=10, gt=0, description="Video segment length when the request gives none."
+    )
+    poison_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of features served with bad vectors."
+    )
+    stuck_rate: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="Share of tasks that stay PROCESSING forever."
+    )
+    vectors_param: VectorsParam = Field(
+        default="both",
+        description="Which query flag returns vectors: include_vectors (Gen B), "
+        "return_vectors (later generation) or both.",
+    )
+
+    @model_validator(mode="after")
+    def _rates_are_exclusive(self) -> EmulatorConfig:
+        # fail and stuck are drawn for the same task; together they cannot exceed every task.
+        if self.fail_rate + self.stuck_rate > 1.0:
+            raise ValueError("fail_rate + stuck_rate must not exceed 1")
+        return self
+
+    @property
+    def effective_burst(self) -> int:
+        """Bucket capacity: explicit ``rate_burst`` or one second's worth of tokens."""
+        if self.rate_burst is not None:
+            return self.rate_burst
+        return max(1, (self.rate_limit or 0) // 60)
+
+    def patched(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """A new, fully validated config with ``changes`` applied (raises ValidationError)."""
+        return EmulatorConfig.model_validate({**self.model_dump(), **changes})

@@ -1,0 +1,79 @@
+"""Records of the in-memory store: tasks, assets, features, and the seeded RNG streams."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Modality = Literal["video", "image", "text"]
+Outcome = Literal["done", "failed", "stuck"]
+TERMINAL = frozenset({"DONE", "FAILED", "CANCELLED"})
+
+FAILURE_MESSAGES: dict[str, str] = {
+    "video": "Video download failed: HTTP 404 from source",
+    "image": "Image download failed: HTTP 404 from source",
+    "text": "Text processing failed: embedding model returned an error",
+}
+
+
+@dataclass
+class Task:
+    task_id: str
+    asset_id: str
+    created: float  # clock() at submission
+    processing_time: float  # snapshot, so a runtime config change never rewrites history
+    outcome: Outcome
+    cancelled_at: float | None = None
+
+    def status_at(self, now: float) -> tuple[str, float]:
+        """``(status, clock time the status began)``."""
+        if self.cancelled_at is not None:
+            return "CANCELLED", self.cancelled_at
+        elapsed, total = now - self.created, self.processing_time
+        if elapsed >= total and self.outcome != "stuck":
+            return ("DONE" if self.outcome == "done" else "FAILED"), self.created + total
+        if elapsed >= 0.3 * total:
+            return "PROCESSING", self.created + 0.3 * total
+        if elapsed >= 0.1 * total:
+            return "DOWNLOADING", self.created + 0.1 * total
+        return "INITIALIZING", self.created
+
+
+@dataclass
+class Asset:
+    asset_id: str
+    collection_id: str
+    modality: Modality
+    url: str | None
+    text: str | None
+    metadata: dict[str, Any]
+    feature_metadata: dict[str, Any]  # what features get when they materialise
+    task_id: str
+    interval: int
+    created: float
+    touched: float | None = None  # clock() of the last PATCH/PUT
+
+    @property
+    def content_key(self) -> str:
+        return self.url if self.url is not None else (self.text or "")
+
+
+@dataclass
+class Feature:
+    doc: dict[str, Any]  # the JSON body, without vectors
+    content_key: str
+    index: int
+    seq: int  # position in the stable (creation) order, used by the list cursor
+
+
+@dataclass
+class Rngs:
+    ids: random.Random
+    outcomes: random.Random
+    faults: random.Random
+
+    @classmethod
+    def seeded(cls, seed: int) -> Rngs:
+        # Separate streams: fault decisions must not shift the ids a test expects.
+        return cls(*(random.Random(f"{seed}:{name}") for name in ("ids", "outcomes", "faults")))

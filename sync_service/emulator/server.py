@@ -1,0 +1,169 @@
+"""Running the emulator: a blocking ``serve()`` for the CLI and a threaded test server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType, TracebackType
+from typing import Any
+
+import httpx
+import uvicorn
+
+from sync_service.emulator.app import create_app
+from sync_service.emulator.config import EmulatorConfig
+from sync_service.emulator.state import EmulatorState
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    # Binding ourselves (rather than letting uvicorn do it) is what makes port 0 usable:
+    # the real port is known before the server starts, so callers can be told the URL.
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    # proto must be IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose
+    # proto says TCP, and without it every keep-alive response stalls ~40 ms (Nagle plus
+    # delayed ACK).
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _url(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _uvicorn(app: Any) -> uvicorn.Server:
+    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    return uvicorn.Server(config)
+
+
+def serve(
+    config: EmulatorConfig | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8800,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the emulator until SIGINT/SIGTERM; ``on_ready(url)`` runs once it is listening."""
+    sock = _bind(host, port)
+    url = _url(sock)
+    server = _uvicorn(create_app(config))
+
+    async def main() -> None:
+        running = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started and not running.done():
+            await asyncio.sleep(0.01)
+        if server.started and on_ready is not None:
+            on_ready(url)
+        await running
+
+    # uvicorn stops gracefully on SIGINT/SIGTERM, then re-raises the signal it caught. Turning
+    # that SIGTERM into KeyboardInterrupt makes both a normal stop: exit status 0, no traceback.
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(main())
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+class EmulatorServer:
+    """The emulator on a background thread, for tests and demos.
+
+    >>> with EmulatorServer(EmulatorConfig(processing_time=0.3)) as emu:
+    ...     httpx.get(f"{emu.url}/healthcheck").json()
+    {'status': 'ok'}
+
+    ``port=0`` picks a free port. ``state`` is the live in-process state; prefer
+    ``state.stats.snapshot()`` (thread-safe) or HTTP for reading it while requests run.
+    """
+
+    def __init__(
+        self,
+        config: EmulatorConfig | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+        startup_timeout: float = 10.0,
+    ) -> None:
+        self.app = create_app(config, clock=clock)
+        self.state: EmulatorState = self.app.state.emulator
+        self.host, self.port = host, port
+        self.url = ""
+        self._startup_timeout = startup_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    @property
+    def config(self) -> EmulatorConfig:
+        return self.state.config
+
+    def update_config(self, **changes: Any) -> EmulatorConfig:
+        """Change knobs of the running server (same as ``PATCH /_emulator/config``)."""
+        return self.state.update_config(changes)
+
+    def start(self) -> None:
+        """Start serving and return once ``/healthcheck`` answers."""
+        self._sock = _bind(self.host, self.port)
+        self.url = _url(self._sock)
+        self._server = server = _uvicorn(self.app)
+        sock = self._sock
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])),
+            name="mixpeek-emulator",
+            daemon=True,  # never keep a test run alive if a test forgets to stop it
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                break
+            if server.started:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.url}/healthcheck", timeout=1.0).status_code == 200:
+                        self.state.stats.reset()  # a fresh server reports zero requests
+                        return
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"Mixpeek emulator did not start on {self.url}")
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit, wait for the thread, release the socket. Idempotent."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> EmulatorServer:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()

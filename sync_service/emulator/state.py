@@ -1,0 +1,300 @@
+"""In-memory Mixpeek: tasks, assets and features, with lazily computed task progression.
+
+Nothing runs in the background. A task's status is a pure function of the injectable clock
+and of choices made when it was created (processing time, outcome, poisoned features), so
+tests can drive time without sleeping and two servers with the same seed behave alike.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sync_service.emulator import content
+from sync_service.emulator.config import EmulatorConfig
+from sync_service.emulator.faults import Stats, TokenBucket
+from sync_service.emulator.records import (
+    FAILURE_MESSAGES,
+    TERMINAL,
+    Asset,
+    Feature,
+    Modality,
+    Outcome,
+    Rngs,
+    Task,
+)
+
+
+@dataclass
+class EmulatorState:
+    """Everything the emulator knows; one instance per app."""
+
+    config: EmulatorConfig
+    clock: Callable[[], float] = time.monotonic
+    stats: Stats = field(default_factory=Stats)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    assets: dict[str, Asset] = field(default_factory=dict)
+    features: dict[str, Feature] = field(default_factory=dict)
+    collections: dict[str, float] = field(default_factory=dict)  # id -> clock() at creation
+    poisoned: dict[str, content.PoisonKind] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.rngs = Rngs.seeded(self.config.seed)
+        self.bucket = self._make_bucket(self.config)
+        # Wall time is derived from the injectable clock so timestamps agree with it.
+        self._wall_origin = time.time() - self.clock()
+        self._pending: list[str] = []
+        self._dedupe: dict[tuple[str, ...], str] = {}
+        self._seq = 0
+        self._feature_seq: dict[str, int] = {}  # survives deletion, so cursors stay valid
+
+    # -- configuration --------------------------------------------------------------------
+
+    def _make_bucket(self, config: EmulatorConfig) -> TokenBucket | None:
+        if config.rate_limit is None:
+            return None
+        return TokenBucket(config.rate_limit, config.effective_burst, self.clock)
+
+    def update_config(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """Apply a validated subset of knobs at runtime (raises pydantic.ValidationError)."""
+        new = self.config.patched(changes)
+        if (new.rate_limit, new.effective_burst) != (
+            self.config.rate_limit,
+            self.config.effective_burst,
+        ):
+            self.bucket = self._make_bucket(new)
+        if new.seed != self.config.seed:
+            self.rngs = Rngs.seeded(new.seed)
+        self.config = new
+        return new
+
+    # -- time -----------------------------------------------------------------------------
+
+    def naive_iso(self, at: float) -> str:
+        """Asset timestamp: UTC without a zone suffix ("MongoDB datetime format")."""
+        return datetime.fromtimestamp(self._wall_origin + at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+    def zulu_iso(self, at: float) -> str:
+        """Feature timestamp: UTC with a ``Z`` suffix."""
+        return self.naive_iso(at) + "Z"
+
+    # -- submission -----------------------------------------------------------------------
+
+    def new_id(self) -> str:
+        return str(uuid.UUID(int=self.rngs.ids.getrandbits(128), version=4))
+
+    def submit(
+        self,
+        modality: Modality,
+        collection_id: str,
+        *,
+        url: str | None = None,
+        text: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        interval: int | None = None,
+        settings: Any = None,
+        prevent_duplicate: bool = False,
+    ) -> Task | Asset:
+        """Queue one index request; returns the new task, or the existing asset for a duplicate."""
+        self.refresh()
+        cfg = self.config
+        interval = interval or cfg.interval_sec
+        key_text = url if url is not None else (text or "")
+        dedupe_key = (
+            modality,
+            collection_id,
+            content.unique_hash(key_text),
+            settings_key(settings),
+        )
+        existing = self.assets.get(self._dedupe.get(dedupe_key, ""))
+        # A failed or cancelled original does not block a retry of the same content.
+        alive = existing is not None and self.asset_status(existing)[0] not in (
+            "FAILED",
+            "CANCELLED",
+        )
+        if alive and prevent_duplicate and existing is not None:
+            return existing
+        now = self.clock()
+        task_id, asset_id = self.new_id(), self.new_id()
+        roll = self.rngs.outcomes.random()
+        outcome: Outcome = "done"
+        if roll < cfg.fail_rate:
+            outcome = "failed"
+        elif roll < cfg.fail_rate + cfg.stuck_rate:
+            outcome = "stuck"
+        self._choose_poison(asset_id, modality, url, interval, outcome)
+        task = Task(task_id, asset_id, now, cfg.processing_time, outcome)
+        meta = dict(metadata or {})
+        self.tasks[task_id] = task
+        self.assets[asset_id] = Asset(
+            asset_id,
+            collection_id,
+            modality,
+            url,
+            text,
+            meta,
+            copy.deepcopy(meta),
+            task_id,
+            interval,
+            now,
+        )
+        self.collections.setdefault(collection_id, now)
+        if not alive:
+            self._dedupe[dedupe_key] = asset_id
+        self._pending.append(task_id)
+        return task
+
+    def _choose_poison(
+        self, asset_id: str, modality: str, url: str | None, interval: int, outcome: Outcome
+    ) -> None:
+        count = content.feature_count(modality, url, interval)
+        for index in range(count):
+            # Always draw, so the stream does not depend on which tasks happen to fail.
+            hit = self.rngs.outcomes.random() < self.config.poison_rate
+            if hit and outcome == "done":
+                kind = content.POISON_KINDS[len(self.poisoned) % len(content.POISON_KINDS)]
+                self.poisoned[content.feature_id(asset_id, modality, index)] = kind
+
+    # -- progression ----------------------------------------------------------------------
+
+    def task_status(self, task: Task) -> str:
+        return task.status_at(self.clock())[0]
+
+    def asset_status(self, asset: Asset) -> tuple[str, float]:
+        return self.tasks[asset.task_id].status_at(self.clock())
+
+    def refresh(self) -> None:
+        """Materialise the features of tasks that became DONE since the last look."""
+        still: list[str] = []
+        for task_id in self._pending:
+            task = self.tasks[task_id]
+            status = self.task_status(task)
+            asset = self.assets.get(task.asset_id)
+            if asset is None or status in ("FAILED", "CANCELLED"):
+                continue
+            if status == "DONE":
+                self._materialise(asset, task)
+            else:
+                still.append(task_id)
+        self._pending = still
+
+    def _materialise(self, asset: Asset, task: Task) -> None:
+        base = {
+            "asset_id": asset.asset_id,
+            "collection_id": asset.collection_id,
+            "modality": asset.modality,
+            "created_at": self.zulu_iso(task.created + task.processing_time),
+        }
+        bodies: list[dict[str, Any]]
+        if asset.modality == "video" and asset.url is not None:
+            spans = content.segments(content.video_duration(asset.url), asset.interval)
+            bodies = [
+                {"start_time": start, "end_time": end, "interval_sec": asset.interval}
+                | content.video_segment_texts(asset.url, i)
+                for i, (start, end) in enumerate(spans)
+            ]
+        elif asset.modality == "image" and asset.url is not None:
+            bodies = [content.image_texts(asset.url)]
+        else:
+            bodies = [{"text": asset.text}]
+        for index, body in enumerate(bodies):
+            fid = content.feature_id(asset.asset_id, asset.modality, index)
+            doc = {"feature_id": fid, **base, "metadata": copy.deepcopy(asset.feature_metadata)}
+            self._seq += 1
+            self._feature_seq[fid] = self._seq
+            self.features[fid] = Feature(doc | body, asset.content_key, index, self._seq)
+
+    # -- views ----------------------------------------------------------------------------
+
+    def asset_view(self, asset: Asset) -> dict[str, Any]:
+        """The ``AssetResponse`` body."""
+        status, since = self.asset_status(asset)
+        updated = max(since, asset.touched or since)
+        return {
+            "asset_id": asset.asset_id,
+            "collection_id": asset.collection_id,
+            "status": status,
+            "url": asset.url,
+            "metadata": copy.deepcopy(asset.metadata),
+            "error": FAILURE_MESSAGES[asset.modality] if status == "FAILED" else None,
+            "modality": asset.modality,
+            "task_id": asset.task_id,
+            "unique_hash": content.unique_hash(asset.content_key),
+            "created_at": self.naive_iso(asset.created),
+            "updated_at": self.naive_iso(updated),
+            "score": None,
+        }
+
+    def feature_view(self, feature: Feature, with_vectors: bool = False) -> dict[str, Any]:
+        """The ``Feature`` body; ``vectors`` only when asked for (poison applied here)."""
+        doc = copy.deepcopy(feature.doc)
+        if with_vectors:
+            vector = content.feature_vector(
+                feature.content_key, feature.index, self.config.vector_size
+            )
+            kind = self.poisoned.get(doc["feature_id"])
+            if kind is not None:
+                vector = content.poison_vector(vector, kind)
+            doc["vectors"] = {content.VECTOR_NAME: vector}
+        return doc
+
+    def features_of(self, asset_id: str) -> list[Feature]:
+        return [f for f in self.features.values() if f.doc["asset_id"] == asset_id]
+
+    def feature_seq(self, feature_id: str) -> int | None:
+        return self._feature_seq.get(feature_id)
+
+    # -- mutation -------------------------------------------------------------------------
+
+    def cancel(self, task: Task) -> None:
+        if self.task_status(task) not in TERMINAL:
+            task.cancelled_at = self.clock()
+
+    def update_asset(
+        self, asset: Asset, metadata: dict[str, Any], *, replace: bool, propagate: bool
+    ) -> None:
+        merged = dict(metadata) if replace else {**asset.metadata, **metadata}
+        asset.metadata = merged
+        asset.touched = self.clock()
+        if propagate:
+            asset.feature_metadata = copy.deepcopy(merged)
+            for feature in self.features_of(asset.asset_id):
+                feature.doc["metadata"] = copy.deepcopy(merged)
+
+    def delete_asset(self, asset_id: str) -> None:
+        self.assets.pop(asset_id, None)
+        for feature in self.features_of(asset_id):
+            self.features.pop(feature.doc["feature_id"], None)
+
+    def delete_collection(self, collection_id: str) -> None:
+        for asset in [a for a in self.assets.values() if a.collection_id == collection_id]:
+            self.delete_asset(asset.asset_id)
+        self.collections.pop(collection_id, None)
+
+    def collection_view(self, collection_id: str) -> dict[str, Any]:
+        assets = [a for a in self.assets.values() if a.collection_id == collection_id]
+        vectors = sum(1 for f in self.features.values() if f.doc["collection_id"] == collection_id)
+        size = (
+            sum(len(a.content_key.encode()) for a in assets) + vectors * 4 * self.config.vector_size
+        )
+        last = max(
+            [self.collections[collection_id]]
+            + [max(self.asset_status(a)[1], a.touched or 0.0) for a in assets]
+        )
+        return {
+            "collection_id": collection_id,
+            "count": len(assets),
+            "size_bytes": size,
+            "last_updated": self.naive_iso(last),
+        }
+
+
+def settings_key(settings: Any) -> str:
+    """Canonical JSON of the index settings, part of the duplicate key."""
+    return json.dumps(settings, sort_keys=True, default=str)
