@@ -1,0 +1,180 @@
+"""Configuration: the environment variables of design.md §2 plus the ``SYNC_`` tuning knobs.
+
+Every value is validated before a command touches anything, and a bad value is reported as one
+line naming the variable (``SYNC_POLL_INTERVAL: must be greater than 0 (got '-1')``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class Distance(StrEnum):
+    cosine = "cosine"
+    dot = "dot"
+    euclid = "euclid"
+    manhattan = "manhattan"
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _env(name: str, **kwargs: Any) -> Any:
+    """A field read from exactly the environment variable ``name`` (the contract's names)."""
+    return Field(validation_alias=AliasChoices(name), **kwargs)
+
+
+class Settings(BaseSettings):
+    """Everything the service reads from its environment (and from ``.env``)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_ignore_empty=True,
+        extra="ignore",
+        populate_by_name=True,
+    )
+
+    # -- upstream ---------------------------------------------------------------------------
+    mixpeek_api_url: str = _env("MIXPEEK_API_URL", default="https://api.mixpeek.com")
+    mixpeek_api_key: SecretStr | None = _env("MIXPEEK_API_KEY", default=None)
+    mixpeek_namespace: str | None = _env("MIXPEEK_NAMESPACE", default=None)
+
+    # -- Qdrant -----------------------------------------------------------------------------
+    qdrant_url: str | None = _env("QDRANT_URL", default=None)
+    qdrant_path: Path = _env("QDRANT_PATH", default=Path("./data/qdrant"))
+    qdrant_api_key: SecretStr | None = _env("QDRANT_API_KEY", default=None)
+    qdrant_collection: str = _env("QDRANT_COLLECTION", default="{collection_id}", min_length=1)
+
+    # -- state store ------------------------------------------------------------------------
+    database_url: str = _env("DATABASE_URL", default="sqlite:///./data/sync.db")
+
+    # -- scheduler --------------------------------------------------------------------------
+    poll_interval: PositiveSeconds = _env("SYNC_POLL_INTERVAL", default=2.0)
+    max_poll_interval: PositiveSeconds = _env("SYNC_MAX_POLL_INTERVAL", default=30.0)
+    task_timeout: PositiveSeconds = _env("SYNC_TASK_TIMEOUT", default=3600.0)
+    max_attempts: int = _env("SYNC_MAX_ATTEMPTS", default=8, ge=1)
+    claim_batch: int = _env("SYNC_CLAIM_BATCH", default=100, ge=1, le=10_000)
+    lease_seconds: PositiveSeconds = _env("SYNC_LEASE_SECONDS", default=60.0)
+    shutdown_grace: PositiveSeconds = _env("SYNC_SHUTDOWN_GRACE", default=20.0)
+
+    # -- upstream HTTP ----------------------------------------------------------------------
+    max_concurrency: int = _env("SYNC_MAX_CONCURRENCY", default=16, ge=1, le=1024)
+    http_timeout: PositiveSeconds = _env("SYNC_HTTP_TIMEOUT", default=30.0)
+    http_max_attempts: int = _env("SYNC_HTTP_MAX_ATTEMPTS", default=6, ge=1, le=100)
+    retry_base_delay: PositiveSeconds = _env("SYNC_RETRY_BASE_DELAY", default=0.5)
+    retry_max_delay: PositiveSeconds = _env("SYNC_RETRY_MAX_DELAY", default=30.0)
+
+    # -- Qdrant writes ----------------------------------------------------------------------
+    upsert_batch_points: int = _env("SYNC_UPSERT_BATCH_POINTS", default=256, ge=1, le=10_000)
+    # Qdrant refuses request bodies over 32 MiB; 8 MiB keeps a wide margin (design.md §8.8).
+    upsert_batch_bytes: int = _env(
+        "SYNC_UPSERT_BATCH_BYTES", default=8 * 1024 * 1024, ge=64 * 1024, le=30 * 1024 * 1024
+    )
+    distance: Distance = _env("SYNC_DISTANCE", default=Distance.cosine)
+
+    # -- control API and logs ---------------------------------------------------------------
+    api_host: str = _env("SYNC_API_HOST", default="127.0.0.1", min_length=1)
+    api_port: int = _env("SYNC_API_PORT", default=8080, ge=0, le=65535)
+    log_level: str = _env("SYNC_LOG_LEVEL", default="INFO")
+    log_format: LogFormat = _env("SYNC_LOG_FORMAT", default=LogFormat.text)
+
+    @field_validator("mixpeek_api_url", "qdrant_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        async_database_url(value)  # raises ValueError with a readable reason
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.max_poll_interval < self.poll_interval:
+            raise ValueError("SYNC_MAX_POLL_INTERVAL must not be smaller than SYNC_POLL_INTERVAL")
+        return self
+
+    def qdrant_collection_for(self, collection_id: str) -> str:
+        """The Qdrant collection (alias) name for a Mixpeek collection id."""
+        return self.qdrant_collection.replace("{collection_id}", collection_id)
+
+
+def async_database_url(url: str) -> URL:
+    """Turn ``DATABASE_URL`` into a SQLAlchemy URL with an async driver, or raise ValueError."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ValueError(
+            "is not a database URL (expected sqlite:///path or postgresql://…)"
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database in (None, ""):
+            raise ValueError("needs a file path, e.g. sqlite:///./data/sync.db")
+        return parsed.set(drivername="sqlite+aiosqlite")
+    if backend in ("postgresql", "postgres"):
+        if not parsed.host and not parsed.query.get("host"):
+            raise ValueError("needs a host, e.g. postgresql://user@127.0.0.1:5432/sync")
+        return parsed.set(drivername="postgresql+asyncpg")
+    raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
+
+
+def describe_validation_error(error: ValidationError) -> list[str]:
+    """One readable line per problem, naming the environment variable."""
+    lines = []
+    for item in error.errors():
+        loc = [str(part) for part in item.get("loc", ())]
+        name = _ENV_NAMES.get(loc[0], loc[0]) if loc else "configuration"
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        given = item.get("input")
+        shown = "" if not loc or given is None or _is_secret(name) else f" (got {given!r})"
+        lines.append(f"{name}: {message}{shown}")
+    return lines
+
+
+def _is_secret(name: str) -> bool:
+    return name.endswith("_KEY") or name.endswith("_TOKEN") or name == "DATABASE_URL"
+
+
+def _env_names() -> dict[str, str]:
+    names = {}
+    for field_name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+            names[field_name] = alias.choices[0]
+            names[alias.choices[0]] = alias.choices[0]
+    return names
+
+
+_ENV_NAMES = _env_names()

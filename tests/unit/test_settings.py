@@ -1,0 +1,73 @@
+"""Configuration: contract names, validation with one readable line, secrets kept secret."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from sync_service.settings import Settings, async_database_url, describe_validation_error
+
+
+def test_defaults_follow_the_contract() -> None:
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert s.mixpeek_api_url == "https://api.mixpeek.com"
+    assert s.qdrant_url is None and s.qdrant_path == Path("./data/qdrant")
+    assert s.qdrant_collection == "{collection_id}"
+    assert s.database_url == "sqlite:///./data/sync.db"
+    assert s.poll_interval == 2 and s.api_host == "127.0.0.1" and s.api_port == 8080
+
+
+def test_environment_and_dotenv_are_read(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("SYNC_POLL_INTERVAL=0.5\nMIXPEEK_API_KEY=from-dotenv\n")
+    monkeypatch.setenv("QDRANT_COLLECTION", "everything")
+    s = Settings()
+    assert s.poll_interval == 0.5
+    assert s.mixpeek_api_key is not None
+    assert s.mixpeek_api_key.get_secret_value() == "from-dotenv"
+    assert "from-dotenv" not in repr(s) and "from-dotenv" not in str(s)
+    assert s.qdrant_collection_for("abc") == "everything"
+
+
+def test_collection_template_takes_the_mixpeek_collection_id() -> None:
+    s = Settings(_env_file=None, QDRANT_COLLECTION="mx_{collection_id}")  # type: ignore[call-arg]
+    assert s.qdrant_collection_for("demo") == "mx_demo"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SYNC_POLL_INTERVAL", "-1", "SYNC_POLL_INTERVAL: Input should be greater than 0"),
+        ("SYNC_POLL_INTERVAL", "often", "SYNC_POLL_INTERVAL: Input should be a valid number"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL: unsupported database 'mysql'"),
+        ("DATABASE_URL", "not a url", "DATABASE_URL: is not a database URL"),
+        ("DATABASE_URL", "postgresql:///nohost", "DATABASE_URL: needs a host"),
+        ("MIXPEEK_API_URL", "ftp://x", "MIXPEEK_API_URL: must be an http:// or https:// URL"),
+        ("SYNC_API_PORT", "70000", "SYNC_API_PORT: Input should be less than or equal to 65535"),
+        ("SYNC_DISTANCE", "hamming", "SYNC_DISTANCE: Input should be 'cosine', 'dot'"),
+    ],
+)
+def test_a_bad_value_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, message: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    (line,) = describe_validation_error(info.value)
+    assert line.startswith(message)
+
+
+def test_bad_database_url_is_not_echoed_because_it_may_hold_a_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", "oracle://admin:hunter2@db/x")
+    with pytest.raises(ValidationError) as info:
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "hunter2" not in " ".join(describe_validation_error(info.value))
+
+
+def test_database_urls_get_async_drivers() -> None:
+    assert async_database_url("sqlite:///./data/sync.db").drivername == "sqlite+aiosqlite"
+    assert async_database_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
+    assert async_database_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
