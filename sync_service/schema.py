@@ -1,0 +1,101 @@
+"""The state store's tables, declared once for SQLAlchemy Core and for Alembic.
+
+Times are stored as epoch seconds (float) taken from the *database's* clock (see ``db_now``), so
+several replicas on different machines agree on when a lease expires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.functions import FunctionElement
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    }
+)
+
+#: One row per tracked Mixpeek task. ``state`` is exactly pending | synced | failed.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("task_id", String(255), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("upstream_status", String(64)),
+    Column("asset_id", String(255)),
+    Column("collection_id", String(255)),
+    Column("qdrant_collection", String(255)),
+    Column("error", Text),
+    # polls: status checks while not finished; attempts: consecutive failed processing runs.
+    Column("polls", Integer, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_poll_at", Float, nullable=False),
+    Column("lease_owner", String(255)),
+    # Fencing token: bumped on every claim, so a worker that lost its lease cannot record.
+    Column("lease_token", Integer, nullable=False, server_default="0"),
+    Column("lease_expires_at", Float),
+    Column("features_synced", Integer, nullable=False, server_default="0"),
+    Column("dead_letters", Integer, nullable=False, server_default="0"),
+    Column("source", String(16), nullable=False, server_default="track"),
+    Column("created_at", Float, nullable=False),
+    Column("updated_at", Float, nullable=False),
+    Column("upstream_done_at", Float),
+    Column("synced_at", Float),
+)
+Index("ix_tasks_state_next_poll_at", tasks.c.state, tasks.c.next_poll_at)
+
+#: One row per feature whose point landed in Qdrant (the ledger).
+synced_features = Table(
+    "synced_features",
+    metadata,
+    Column("feature_id", String(255), primary_key=True),
+    Column("qdrant_collection", String(255), primary_key=True),
+    Column("point_id", String(36), nullable=False),
+    Column("task_id", String(255), nullable=False),
+    Column("asset_id", String(255)),
+    Column("modality", String(32)),
+    Column("vectors", Text, nullable=False),  # JSON {"name": size, ...}
+    Column("payload_fp", String(64), nullable=False),
+    Column("vectors_fp", String(64), nullable=False),
+    Column("synced_at", Float, nullable=False),
+)
+Index("ix_synced_features_task_id", synced_features.c.task_id)
+Index("ix_synced_features_asset_id", synced_features.c.asset_id)
+
+#: Features (or whole tasks) set aside with a reason, for the operator to list and retry.
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(255), nullable=False),
+    Column("feature_id", String(255)),
+    Column("qdrant_collection", String(255)),
+    Column("reason", Text, nullable=False),
+    Column("payload_excerpt", Text),
+    Column("created_at", Float, nullable=False),
+)
+Index("ix_dead_letters_task_id", dead_letters.c.task_id)
+
+
+class db_now(FunctionElement[float]):
+    """The database server's current time in epoch seconds (sub-second precision)."""
+
+    type = Float()
+    inherit_cache = True
+
+
+@compiles(db_now, "sqlite")
+def _db_now_sqlite(_element: db_now, _compiler: SQLCompiler, **_kw: Any) -> str:
+    return "((julianday('now') - 2440587.5) * 86400.0)"
+
+
+@compiles(db_now, "postgresql")
+def _db_now_postgresql(_element: db_now, _compiler: SQLCompiler, **_kw: Any) -> str:
+    # clock_timestamp(), not now(): now() is frozen at the start of the transaction.
+    return "CAST(extract(epoch FROM clock_timestamp()) AS double precision)"

@@ -1,0 +1,429 @@
+"""The state store: every SQL statement of the service lives in this module.
+
+SQLite (embedded default) and PostgreSQL share the schema in ``schema.py`` and the Alembic
+migrations in ``migrations/``. Work is handed out with leases: a claim stamps an owner, a lease
+expiry taken from the database clock, and a fresh fencing token; every later write for that task
+names the token, so a worker that stalled past its lease records nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import CursorResult, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from sync_service.schema import db_now, dead_letters, synced_features, tasks
+from sync_service.settings import async_database_url
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+PENDING, SYNCED, FAILED = "pending", "synced", "failed"
+
+
+class LeaseLost(Exception):
+    """The task's lease was taken over (expired and reclaimed): this worker must not record."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A task leased to this worker; ``token`` fences every write made on its behalf."""
+
+    task_id: str
+    token: int
+    polls: int
+    attempts: int
+    created_at: float
+    asset_id: str | None
+    collection_id: str | None
+    upstream_done_at: float | None
+    #: The database clock when the lease was taken (compare with ``created_at``).
+    claimed_at: float
+
+
+@dataclass(frozen=True)
+class SyncedFeature:
+    """A feature whose point Qdrant acknowledged."""
+
+    feature_id: str
+    point_id: str
+    asset_id: str | None
+    modality: str | None
+    vectors: dict[str, int]
+    payload_fp: str
+    vectors_fp: str
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A feature (or a whole task, when ``feature_id`` is None) set aside with a reason."""
+
+    reason: str
+    feature_id: str | None = None
+    payload_excerpt: str | None = None
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """What one DONE task produced: recorded in one transaction."""
+
+    upstream_status: str
+    asset_id: str | None
+    collection_id: str | None
+    qdrant_collection: str | None
+    features: Sequence[SyncedFeature] = field(default_factory=tuple)
+    dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
+
+
+class Store:
+    """Async access to the state store. Create with :meth:`open`, close with :meth:`close`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def open(cls, database_url: str) -> Store:
+        url = async_database_url(database_url)
+        if url.get_backend_name() == "sqlite":
+            Path(url.database or ".").expanduser().parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_async_engine(url, pool_pre_ping=True)
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    # -- schema -----------------------------------------------------------------------------
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        async with self.engine.begin() as conn:
+            await conn.run_sync(_alembic_upgrade)
+
+    # -- taking work ------------------------------------------------------------------------
+
+    async def track(self, task_ids: Iterable[str], *, source: str = "track") -> int:
+        """Start tracking tasks; ids already tracked are left as they are. Returns the new count."""
+        ids = list(dict.fromkeys(task_ids))
+        if not ids:
+            return 0
+        async with self.engine.begin() as conn:
+            before = await _count(conn, tasks.c.task_id.in_(ids))
+            now = await _db_time(conn)
+            rows = [
+                {
+                    "task_id": task_id,
+                    "state": PENDING,
+                    "source": source,
+                    "next_poll_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for task_id in ids
+            ]
+            await conn.execute(self._insert(tasks).on_conflict_do_nothing(), rows)
+            return len(ids) - before
+
+    async def claim_due(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+        """Lease up to ``limit`` pending tasks whose poll time has come.
+
+        One ``UPDATE … WHERE task_id IN (SELECT …) RETURNING`` statement: SQLite serialises
+        writers, so two claimers can never lease the same row; on PostgreSQL the inner SELECT
+        also takes ``FOR UPDATE SKIP LOCKED`` so concurrent claimers skip each other's rows
+        instead of waiting (SQLAlchemy silently drops that clause on SQLite, design.md §8.3).
+        """
+        due = (
+            select(tasks.c.task_id)
+            .where(
+                tasks.c.state == PENDING,
+                tasks.c.next_poll_at <= db_now(),
+                (tasks.c.lease_expires_at.is_(None)) | (tasks.c.lease_expires_at < db_now()),
+            )
+            .order_by(tasks.c.next_poll_at)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        stmt = (
+            update(tasks)
+            .where(tasks.c.task_id.in_(due.scalar_subquery()))
+            .values(
+                lease_owner=owner,
+                lease_token=tasks.c.lease_token + 1,
+                lease_expires_at=db_now() + lease_seconds,
+            )
+            .returning(
+                tasks.c.task_id,
+                tasks.c.lease_token,
+                tasks.c.polls,
+                tasks.c.attempts,
+                tasks.c.created_at,
+                tasks.c.asset_id,
+                tasks.c.collection_id,
+                tasks.c.upstream_done_at,
+                db_now(),
+            )
+        )
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(stmt)).all()
+        return [Claim(*row) for row in rows]
+
+    async def extend_leases(self, owner: str, claims: Iterable[Claim], lease_seconds: float) -> int:
+        """Heartbeat: push back the expiry of leases this worker still holds."""
+        tokens = {c.task_id: c.token for c in claims}
+        if not tokens:
+            return 0
+        extended = 0
+        async with self.engine.begin() as conn:
+            for task_id, token in tokens.items():
+                result = await conn.execute(
+                    update(tasks)
+                    .where(_fenced(task_id, token), tasks.c.lease_owner == owner)
+                    .values(lease_expires_at=db_now() + lease_seconds)
+                )
+                extended += _rowcount(result)
+        return extended
+
+    # -- recording outcomes (all fenced by the lease token) ---------------------------------
+
+    async def reschedule(self, claim: Claim, *, upstream_status: str | None, delay: float) -> None:
+        """Not finished upstream yet: poll again after ``delay`` seconds."""
+        await self._fenced_update(
+            claim,
+            upstream_status=upstream_status,
+            polls=tasks.c.polls + 1,
+            next_poll_at=db_now() + delay,
+            **_RELEASED,
+        )
+
+    async def note_upstream_done(self, claim: Claim, asset_id: str | None) -> None:
+        """Remember when the task was first seen DONE (for the sync-lag figure)."""
+        await self._fenced_update(
+            claim,
+            upstream_done_at=func.coalesce(tasks.c.upstream_done_at, db_now()),
+            asset_id=asset_id,
+            keep_lease=True,
+        )
+
+    async def retry_later(
+        self, claim: Claim, *, error: str, delay: float, max_attempts: int
+    ) -> bool:
+        """A transient failure: count the attempt and retry after ``delay``.
+
+        Returns True when the attempts are used up and the task is now ``failed``.
+        """
+        attempts = claim.attempts + 1
+        if attempts >= max_attempts:
+            await self.mark_failed(claim, f"gave up after {attempts} attempts: {error}")
+            return True
+        await self._fenced_update(
+            claim, attempts=attempts, error=error, next_poll_at=db_now() + delay, **_RELEASED
+        )
+        return False
+
+    async def mark_failed(
+        self, claim: Claim, error: str, *, upstream_status: str | None = None
+    ) -> None:
+        values: dict[str, Any] = {"state": FAILED, "error": error, **_RELEASED}
+        if upstream_status is not None:
+            values["upstream_status"] = upstream_status
+        await self._fenced_update(claim, **values)
+
+    async def mark_synced(self, claim: Claim, result: SyncResult) -> None:
+        """Record a synced task, its ledger rows and its dead letters in one transaction.
+
+        Called only after Qdrant acknowledged the points (``wait=True``): a crash before this
+        commit leads to a harmless redo with the same point ids.
+        """
+        async with self.engine.begin() as conn:
+            await self._fenced_update(
+                claim,
+                conn=conn,
+                state=SYNCED,
+                error=None,
+                upstream_status=result.upstream_status,
+                asset_id=result.asset_id,
+                collection_id=result.collection_id,
+                qdrant_collection=result.qdrant_collection,
+                features_synced=len(result.features),
+                dead_letters=len(result.dead_letters),
+                synced_at=db_now(),
+                **_RELEASED,
+            )
+            await self._upsert_ledger(conn, claim.task_id, result)
+            # A redo replaces the dead letters of the earlier run instead of doubling them.
+            await conn.execute(delete(dead_letters).where(dead_letters.c.task_id == claim.task_id))
+            if result.dead_letters:
+                now = await _db_time(conn)
+                await conn.execute(
+                    dead_letters.insert(),
+                    [
+                        {
+                            "task_id": claim.task_id,
+                            "feature_id": d.feature_id,
+                            "qdrant_collection": result.qdrant_collection,
+                            "reason": d.reason,
+                            "payload_excerpt": d.payload_excerpt,
+                            "created_at": now,
+                        }
+                        for d in result.dead_letters
+                    ],
+                )
+
+    async def release(self, claim: Claim) -> None:
+        """Give a lease back without recording anything (graceful shutdown)."""
+        await self._fenced_update(claim, **_RELEASED)
+
+    async def _upsert_ledger(self, conn: AsyncConnection, task_id: str, result: SyncResult) -> None:
+        if not result.features or result.qdrant_collection is None:
+            return
+        now = await _db_time(conn)
+        rows = [
+            {
+                "feature_id": f.feature_id,
+                "qdrant_collection": result.qdrant_collection,
+                "point_id": f.point_id,
+                "task_id": task_id,
+                "asset_id": f.asset_id,
+                "modality": f.modality,
+                "vectors": json.dumps(f.vectors, sort_keys=True),
+                "payload_fp": f.payload_fp,
+                "vectors_fp": f.vectors_fp,
+                "synced_at": now,
+            }
+            for f in result.features
+        ]
+        stmt = self._insert(synced_features)
+        replaced = (
+            "point_id",
+            "task_id",
+            "asset_id",
+            "modality",
+            "vectors",
+            "payload_fp",
+            "vectors_fp",
+            "synced_at",
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[synced_features.c.feature_id, synced_features.c.qdrant_collection],
+            set_={name: stmt.excluded[name] for name in replaced},
+        )
+        await conn.execute(stmt, rows)
+
+    def _insert(self, table: Any) -> Any:
+        """INSERT with the dialect's ON CONFLICT support."""
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    async def _fenced_update(
+        self,
+        claim: Claim,
+        *,
+        conn: AsyncConnection | None = None,
+        keep_lease: bool = False,
+        **values: Any,
+    ) -> None:
+        values.setdefault("updated_at", db_now())
+        where = [_fenced(claim.task_id, claim.token)]
+        if keep_lease:
+            where.append(tasks.c.lease_expires_at >= db_now())
+        stmt = update(tasks).where(*where).values(**values)
+        if conn is None:
+            async with self.engine.begin() as own:
+                result = await own.execute(stmt)
+        else:
+            result = await conn.execute(stmt)
+        if _rowcount(result) != 1:
+            raise LeaseLost(f"task {claim.task_id}: lease {claim.token} is no longer held")
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Tasks by state; every state is present."""
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state))
+            ).all()
+        found: dict[str, int] = {str(state): int(count) for state, count in rows}
+        return {state: found.get(state, 0) for state in (PENDING, SYNCED, FAILED)}
+
+    async def pending_count(self) -> int:
+        async with self.engine.connect() as conn:
+            return await _count(conn, tasks.c.state == PENDING)
+
+    async def list_tasks(
+        self, task_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Task rows for ``status``, oldest first."""
+        stmt = select(tasks).order_by(tasks.c.created_at, tasks.c.task_id)
+        if task_id is not None:
+            stmt = stmt.where(tasks.c.task_id == task_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+    async def synced_features(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(synced_features).order_by(synced_features.c.feature_id)
+        if task_id is not None:
+            stmt = stmt.where(synced_features.c.task_id == task_id)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+    async def dead_letters(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(dead_letters).order_by(dead_letters.c.id)
+        if task_id is not None:
+            stmt = stmt.where(dead_letters.c.task_id == task_id)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+
+_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
+
+
+def _fenced(task_id: str, token: int) -> Any:
+    return (tasks.c.task_id == task_id) & (tasks.c.lease_token == token)
+
+
+def _rowcount(result: Any) -> int:
+    return result.rowcount if isinstance(result, CursorResult) else 0
+
+
+async def _db_time(conn: AsyncConnection) -> float:
+    return float((await conn.execute(select(db_now()))).scalar_one())
+
+
+async def _count(conn: AsyncConnection, where: Any) -> int:
+    return int(
+        (await conn.execute(select(func.count()).select_from(tasks).where(where))).scalar_one()
+    )
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets `status` read while `run` writes. synchronous=NORMAL may lose the last commit on
+    # power loss, never consistency: the points are already in Qdrant, so a lost commit is a
+    # harmless redo under the delivery contract.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _alembic_upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")

@@ -1,0 +1,133 @@
+"""The state store on SQLite and PostgreSQL: migrations, claims, leases, fencing, recording."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from sync_service.schema import metadata
+from sync_service.store import DeadLetter, LeaseLost, Store, SyncedFeature, SyncResult
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    s = Store.open(database_url)
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+def ledger_row(feature_id: str, fp: str = "p") -> SyncedFeature:
+    return SyncedFeature(
+        feature_id,
+        f"00000000-0000-4000-8000-{feature_id:0>12}",
+        "asset-1",
+        "video",
+        {"multimodal-v1": 1408},
+        fp,
+        "v",
+    )
+
+
+async def test_migrations_are_idempotent_and_match_the_declared_schema(store: Store) -> None:
+    await store.migrate()
+    async with store.engine.connect() as conn:
+        diff = await conn.run_sync(
+            lambda c: compare_metadata(MigrationContext.configure(c), metadata)
+        )
+    assert diff == []
+
+
+async def test_track_is_idempotent(store: Store) -> None:
+    assert await store.track(["a", "b", "a"]) == 2
+    assert await store.track(["b", "c"]) == 1
+    assert await store.counts() == {"pending": 3, "synced": 0, "failed": 0}
+    assert [t["task_id"] for t in await store.list_tasks()] == ["a", "b", "c"]
+
+
+async def test_concurrent_claimers_never_share_a_task(database_url: str, store: Store) -> None:
+    ids = [f"t{i:03}" for i in range(60)]
+    await store.track(ids)
+    others = [Store.open(database_url) for _ in range(3)]
+    try:
+        claims = await asyncio.gather(
+            *(s.claim_due(f"w{i}", 25, 30) for i, s in enumerate([store, *others]))
+        )
+    finally:
+        for s in others:
+            await s.close()
+    claimed = [c.task_id for batch in claims for c in batch]
+    assert len(claimed) == len(set(claimed)) == 60
+
+
+async def test_a_task_is_not_due_before_its_poll_time(store: Store) -> None:
+    await store.track(["a"])
+    (claim,) = await store.claim_due("w", 10, 30)
+    await store.reschedule(claim, upstream_status="PROCESSING", delay=60)
+    assert await store.claim_due("w", 10, 30) == []
+    (row,) = await store.list_tasks()
+    assert row["polls"] == 1 and row["upstream_status"] == "PROCESSING"
+
+
+async def test_an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced(store: Store) -> None:
+    await store.track(["a"])
+    (old,) = await store.claim_due("stalled", 10, lease_seconds=0.05)
+    assert await store.claim_due("other", 10, 30) == []  # still leased
+    await asyncio.sleep(0.1)
+    (new,) = await store.claim_due("other", 10, 30)
+    assert new.token == old.token + 1
+    result = SyncResult("DONE", "asset-1", "c", "c", [ledger_row("1")])
+    with pytest.raises(LeaseLost):
+        await store.mark_synced(old, result)
+    with pytest.raises(LeaseLost):
+        await store.mark_failed(old, "late")
+    assert await store.synced_features() == []  # the stale write left nothing behind
+    await store.mark_synced(new, result)
+    assert (await store.counts())["synced"] == 1
+
+
+async def test_heartbeat_keeps_a_lease(store: Store) -> None:
+    await store.track(["a"])
+    (claim,) = await store.claim_due("w", 10, lease_seconds=0.2)
+    assert await store.extend_leases("w", [claim], 30) == 1
+    await asyncio.sleep(0.3)
+    assert await store.claim_due("other", 10, 30) == []
+
+
+async def test_synced_records_ledger_and_dead_letters_and_a_redo_does_not_double(
+    store: Store,
+) -> None:
+    await store.track(["a"])
+    (claim,) = await store.claim_due("w", 10, 30)
+    letters = [DeadLetter("vector 'v' holds NaN", "f3", "{}")]
+    result = SyncResult(
+        "DONE", "asset-1", "col", "col", [ledger_row("1"), ledger_row("2")], letters
+    )
+    await store.mark_synced(claim, result)
+    (row,) = await store.list_tasks("a")
+    assert (row["state"], row["features_synced"], row["dead_letters"]) == ("synced", 2, 1)
+    assert row["lease_owner"] is None and row["synced_at"] is not None
+
+    # A redo of the same task (e.g. after a crash before the first commit was seen).
+    await store.track(["b"])
+    (claim_b,) = await store.claim_due("w", 10, 30)
+    redo = SyncResult("DONE", "asset-1", "col", "col", [ledger_row("1", fp="changed")], letters)
+    await store.mark_synced(claim_b, redo)
+    ledger = await store.synced_features()
+    assert [(r["feature_id"], r["payload_fp"]) for r in ledger] == [("1", "changed"), ("2", "p")]
+    assert len(await store.dead_letters("a")) == 1 and len(await store.dead_letters()) == 2
+
+
+async def test_attempts_are_bounded(store: Store) -> None:
+    await store.track(["a"])
+    for attempt in range(1, 4):
+        (claim,) = await store.claim_due("w", 10, 30)
+        gave_up = await store.retry_later(claim, error="503", delay=0, max_attempts=3)
+        assert gave_up == (attempt == 3)
+    (row,) = await store.list_tasks("a")
+    assert row["state"] == "failed" and row["attempts"] == 2
+    assert row["error"] == "gave up after 3 attempts: 503"
