@@ -1,0 +1,307 @@
+"""Feature + asset → Qdrant point (design.md §4), and the checks that keep bad items out.
+
+Pure functions over the upstream JSON as it was served: no I/O, no clocks. A feature that cannot
+become a valid point is *rejected* with a reason (it becomes a dead letter); it never stops the
+other features of its asset.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import uuid
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+FEATURE_NAMESPACE_PREFIX = "mixpeek://feature/"
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Qdrant refuses these in a collection name (and control characters).
+_FORBIDDEN_IN_COLLECTION = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
+# A float in Qdrant's JSON body costs about this many bytes ("-0.0123456789,").
+_BYTES_PER_FLOAT = 14
+_EXCERPT_CHARS = 500
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """What a collection holds under one vector name: dense with ``size``, or sparse."""
+
+    size: int | None
+    sparse: bool = False
+
+    def describe(self) -> str:
+        return "sparse" if self.sparse else f"dense[{self.size}]"
+
+
+@dataclass(frozen=True)
+class SparseValues:
+    indices: list[int]
+    values: list[float]
+
+
+Vector = list[float] | SparseValues
+
+
+@dataclass(frozen=True)
+class PlannedPoint:
+    """One point ready for Qdrant, with what the ledger needs to remember about it."""
+
+    point_id: str
+    feature_id: str
+    asset_id: str | None
+    modality: str | None
+    vectors: dict[str, Vector]
+    payload: dict[str, Any]
+    payload_fp: str
+    vectors_fp: str
+    approx_bytes: int
+
+    def vector_sizes(self) -> dict[str, int]:
+        return {
+            name: len(v.values) if isinstance(v, SparseValues) else len(v)
+            for name, v in self.vectors.items()
+        }
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A feature set aside, with the reason an operator will read."""
+
+    feature_id: str | None
+    reason: str
+    payload_excerpt: str
+
+
+@dataclass
+class Plan:
+    points: list[PlannedPoint] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    #: Vector names the collection does not have yet, with the spec taken from the data.
+    new_vectors: dict[str, VectorSpec] = field(default_factory=dict)
+
+
+def point_id_for(feature_id: str) -> str:
+    """The feature id itself when it is a UUID (canonical form), else a uuid5 of it.
+
+    Never random: every retry of the same feature must land on the same point.
+    """
+    try:
+        return str(uuid.UUID(feature_id))
+    except (ValueError, AttributeError, TypeError):
+        return str(uuid.uuid5(uuid.NAMESPACE_URL, FEATURE_NAMESPACE_PREFIX + str(feature_id)))
+
+
+def collection_name(name: str) -> str:
+    """Replace the characters Qdrant refuses in a collection name with ``_``."""
+    cleaned = _FORBIDDEN_IN_COLLECTION.sub("_", name).strip()
+    if cleaned in ("", ".", ".."):
+        cleaned = cleaned.replace(".", "_") or "_"
+    return cleaned[:255]
+
+
+def build_payload(
+    feature: Mapping[str, Any], asset: Mapping[str, Any], task_id: str
+) -> dict[str, Any]:
+    """Every field of the feature except ``vectors``, plus ``task_id`` and the ``asset`` object."""
+    payload = {key: value for key, value in feature.items() if key != "vectors"}
+    payload["asset_id"] = feature.get("asset_id") or asset.get("asset_id")
+    payload["collection_id"] = feature.get("collection_id") or asset.get("collection_id")
+    payload["modality"] = feature.get("modality") or asset.get("modality")
+    payload["task_id"] = task_id
+    payload["asset"] = dict(asset)
+    return payload
+
+
+def plan_points(
+    features: Sequence[Mapping[str, Any]],
+    asset: Mapping[str, Any],
+    task_id: str,
+    schema: Mapping[str, VectorSpec],
+) -> Plan:
+    """Map each feature to a point, rejecting those that would be invalid in ``schema``.
+
+    ``schema`` is the collection's vector names (empty for a collection not created yet). A
+    vector name it lacks is planned as a new one, sized by the most common length among this
+    plan's vectors of that name, so a few malformed vectors cannot set the collection's shape.
+    """
+    plan = Plan()
+    plan.new_vectors = _new_vector_specs(features, schema)
+    known = {**schema, **plan.new_vectors}
+    seen_ids: set[str] = set()
+    for feature in features:
+        outcome = _plan_one(feature, asset, task_id, known)
+        if isinstance(outcome, Rejected):
+            plan.rejected.append(outcome)
+        elif outcome.point_id in seen_ids:
+            # Two features mapping to one point: keep the first, never silently overwrite it.
+            plan.rejected.append(_reject(feature, "duplicate feature_id in one asset"))
+        else:
+            seen_ids.add(outcome.point_id)
+            plan.points.append(outcome)
+    used = {name for point in plan.points for name in point.vectors}
+    plan.new_vectors = {n: spec for n, spec in plan.new_vectors.items() if n in used}
+    return plan
+
+
+def _new_vector_specs(
+    features: Sequence[Mapping[str, Any]], schema: Mapping[str, VectorSpec]
+) -> dict[str, VectorSpec]:
+    """Specs for the vector names ``schema`` lacks: sparse, or dense of the most common length."""
+    lengths: dict[str, Counter[int]] = {}
+    sparse: set[str] = set()
+    for feature in features:
+        vectors = feature.get("vectors")
+        if not isinstance(vectors, Mapping):
+            continue
+        for name, value in vectors.items():
+            if not isinstance(name, str) or name in schema:
+                continue
+            if isinstance(value, Mapping):
+                sparse.add(name)
+            elif isinstance(value, list) and value:
+                # Counter keeps first-seen order, and most_common() is stable: ties go to it.
+                lengths.setdefault(name, Counter())[len(value)] += 1
+    specs = {name: VectorSpec(size=c.most_common(1)[0][0]) for name, c in lengths.items()}
+    specs.update({name: VectorSpec(size=None, sparse=True) for name in sparse - set(specs)})
+    return specs
+
+
+def _plan_one(
+    feature: Mapping[str, Any],
+    asset: Mapping[str, Any],
+    task_id: str,
+    known: Mapping[str, VectorSpec],
+) -> PlannedPoint | Rejected:
+    feature_id = feature.get("feature_id")
+    if not isinstance(feature_id, str) or not feature_id:
+        return _reject(feature, "feature has no feature_id")
+    vectors, problem = check_vectors(feature.get("vectors"), known)
+    if problem is not None:
+        return _reject(feature, problem)
+    payload = build_payload(feature, asset, task_id)
+    try:
+        payload_json = json.dumps(payload, sort_keys=True, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        return _reject(feature, f"payload is not valid JSON for Qdrant: {exc}")
+    vectors_fp = _vectors_fingerprint(vectors)
+    floats = sum(
+        len(v.values) * 2 if isinstance(v, SparseValues) else len(v) for v in vectors.values()
+    )
+    return PlannedPoint(
+        point_id=point_id_for(feature_id),
+        feature_id=feature_id,
+        asset_id=payload["asset_id"],
+        modality=payload["modality"],
+        vectors=vectors,
+        payload=payload,
+        payload_fp=hashlib.sha256(payload_json.encode()).hexdigest(),
+        vectors_fp=vectors_fp,
+        approx_bytes=len(payload_json) + floats * _BYTES_PER_FLOAT + 64,
+    )
+
+
+def check_vectors(
+    raw: Any, known: Mapping[str, VectorSpec]
+) -> tuple[dict[str, Vector], str | None]:
+    """Validate a feature's ``vectors`` object; returns (vectors, None) or ({}, reason)."""
+    if not isinstance(raw, Mapping) or not raw:
+        return {}, "feature has no vectors"
+    vectors: dict[str, Vector] = {}
+    for name, value in raw.items():
+        if not isinstance(name, str) or not name:
+            return {}, "vector with an empty name"
+        vector: Vector | None
+        if isinstance(value, Mapping):
+            vector, problem = _check_sparse(name, value)
+        else:
+            vector, problem = _check_dense(name, value)
+        if problem is not None or vector is None:
+            return {}, problem or f"vector {name!r} is unusable"
+        expected = known.get(name)
+        if expected is not None:
+            mismatch = _mismatch(name, vector, expected)
+            if mismatch is not None:
+                return {}, mismatch
+        vectors[name] = vector
+    return vectors, None
+
+
+def _check_dense(name: str, value: Any) -> tuple[list[float] | None, str | None]:
+    if not isinstance(value, list) or not value:
+        return None, f"vector {name!r} is not a non-empty list of numbers"
+    if any(isinstance(x, bool) or not isinstance(x, int | float) for x in value):
+        return None, f"vector {name!r} holds a value that is not a number"
+    array = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(array)) or float(np.max(np.abs(array))) > _FLOAT32_MAX:
+        return (
+            None,
+            f"vector {name!r} holds a value that is not finite in float32 (NaN, inf or too large)",
+        )
+    return value, None
+
+
+def _check_sparse(name: str, value: Mapping[str, Any]) -> tuple[SparseValues | None, str | None]:
+    indices, values = value.get("indices"), value.get("values")
+    if not isinstance(indices, list) or not isinstance(values, list) or len(indices) != len(values):
+        return None, f"sparse vector {name!r} needs 'indices' and 'values' lists of equal length"
+    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in indices):
+        return None, f"sparse vector {name!r} has an index that is not a non-negative integer"
+    if len(set(indices)) != len(indices):
+        return None, f"sparse vector {name!r} repeats an index"
+    if any(
+        isinstance(x, bool)
+        or not isinstance(x, int | float)
+        or not math.isfinite(x)
+        or abs(x) > _FLOAT32_MAX
+        for x in values
+    ):
+        return None, f"sparse vector {name!r} holds a value that is not finite in float32"
+    return SparseValues(indices=list(indices), values=[float(x) for x in values]), None
+
+
+def _mismatch(name: str, vector: Vector, expected: VectorSpec) -> str | None:
+    if isinstance(vector, SparseValues) != expected.sparse:
+        kind = "sparse" if isinstance(vector, SparseValues) else "dense"
+        return f"vector {name!r} is {kind} but the collection holds it as {expected.describe()}"
+    if not expected.sparse and isinstance(vector, list) and len(vector) != expected.size:
+        return (
+            f"vector {name!r} has length {len(vector)} but the collection expects {expected.size}"
+        )
+    return None
+
+
+def _vectors_fingerprint(vectors: Mapping[str, Vector]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(vectors):
+        vector = vectors[name]
+        digest.update(name.encode() + b"\0")
+        if isinstance(vector, SparseValues):
+            digest.update(np.asarray(vector.indices, dtype=np.int64).tobytes())
+            digest.update(np.asarray(vector.values, dtype=np.float32).tobytes())
+        else:
+            # Fingerprint what Qdrant stores (float32), not the JSON spelling of the numbers.
+            digest.update(np.asarray(vector, dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
+def _reject(feature: Mapping[str, Any], reason: str) -> Rejected:
+    feature_id = feature.get("feature_id")
+    return Rejected(
+        feature_id=feature_id if isinstance(feature_id, str) else None,
+        reason=reason,
+        payload_excerpt=excerpt(feature),
+    )
+
+
+def excerpt(value: Any) -> str:
+    """A short, readable JSON excerpt of an upstream item for a dead letter (vectors elided)."""
+    if isinstance(value, Mapping) and isinstance(value.get("vectors"), Mapping):
+        value = {**value, "vectors": dict.fromkeys(value["vectors"], "…")}
+    text = json.dumps(value, default=str, sort_keys=True, ensure_ascii=False)
+    return text if len(text) <= _EXCERPT_CHARS else text[: _EXCERPT_CHARS - 1] + "…"

@@ -1,0 +1,256 @@
+"""Qdrant: collections, their vector names, and batched upserts. All Qdrant calls live here.
+
+Collections are created behind an alias from the start: users query ``name`` (an alias) while
+the points live in a versioned physical collection ``name__v1``, so a later re-index can build
+``name__v2`` and swap the alias atomically without the name users query ever going away.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
+
+from sync_service.points import PlannedPoint, SparseValues, VectorSpec
+from sync_service.settings import Distance, Settings
+
+log = logging.getLogger(__name__)
+
+#: Payload fields every collection indexes (keyword), created before the first point.
+INDEXED_FIELDS = ("asset_id", "collection_id", "modality", "task_id")
+
+_DISTANCES = {
+    Distance.cosine: models.Distance.COSINE,
+    Distance.dot: models.Distance.DOT,
+    Distance.euclid: models.Distance.EUCLID,
+    Distance.manhattan: models.Distance.MANHATTAN,
+}
+
+
+class SinkError(Exception):
+    """Qdrant refused or failed an operation (transient unless said otherwise)."""
+
+
+class QdrantSink:
+    """The service's only door to Qdrant."""
+
+    def __init__(
+        self,
+        client: AsyncQdrantClient,
+        *,
+        distance: Distance = Distance.cosine,
+        batch_points: int = 256,
+        batch_bytes: int = 8 * 1024 * 1024,
+    ) -> None:
+        self.client = client
+        self.distance = _DISTANCES[distance]
+        self.batch_points = batch_points
+        self.batch_bytes = batch_bytes
+        self._schemas: dict[str, dict[str, VectorSpec]] = {}
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QdrantSink:
+        if settings.qdrant_url:
+            api_key = (
+                settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
+            )
+            client = AsyncQdrantClient(
+                url=settings.qdrant_url, api_key=api_key, timeout=30, check_compatibility=False
+            )
+        else:
+            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+            client = AsyncQdrantClient(path=str(settings.qdrant_path))
+        return cls(
+            client,
+            distance=settings.distance,
+            batch_points=settings.upsert_batch_points,
+            batch_bytes=settings.upsert_batch_bytes,
+        )
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    # -- collections --------------------------------------------------------------------
+
+    async def schema(self, name: str) -> dict[str, VectorSpec]:
+        """The vector names of collection (or alias) ``name``; empty if it does not exist."""
+        if name in self._schemas:
+            return self._schemas[name]
+        if not await self.client.collection_exists(name):
+            return {}
+        info = await self.client.get_collection(name)
+        schema: dict[str, VectorSpec] = {}
+        dense = info.config.params.vectors
+        if isinstance(dense, Mapping):
+            schema.update({n: VectorSpec(size=p.size) for n, p in dense.items()})
+        elif isinstance(dense, models.VectorParams):
+            schema[""] = VectorSpec(size=dense.size)
+        for sparse_name in info.config.params.sparse_vectors or {}:
+            schema[sparse_name] = VectorSpec(size=None, sparse=True)
+        self._schemas[name] = schema
+        return schema
+
+    async def ensure_vectors(self, name: str, new: Mapping[str, VectorSpec]) -> list[str]:
+        """Create collection ``name`` or add vector names to it. Returns names it could not add.
+
+        Safe when another replica does the same at the same moment: "already exists" answers
+        are treated as success and the schema is read again.
+        """
+        if not new:
+            return []
+        current = await self.schema(name)
+        if not current:
+            await self._create(name, new)
+            return []
+        refused = []
+        for vector_name, spec in new.items():
+            if vector_name in current:
+                continue
+            try:
+                await self.client.create_vector_name(
+                    name, vector_name, self._vector_name_config(spec), wait=True
+                )
+            except (UnexpectedResponse, ValueError) as exc:
+                if not _already_exists(exc):
+                    log.warning("cannot add vector %r to %s: %s", vector_name, name, exc)
+                    refused.append(vector_name)
+        self._schemas.pop(name, None)
+        return refused
+
+    async def _create(self, name: str, specs: Mapping[str, VectorSpec]) -> None:
+        physical = f"{name}__v1"
+        dense = {
+            n: models.VectorParams(size=s.size or 0, distance=self.distance)
+            for n, s in specs.items()
+            if not s.sparse
+        }
+        sparse = {n: models.SparseVectorParams() for n, s in specs.items() if s.sparse}
+        try:
+            await self.client.create_collection(
+                physical, vectors_config=dense, sparse_vectors_config=sparse or None
+            )
+        except (UnexpectedResponse, ValueError) as exc:
+            if not _already_exists(exc):
+                raise
+        with warnings.catch_warnings():
+            # Local mode warns that payload indexes have no effect there; a server uses them.
+            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
+            for field_name in INDEXED_FIELDS:
+                await self.client.create_payload_index(
+                    physical, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                )
+        if not await self._alias_target(name):
+            await self.client.update_collection_aliases(
+                change_aliases_operations=[
+                    models.CreateAliasOperation(
+                        create_alias=models.CreateAlias(collection_name=physical, alias_name=name)
+                    )
+                ]
+            )
+        self._schemas.pop(name, None)
+        log.info(
+            "collection created",
+            extra={"event": "collection_created", "collection": name, "physical": physical},
+        )
+
+    async def _alias_target(self, alias: str) -> str | None:
+        for description in (await self.client.get_aliases()).aliases:
+            if description.alias_name == alias:
+                return description.collection_name
+        return None
+
+    def _vector_name_config(
+        self, spec: VectorSpec
+    ) -> models.DenseVectorNameConfig | models.SparseVectorNameConfig:
+        if spec.sparse:
+            return models.SparseVectorNameConfig(sparse=models.SparseVectorParams())
+        return models.DenseVectorNameConfig(
+            dense=models.DenseVectorConfig(size=spec.size or 0, distance=self.distance)
+        )
+
+    # -- points -------------------------------------------------------------------------
+
+    async def upsert(self, name: str, points: Sequence[PlannedPoint]) -> int:
+        """Write ``points`` with ``wait=True``, in batches bounded by count and by bytes.
+
+        Returns the number of batches sent. Raises on the first batch Qdrant does not
+        acknowledge; batches already sent stay written (they are idempotent).
+        """
+        batches = 0
+        for batch in self.batches(points):
+            await self.client.upsert(name, [_to_struct(p) for p in batch], wait=True)
+            batches += 1
+        return batches
+
+    def batches(self, points: Sequence[PlannedPoint]) -> Iterator[list[PlannedPoint]]:
+        """Split into batches of at most ``batch_points`` points and ``batch_bytes`` bytes.
+
+        A point id never appears twice in one batch: Qdrant would keep only the later one.
+        """
+        batch: list[PlannedPoint] = []
+        ids: set[str] = set()
+        size = 0
+        for point in points:
+            full = len(batch) >= self.batch_points or (
+                batch and size + point.approx_bytes > self.batch_bytes
+            )
+            if full or point.point_id in ids:
+                yield batch
+                batch, ids, size = [], set(), 0
+            batch.append(point)
+            ids.add(point.point_id)
+            size += point.approx_bytes
+        if batch:
+            yield batch
+
+    async def count(self, name: str) -> int:
+        if not await self.client.collection_exists(name):
+            return 0
+        return (await self.client.count(name, exact=True)).count
+
+    async def retrieve(self, name: str, point_ids: Sequence[str]) -> list[models.Record]:
+        return await self.client.retrieve(
+            name, list(point_ids), with_payload=True, with_vectors=True
+        )
+
+    async def scroll_all(self, name: str) -> list[models.Record]:
+        """Every point of a collection with payload and vectors (for checks and small tools)."""
+        records: list[models.Record] = []
+        offset: Any = None
+        while True:
+            page, offset = await self.client.scroll(
+                name, limit=256, offset=offset, with_payload=True, with_vectors=True
+            )
+            records.extend(page)
+            if offset is None:
+                return records
+
+    async def search(
+        self, name: str, vector_name: str, vector: list[float], limit: int = 5
+    ) -> list[models.ScoredPoint]:
+        response = await self.client.query_points(
+            name, query=vector, using=vector_name, limit=limit, with_payload=True
+        )
+        return response.points
+
+    async def ping(self) -> None:
+        """Raise if Qdrant does not answer."""
+        await self.client.get_collections()
+
+
+def _to_struct(point: PlannedPoint) -> models.PointStruct:
+    vectors: dict[str, Any] = {
+        name: models.SparseVector(indices=v.indices, values=v.values)
+        if isinstance(v, SparseValues)
+        else v
+        for name, v in point.vectors.items()
+    }
+    return models.PointStruct(id=point.point_id, vector=vectors, payload=point.payload)
+
+
+def _already_exists(exc: Exception) -> bool:
+    return "already exists" in str(exc).lower()

@@ -1,0 +1,143 @@
+"""The Qdrant sink on qdrant-client's embedded (local) mode."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from sync_service.points import PlannedPoint, VectorSpec, plan_points
+from sync_service.sink import INDEXED_FIELDS, QdrantSink
+
+ASSET = {"asset_id": "a1", "collection_id": "c1", "modality": "video", "url": "https://x/a.mp4"}
+
+
+def features(n: int, dim: int = 4, name: str = "multimodal-v1") -> list[dict[str, object]]:
+    return [
+        {
+            "feature_id": f"00000000-0000-4000-8000-{i:012}",
+            "asset_id": "a1",
+            "collection_id": "c1",
+            "modality": "video",
+            "vectors": {name: [float(i + 1)] + [0.5] * (dim - 1)},
+        }
+        for i in range(n)
+    ]
+
+
+def points(n: int, dim: int = 4) -> list[PlannedPoint]:
+    return plan_points(features(n, dim), ASSET, "t1", schema={}).points
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[QdrantSink]:
+    s = QdrantSink(AsyncQdrantClient(":memory:"), batch_points=10)
+    yield s
+    await s.close()
+
+
+async def test_collection_is_created_behind_an_alias_with_payload_indexes(sink: QdrantSink) -> None:
+    assert await sink.schema("demo") == {}
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    aliases = {a.alias_name: a.collection_name for a in (await sink.client.get_aliases()).aliases}
+    assert aliases == {"demo": "demo__v1"}
+    assert await sink.schema("demo") == {"multimodal-v1": VectorSpec(size=4)}
+    info = await sink.client.get_collection("demo__v1")
+    assert info.config.params.vectors["multimodal-v1"].distance.value == "Cosine"  # type: ignore[index]
+
+
+async def test_server_path_on_the_wire() -> None:
+    """The REST calls a Qdrant server receives (local mode ignores indexes and ``wait``)."""
+    seen: list[tuple[str, str, dict[str, str], object]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content) if request.content else None
+        seen.append((request.method, request.url.path, dict(request.url.params), body))
+        path = request.url.path
+        if path.endswith("/exists"):
+            result: object = {"exists": False}
+        elif path == "/aliases":
+            result = {"aliases": []}
+        elif path.endswith("/index") or path.endswith("/points"):
+            result = {"operation_id": 1, "status": "completed"}
+        else:
+            result = True
+        return httpx.Response(200, json={"result": result, "status": "ok", "time": 0.001})
+
+    client = AsyncQdrantClient(
+        url="http://qdrant.invalid:6333",
+        check_compatibility=False,
+        transport=httpx.MockTransport(handler),
+    )
+    sink = QdrantSink(client, batch_points=2)
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    await sink.upsert("demo", points(3))
+    calls = [(method, path) for method, path, _, _ in seen]
+    assert ("PUT", "/collections/demo__v1") in calls
+    index_calls = [body for method, path, _, body in seen if path == "/collections/demo__v1/index"]
+    assert sorted(b["field_name"] for b in index_calls) == sorted(INDEXED_FIELDS)  # type: ignore[index]
+    assert all(b["field_schema"] == "keyword" for b in index_calls)  # type: ignore[index]
+    (alias_call,) = [body for _, path, _, body in seen if path == "/collections/aliases"]
+    assert alias_call == {
+        "actions": [{"create_alias": {"collection_name": "demo__v1", "alias_name": "demo"}}]
+    }
+    writes = [
+        (params, body) for method, path, params, body in seen if path == "/collections/demo/points"
+    ]
+    assert len(writes) == 2  # 3 points in batches of 2
+    assert all(params.get("wait") == "true" for params, _ in writes)
+    first = writes[0][1]["points"][0]  # type: ignore[index]
+    assert first["id"] == "00000000-0000-4000-8000-000000000000"
+    assert set(first["vector"]) == {"multimodal-v1"}
+    assert first["payload"]["task_id"] == "t1"
+    # The index calls come before the first point is written.
+    last_index = max(i for i, (_, path) in enumerate(calls) if path.endswith("/index"))
+    first_write = min(i for i, (_, path) in enumerate(calls) if path.endswith("/points"))
+    assert last_index < first_write
+
+
+async def test_a_new_vector_name_is_added_to_an_existing_collection(sink: QdrantSink) -> None:
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    assert await sink.ensure_vectors("demo", {"text-v2": VectorSpec(size=3)}) == []
+    assert await sink.schema("demo") == {
+        "multimodal-v1": VectorSpec(size=4),
+        "text-v2": VectorSpec(size=3),
+    }
+
+
+async def test_creating_twice_is_harmless(sink: QdrantSink) -> None:
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    other = QdrantSink(sink.client)  # a second replica with an empty schema cache
+    await other._create("demo", {"multimodal-v1": VectorSpec(size=4)})
+    assert await other.schema("demo") == {"multimodal-v1": VectorSpec(size=4)}
+
+
+async def test_upsert_writes_every_point_in_bounded_batches(sink: QdrantSink) -> None:
+    batch = points(25)
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    assert await sink.upsert("demo", batch) == 3  # 10 + 10 + 5
+    assert await sink.count("demo") == 25
+    again = await sink.upsert("demo", batch)  # a redo lands on the same points
+    assert again == 3 and await sink.count("demo") == 25
+
+
+def test_batches_are_bounded_by_bytes_too() -> None:
+    sink = QdrantSink(AsyncQdrantClient(":memory:"), batch_points=1000, batch_bytes=64 * 1024)
+    big = points(40, dim=1408)  # about 20 kB each
+    sizes = [len(b) for b in sink.batches(big)]
+    assert sum(sizes) == 40 and max(sizes) < 40
+    for b in sink.batches(big):
+        assert sum(p.approx_bytes for p in b) <= 64 * 1024 or len(b) == 1
+
+
+def test_no_point_id_twice_in_one_batch() -> None:
+    sink = QdrantSink(AsyncQdrantClient(":memory:"), batch_points=100)
+    one = points(3)
+    batches = list(sink.batches([*one, one[0], *points(2)]))
+    for b in batches:
+        ids = [p.point_id for p in b]
+        assert len(ids) == len(set(ids))
+    assert sum(len(b) for b in batches) == 6
