@@ -1,0 +1,272 @@
+"""The ``sync-service`` command line (design.md §3). Data goes to stdout, logs to stderr."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from urllib.parse import urlsplit
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from sync_service import logs
+from sync_service.emulator.command import emulator
+from sync_service.settings import Settings, describe_validation_error
+
+if TYPE_CHECKING:
+    from sync_service.mixpeek_models import IndexResult
+
+# The heavy parts (Qdrant client, SQLAlchemy, the pipeline) are imported inside the commands
+# that use them, so `status`, `track` and `--help` start quickly.
+
+T = TypeVar("T")
+
+app = typer.Typer(
+    help="Keeps a Qdrant collection in step with what Mixpeek indexes.",
+    no_args_is_help=True,
+    add_completion=False,
+    # Rich tracebacks print local variables, and locals can hold secrets: never show them.
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True)
+
+app.command("emulator", help="Serve the Mixpeek emulator (for trying things out and tests).")(
+    emulator
+)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and .env; a bad value stops here with exit code 2."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for line in describe_validation_error(exc):
+            err.print(f"configuration error: {line}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@app.command()
+def run(
+    drain: bool = typer.Option(
+        False, "--drain", help="Exit 0 once no tracked task is pending (cron, CI, tests)."
+    ),
+) -> None:
+    """Run the daemon: poll tracked tasks and sync them into Qdrant until SIGTERM/SIGINT."""
+    settings = load_settings()
+    from sync_service.runtime import open_service
+    from sync_service.scheduler import Daemon
+
+    async def main() -> int:
+        async with open_service(settings) as service:
+            daemon = Daemon(
+                service.store,
+                service.pipeline,
+                poll_interval=settings.poll_interval,
+                claim_batch=settings.claim_batch,
+                lease_seconds=settings.lease_seconds,
+                shutdown_grace=settings.shutdown_grace,
+            )
+            return await daemon.run(drain=drain)
+
+    raise typer.Exit(run_async(main()))
+
+
+@app.command()
+def track(task_ids: list[str] = typer.Argument(..., help="Mixpeek task ids.")) -> None:
+    """Start tracking existing Mixpeek tasks (tracking one twice is a no-op)."""
+    settings = load_settings()
+    ids = [t.strip() for t in task_ids if t.strip()]
+    if not ids:
+        fail("no task id given", 2)
+    from sync_service.runtime import open_store
+
+    async def main() -> int:
+        async with open_store(settings) as store:
+            return await store.track(ids)
+
+    new = run_async(main())
+    err.print(f"tracking {new} new task(s); {len(set(ids)) - new} already tracked")
+
+
+@app.command()
+def submit(
+    collection_id: str = typer.Option(..., "--collection-id", help="Mixpeek collection id."),
+    video: list[str] = typer.Option([], "--video", help="A video URL (repeatable)."),
+    image: list[str] = typer.Option([], "--image", help="An image URL (repeatable)."),
+    text: list[str] = typer.Option([], "--text", help="A text to index (repeatable)."),
+    metadata: str | None = typer.Option(
+        None, "--metadata", help="JSON object kept with each item."
+    ),
+    prevent_duplicate: bool = typer.Option(
+        False, "--prevent-duplicate", help="Let Mixpeek return the existing asset for a known URL."
+    ),
+) -> None:
+    """Index videos, images or texts with Mixpeek, then track their tasks. Prints task ids."""
+    settings = load_settings()
+    if not (video or image or text):
+        fail("give at least one --video URL, --image URL or --text TEXT", 2)
+    for flag, urls in (("--video", video), ("--image", image)):
+        for url in urls:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                fail(f"{flag} {url!r}: only http:// and https:// URLs can be indexed", 2)
+    if any(not t.strip() for t in text):
+        fail("--text must not be empty", 2)
+    meta = _parse_metadata(metadata)
+    from sync_service.mixpeek_errors import MixpeekError
+    from sync_service.runtime import mixpeek_client, open_store
+
+    async def main() -> list[str]:
+        submitted: list[str] = []
+        async with open_store(settings) as store, mixpeek_client(settings) as client:
+            jobs: list[tuple[Callable[..., Awaitable[IndexResult]], str]] = [
+                (client.index_video_url, u) for u in video
+            ]
+            jobs += [(client.index_image_url, u) for u in image]
+            for index, item in jobs:
+                result = await index(
+                    item, collection_id, metadata=meta, prevent_duplicate=prevent_duplicate
+                )
+                if result.task_id:
+                    # Tracked one by one: a failure half-way loses none already submitted.
+                    await store.track([result.task_id], source="submit")
+                    submitted.append(result.task_id)
+            for body in text:
+                result = await client.index_text(body, collection_id, metadata=meta)
+                if result.task_id:
+                    await store.track([result.task_id], source="submit")
+                    submitted.append(result.task_id)
+        return submitted
+
+    try:
+        task_ids = run_async(main())
+    except MixpeekError as exc:
+        fail(f"Mixpeek refused the submission: {exc}")
+    for task_id in task_ids:
+        out.print(task_id, highlight=False)
+    err.print(f"submitted and tracking {len(task_ids)} task(s)")
+
+
+@app.command()
+def status(
+    task_id: str | None = typer.Argument(None, help="Show only this task."),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, for scripts."),
+    limit: int = typer.Option(50, "--limit", help="Tasks shown in the table (JSON shows all)."),
+) -> None:
+    """What is pending, synced and failed."""
+    settings = load_settings()
+    from sync_service.runtime import open_store
+
+    async def main() -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
+        async with open_store(settings) as store:
+            rows = await store.list_tasks(task_id)
+            letters = await store.dead_letters(task_id) if task_id else []
+            return await store.counts(), rows, letters
+
+    counts, rows, letters = run_async(main())
+    if task_id is not None and not rows:
+        fail(f"task {task_id} is not tracked")
+    tasks = [
+        {
+            "task_id": r["task_id"],
+            "state": r["state"],
+            "asset_id": r["asset_id"],
+            "collection_id": r["collection_id"],
+            "features_synced": r["features_synced"],
+            "error": r["error"],
+            "dead_letters": r["dead_letters"],
+        }
+        for r in rows
+    ]
+    if as_json:
+        sys.stdout.write(json.dumps({"counts": counts, "tasks": tasks}) + "\n")
+        return
+    _print_status(counts, tasks, letters, limit)
+
+
+@app.command()
+def migrate() -> None:
+    """Bring the state store's schema to the newest migration."""
+    settings = load_settings()
+    from sync_service.runtime import open_store
+
+    async def main() -> None:
+        async with open_store(settings):
+            pass
+
+    run_async(main())
+    err.print("state store schema is up to date")
+
+
+@app.command()
+def demo(
+    data_dir: str = typer.Option(
+        "./data/demo", "--data-dir", help="Where the demo keeps its state."
+    ),
+) -> None:
+    """The whole loop on embedded defaults against the built-in emulator, then a query."""
+    from sync_service.demo import run_demo
+
+    raise typer.Exit(run_demo(data_dir, out))
+
+
+def _parse_metadata(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        fail(f"--metadata is not valid JSON: {exc}", 2)
+    if not isinstance(value, dict):
+        fail("--metadata must be a JSON object", 2)
+    return value
+
+
+def _print_status(
+    counts: dict[str, int],
+    tasks: list[dict[str, Any]],
+    letters: list[dict[str, Any]],
+    limit: int,
+) -> None:
+    out.print(
+        f"[bold]pending[/] {counts['pending']}   [green]synced[/] {counts['synced']}   "
+        f"[red]failed[/] {counts['failed']}"
+    )
+    table = Table("task", "state", "asset", "collection", "points", "dead letters", "error")
+    colour = {"pending": "yellow", "synced": "green", "failed": "red"}
+    for t in tasks[-limit:]:
+        table.add_row(
+            t["task_id"],
+            f"[{colour[t['state']]}]{t['state']}[/]",
+            t["asset_id"] or "",
+            t["collection_id"] or "",
+            str(t["features_synced"]),
+            str(t["dead_letters"]),
+            t["error"] or "",
+        )
+    out.print(table)
+    if len(tasks) > limit:
+        out.print(f"(showing the newest {limit} of {len(tasks)}; --json lists all)")
+    for letter in letters:
+        out.print(f"[red]dead letter[/] feature {letter['feature_id']}: {letter['reason']}")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,181 @@
+"""``sync-service demo``: the whole loop on a laptop with no servers and no Mixpeek account.
+
+Starts the emulator on a free loopback port, submits a few videos, images and texts, syncs them
+into embedded Qdrant with a progress bar, shows what landed, and runs a similarity query.
+Everything lives under ``--data-dir`` (default ``./data/demo``), which the demo starts afresh,
+so running it twice gives the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from sync_service import logs
+from sync_service.emulator import EmulatorConfig, EmulatorServer
+from sync_service.runtime import Service, open_service
+from sync_service.scheduler import Daemon
+from sync_service.settings import Settings
+
+COLLECTION = "demo"
+DEMO_KEY = "demo-key"
+VIDEOS = [
+    "https://example.com/videos/ocean-waves.mp4?duration=35",
+    "https://example.com/videos/city-timelapse.mp4?duration=50",
+    "https://example.com/videos/cooking-pasta.mp4?duration=28",
+]
+IMAGES = [
+    "https://example.com/images/red-bicycle.jpg",
+    "https://example.com/images/mountain-lake.png",
+    "https://example.com/images/golden-retriever.webp",
+]
+TEXTS = [
+    "A surfer rides a large wave at sunset.",
+    "Fresh pasta boiling in a pot, with basil and tomatoes on the side.",
+    "Night traffic streams through a busy city intersection.",
+]
+
+
+def run_demo(data_dir: str, console: Console) -> int:
+    root = Path(data_dir)
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    logs.configure("WARNING")
+    config = EmulatorConfig(api_key=DEMO_KEY, processing_time=3.0, seed=7)
+    with EmulatorServer(config) as emulator:
+        console.print(f"[bold]Mixpeek emulator[/] listening on {emulator.url}")
+        settings = Settings(
+            mixpeek_api_url=emulator.url,
+            mixpeek_api_key=DEMO_KEY,
+            qdrant_url=None,
+            qdrant_path=root / "qdrant",
+            qdrant_collection="{collection_id}",
+            database_url=f"sqlite:///{root / 'sync.db'}",
+            poll_interval=0.5,
+            max_poll_interval=1.0,
+        )
+        return asyncio.run(_demo(settings, console))
+
+
+async def _demo(settings: Settings, console: Console) -> int:
+    async with open_service(settings) as service:
+        task_ids = await _submit(service)
+        console.print(
+            f"Submitted {len(VIDEOS)} videos, {len(IMAGES)} images and {len(TEXTS)} texts "
+            f"to collection [bold]{COLLECTION}[/]; syncing into embedded Qdrant at "
+            f"{settings.qdrant_path}"
+        )
+        await _sync_with_progress(service, len(task_ids), console)
+        await _show_landed(service, console)
+        await _show_query(service, console)
+        counts = await service.store.counts()
+    return 0 if counts["synced"] == len(task_ids) else 1
+
+
+async def _submit(service: Service) -> list[str]:
+    client, store = service.client, service.store
+    results = [await client.index_video_url(u, COLLECTION, metadata={"demo": True}) for u in VIDEOS]
+    results += [
+        await client.index_image_url(u, COLLECTION, metadata={"demo": True}) for u in IMAGES
+    ]
+    results += [await client.index_text(t, COLLECTION, metadata={"demo": True}) for t in TEXTS]
+    task_ids = [r.task_id for r in results if r.task_id]
+    await store.track(task_ids, source="submit")
+    return task_ids
+
+
+async def _sync_with_progress(service: Service, total: int, console: Console) -> None:
+    settings = service.settings
+    daemon = Daemon(
+        service.store,
+        service.pipeline,
+        poll_interval=settings.poll_interval,
+        claim_batch=settings.claim_batch,
+        lease_seconds=settings.lease_seconds,
+        shutdown_grace=settings.shutdown_grace,
+    )
+    columns = (TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        bar = progress.add_task("sync", total=total)
+        run = asyncio.create_task(daemon.run(drain=True))
+        while not run.done():
+            counts = await service.store.counts()
+            progress.update(bar, completed=counts["synced"] + counts["failed"])
+            await asyncio.sleep(0.2)
+        counts = await service.store.counts()
+        progress.update(bar, completed=counts["synced"] + counts["failed"])
+        await run
+
+
+async def _show_landed(service: Service, console: Console) -> None:
+    tasks = await service.store.list_tasks()
+    ledger = await service.store.synced_features()
+    by_task: dict[str, Counter[str]] = {}
+    for row in ledger:
+        by_task.setdefault(row["task_id"], Counter())[row["modality"] or "?"] += 1
+    table = Table("task", "state", "asset", "points by modality", title="What landed")
+    for task in tasks:
+        mix = ", ".join(f"{m}: {n}" for m, n in sorted(by_task.get(task["task_id"], {}).items()))
+        table.add_row(
+            task["task_id"][:8] + "…",
+            task["state"],
+            (task["asset_id"] or "")[:8] + "…",
+            mix or task["error"] or "",
+        )
+    console.print(table)
+    collection = tasks[0]["qdrant_collection"] if tasks else COLLECTION
+    schema = await service.sink.schema(collection)
+    vectors = ", ".join(f"{name} ({spec.describe()})" for name, spec in schema.items())
+    total = await service.sink.count(collection)
+    modalities = Counter(row["modality"] for row in ledger)
+    console.print(
+        f"Qdrant collection [bold]{collection}[/]: {total} points "
+        f"({', '.join(f'{m} {n}' for m, n in sorted(modalities.items()))}); "
+        f"named vectors: {vectors}"
+    )
+
+
+async def _show_query(service: Service, console: Console) -> None:
+    ledger = await service.store.synced_features()
+    probe = next((row for row in ledger if row["modality"] == "video"), None)
+    if probe is None:
+        console.print("[red]nothing synced to query[/]")
+        return
+    collection = probe["qdrant_collection"]
+    (point,) = await service.sink.retrieve(collection, [probe["point_id"]])
+    vector = _named(point.vector, "multimodal-v1")
+    hits = await service.sink.search(collection, "multimodal-v1", vector, limit=5)
+    payload: dict[str, Any] = point.payload or {}
+    console.print(
+        f"\nSimilarity query on [bold]multimodal-v1[/] from video segment "
+        f"{payload.get('start_time')}-{payload.get('end_time')} s of "
+        f"{payload.get('asset', {}).get('url')}:"
+    )
+    table = Table("score", "modality", "source", "segment", "text / description")
+    for hit in hits:
+        p = hit.payload or {}
+        asset = p.get("asset") or {}
+        segment = f"{p['start_time']:g}-{p['end_time']:g} s" if "start_time" in p else ""
+        words = p.get("description") or p.get("text") or ""
+        table.add_row(
+            f"{hit.score:.3f}",
+            str(p.get("modality")),
+            str(asset.get("url") or "(text)"),
+            segment,
+            str(words)[:60],
+        )
+    console.print(table)
+
+
+def _named(vector: Any, name: str) -> list[float]:
+    if isinstance(vector, dict) and isinstance(vector.get(name), list):
+        return [float(x) for x in vector[name]]
+    raise RuntimeError(f"point has no {name!r} vector")

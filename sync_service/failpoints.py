@@ -1,0 +1,42 @@
+"""Named failpoints for crash tests: no-ops unless ``SYNC_FAILPOINTS`` names them.
+
+``SYNC_FAILPOINTS="after_upsert=kill"`` makes the process SIGKILL itself when the pipeline
+reaches that step; ``name=sleep:2`` pauses there, ``name=raise`` raises ``FailpointError``.
+Several can be given, separated by commas. The variable is read once, at import.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+
+STEPS = ("after_claim", "after_poll", "after_fetch", "after_upsert", "after_record")
+
+
+class FailpointError(RuntimeError):
+    """Raised by a failpoint set to ``raise``."""
+
+
+def _parse(spec: str) -> dict[str, str]:
+    actions = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, _, action = item.partition("=")
+        actions[name.strip()] = action.strip() or "kill"
+    return actions
+
+
+_ACTIONS = _parse(os.environ.get("SYNC_FAILPOINTS", ""))
+
+
+async def failpoint(name: str) -> None:
+    """Act on the failpoint ``name`` if it is configured."""
+    action = _ACTIONS.get(name)
+    if action is None:
+        return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif action.startswith("sleep:"):
+        await asyncio.sleep(float(action.removeprefix("sleep:")))
+    elif action == "raise":
+        raise FailpointError(f"failpoint {name}")

@@ -1,0 +1,284 @@
+"""One tracked task, from poll to synced: the story of design.md §1, top to bottom.
+
+poll the task → not finished: poll again later (a growing interval), or fail it as timed out
+             → FAILED upstream: record ``failed`` with the asset's error
+             → DONE: fetch the asset's features and each feature's vectors, map them to points,
+               upsert them into Qdrant (``wait=True``), and only then record ``synced``.
+
+A crash between any two steps is a harmless redo: point ids are deterministic and nothing is
+recorded before Qdrant acknowledged it. Outcomes are written through the lease's fencing token,
+so a worker that lost its lease records nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from sync_service.failpoints import failpoint
+from sync_service.mixpeek import MixpeekClient
+from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
+from sync_service.mixpeek_models import Task, TaskOutcome
+from sync_service.points import Plan, Rejected, collection_name, excerpt, plan_points
+from sync_service.settings import Settings
+from sync_service.sink import QdrantSink
+from sync_service.store import Claim, DeadLetter, Store, SyncedFeature, SyncResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class FatalError(Exception):
+    """A problem no retry can fix (e.g. the API key was refused): the daemon must stop."""
+
+
+@dataclass(frozen=True)
+class FetchedAsset:
+    """A DONE task's asset with every feature's full JSON (vectors included when served)."""
+
+    asset: Mapping[str, Any]
+    collection_id: str
+    features: list[Mapping[str, Any]]
+    vanished: list[Rejected]
+
+
+class Pipeline:
+    """Processes claimed tasks. Holds no state of its own between tasks."""
+
+    def __init__(
+        self, settings: Settings, store: Store, client: MixpeekClient, sink: QdrantSink
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.sink = sink
+
+    async def process(self, claim: Claim) -> None:
+        """Advance one claimed task as far as it can go now."""
+        await failpoint("after_claim")
+        try:
+            task = await self.client.get_task(claim.task_id)
+        except MixpeekNotFound:
+            await self._fail(claim, "task not found upstream (404)")
+            return
+        except MixpeekAuthError as exc:
+            raise FatalError(str(exc)) from None
+        except MixpeekError as exc:
+            await self._retry_later(claim, f"polling the task failed: {exc}")
+            return
+        await failpoint("after_poll")
+
+        outcome = task.outcome
+        if outcome is TaskOutcome.PENDING:
+            await self._not_finished(claim, task)
+        elif outcome is TaskOutcome.FAILED:
+            await self._fail(claim, await self._upstream_error(task), task.status)
+        else:
+            await self._sync(claim, task)
+
+    # -- the three outcomes ---------------------------------------------------------------
+
+    async def _not_finished(self, claim: Claim, task: Task) -> None:
+        waited = claim.claimed_at - claim.created_at
+        if waited > self.settings.task_timeout:
+            await self._fail(
+                claim,
+                f"timed out: still {task.status or 'unfinished'} upstream after {waited:.0f}s "
+                f"(SYNC_TASK_TIMEOUT={self.settings.task_timeout:g})",
+                task.status,
+            )
+            return
+        delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 1.5**claim.polls)
+        await _persist(self.store.reschedule(claim, upstream_status=task.status, delay=delay))
+        log.debug(
+            "task not finished",
+            extra={
+                "event": "task_polled",
+                "task_id": claim.task_id,
+                "status": task.status,
+                "next_poll_in": round(delay, 2),
+            },
+        )
+
+    async def _upstream_error(self, task: Task) -> str:
+        """The asset's ``error`` (Gen B keeps the reason there, not on the task)."""
+        reason = f"failed upstream (status {task.status})"
+        if not task.asset_id:
+            return reason
+        try:
+            asset = await self.client.get_asset(task.asset_id)
+        except MixpeekError:
+            return reason
+        return f"{reason}: {asset.error}" if asset.error else reason
+
+    async def _sync(self, claim: Claim, task: Task) -> None:
+        if not task.asset_id:
+            await self._fail(claim, "task is DONE but names no asset_id", task.status)
+            return
+        await _persist(self.store.note_upstream_done(claim, task.asset_id))
+        try:
+            fetched = await self._fetch(task.asset_id)
+            await failpoint("after_fetch")
+            target = collection_name(self.settings.qdrant_collection_for(fetched.collection_id))
+            plan = plan_points(
+                fetched.features, fetched.asset, claim.task_id, await self.sink.schema(target)
+            )
+            await self._make_room(target, plan)
+            batches = await self.sink.upsert(target, plan.points)
+        except MixpeekAuthError as exc:
+            raise FatalError(str(exc)) from None
+        except MixpeekNotFound:
+            await self._fail(claim, "asset not found upstream (404)", task.status)
+            return
+        except Exception as exc:  # upstream, Qdrant or network: all worth another try
+            await self._retry_later(claim, f"syncing the asset failed: {_describe(exc)}")
+            return
+        await failpoint("after_upsert")
+
+        rejected = fetched.vanished + plan.rejected
+        result = SyncResult(
+            upstream_status=task.status,
+            asset_id=task.asset_id,
+            collection_id=fetched.collection_id,
+            qdrant_collection=target,
+            features=[
+                SyncedFeature(
+                    feature_id=p.feature_id,
+                    point_id=p.point_id,
+                    asset_id=p.asset_id,
+                    modality=p.modality,
+                    vectors=p.vector_sizes(),
+                    payload_fp=p.payload_fp,
+                    vectors_fp=p.vectors_fp,
+                )
+                for p in plan.points
+            ],
+            dead_letters=[DeadLetter(r.reason, r.feature_id, r.payload_excerpt) for r in rejected],
+        )
+        await _persist(self.store.mark_synced(claim, result))
+        await failpoint("after_record")
+        log.info(
+            "task synced",
+            extra={
+                "event": "task_synced",
+                "task_id": claim.task_id,
+                "asset_id": task.asset_id,
+                "collection": target,
+                "points": len(plan.points),
+                "dead_letters": len(rejected),
+                "batches": batches,
+            },
+        )
+        for item in rejected:
+            log.warning(
+                "feature set aside",
+                extra={
+                    "event": "dead_letter",
+                    "task_id": claim.task_id,
+                    "feature_id": item.feature_id,
+                    "reason": item.reason,
+                },
+            )
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def _fetch(self, asset_id: str) -> FetchedAsset:
+        """The asset, its features of every modality, and each feature with its vectors."""
+        grouped = await self.client.get_asset_features(asset_id)
+        listed = grouped.all_features()
+        # The client bounds the requests in flight; gathering them all keeps that pool full.
+        answers = await asyncio.gather(
+            *(self.client.get_feature(f.feature_id) for f in listed), return_exceptions=True
+        )
+        features: list[Mapping[str, Any]] = []
+        vanished: list[Rejected] = []
+        for summary, answer in zip(listed, answers, strict=True):
+            if isinstance(answer, MixpeekNotFound):
+                vanished.append(
+                    Rejected(
+                        summary.feature_id, "feature vanished upstream (404)", excerpt(summary.raw)
+                    )
+                )
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                # The full feature wins; fields only the listing carried are kept.
+                features.append({**summary.raw, **answer.raw})
+        asset = grouped.asset.raw
+        collection_id = (
+            grouped.asset.collection_id
+            or next((f.get("collection_id") for f in features if f.get("collection_id")), None)
+            or "default"
+        )
+        return FetchedAsset(asset, str(collection_id), features, vanished)
+
+    async def _make_room(self, target: str, plan: Plan) -> None:
+        """Create the collection or add the vector names the plan needs.
+
+        A vector name Qdrant cannot add turns the features that carry it into dead letters.
+        """
+        refused = set(await self.sink.ensure_vectors(target, plan.new_vectors))
+        if not refused:
+            return
+        keep = []
+        for point in plan.points:
+            missing = refused.intersection(point.vectors)
+            if missing:
+                plan.rejected.append(
+                    Rejected(
+                        point.feature_id,
+                        f"Qdrant could not add vector name(s) {sorted(missing)} to {target}",
+                        excerpt(point.payload),
+                    )
+                )
+            else:
+                keep.append(point)
+        plan.points[:] = keep
+
+    async def _fail(self, claim: Claim, error: str, upstream_status: str | None = None) -> None:
+        await _persist(self.store.mark_failed(claim, error, upstream_status=upstream_status))
+        log.info(
+            "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
+        )
+
+    async def _retry_later(self, claim: Claim, error: str) -> None:
+        attempt = claim.attempts + 1
+        delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
+        delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
+        gave_up = await _persist(
+            self.store.retry_later(
+                claim, error=error, delay=delay, max_attempts=self.settings.max_attempts
+            )
+        )
+        log.warning(
+            "task failed" if gave_up else "task will be retried",
+            extra={
+                "event": "task_failed" if gave_up else "task_retry",
+                "task_id": claim.task_id,
+                "attempt": attempt,
+                "error": error,
+            },
+        )
+
+
+async def _persist(step: Awaitable[T]) -> T:
+    """Run a state-store write to its end even if the caller is cancelled meanwhile.
+
+    Cancelling a commit half-way would leave the connection in doubt; the write is short, so
+    shutdown waits for it and then lets the cancellation continue.
+    """
+    future = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        await future
+        raise
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,179 @@
+"""The daemon loop: APScheduler ticks that claim due tasks and run them, and a clean shutdown.
+
+Each tick claims as many due tasks as there is room for and starts them in the background, so a
+slow asset never delays the next tick. APScheduler 3's own ``shutdown()`` cancels running
+coroutine jobs at once (design.md §8.1), so shutdown is ours: stop claiming, give the work in
+flight a grace period, cancel what is left, and hand its leases back for the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import uuid
+from collections.abc import Callable
+from contextlib import suppress
+from datetime import UTC, datetime
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from sync_service.pipeline import FatalError, Pipeline
+from sync_service.store import Claim, LeaseLost, Store
+
+log = logging.getLogger(__name__)
+
+JOB_DEFAULTS = {"misfire_grace_time": 1, "coalesce": True, "max_instances": 1}
+
+
+def worker_name() -> str:
+    """A lease owner name unique to this process."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+class Daemon:
+    """Runs the pipeline on a schedule until stopped (or, with ``drain``, until idle)."""
+
+    def __init__(
+        self,
+        store: Store,
+        pipeline: Pipeline,
+        *,
+        poll_interval: float,
+        claim_batch: int,
+        lease_seconds: float,
+        shutdown_grace: float,
+        owner: str | None = None,
+        on_progress: Callable[[], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.pipeline = pipeline
+        self.poll_interval = poll_interval
+        self.claim_batch = claim_batch
+        self.lease_seconds = lease_seconds
+        self.shutdown_grace = shutdown_grace
+        self.owner = owner or worker_name()
+        self.on_progress = on_progress
+        self.in_flight: dict[asyncio.Task[None], Claim] = {}
+        self.fatal: BaseException | None = None
+        self._stop = asyncio.Event()
+        self._forced = False
+        self._drain = False
+
+    # -- control ----------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """First call: graceful stop. Second call: abandon the work in flight at once."""
+        if self._stop.is_set():
+            self._forced = True
+            for task in self.in_flight:
+                task.cancel()
+            return
+        log.info("stopping", extra={"event": "daemon_stopping", "in_flight": len(self.in_flight)})
+        self._stop.set()
+
+    async def run(self, *, drain: bool = False) -> int:
+        """Run until stopped; returns the process exit code."""
+        self._drain = drain
+        scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, timezone=UTC)
+        scheduler.add_job(
+            self.tick,
+            "interval",
+            seconds=self.poll_interval,
+            next_run_time=datetime.now(UTC),
+            id="tick",
+        )
+        scheduler.add_job(
+            self.heartbeat, "interval", seconds=max(self.lease_seconds / 3, 0.5), id="heartbeat"
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        scheduler.start()
+        log.info(
+            "daemon started", extra={"event": "daemon_started", "owner": self.owner, "drain": drain}
+        )
+        try:
+            await self._stop.wait()
+        finally:
+            scheduler.pause()
+            await self._finish_in_flight()
+            scheduler.shutdown(wait=False)
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                with suppress(NotImplementedError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+        if self.fatal is not None:
+            log.error("stopped: %s", self.fatal, extra={"event": "daemon_fatal"})
+            return 1
+        log.info("daemon stopped", extra={"event": "daemon_stopped"})
+        return 1 if self._forced else 0
+
+    # -- scheduled jobs ---------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """Claim due tasks up to the free capacity and start them."""
+        if self._stop.is_set():
+            return
+        room = self.claim_batch - len(self.in_flight)
+        claims = (
+            await self.store.claim_due(self.owner, room, self.lease_seconds) if room > 0 else []
+        )
+        for claim in claims:
+            task = asyncio.create_task(self._process(claim), name=f"task:{claim.task_id}")
+            self.in_flight[task] = claim
+        idle = self._drain and not claims and not self.in_flight
+        if idle and await self.store.pending_count() == 0:
+            log.info("nothing pending: drained", extra={"event": "drained"})
+            self._stop.set()
+
+    async def heartbeat(self) -> None:
+        """Keep the leases of long-running work from expiring under it."""
+        if self.in_flight:
+            await self.store.extend_leases(self.owner, self.in_flight.values(), self.lease_seconds)
+
+    async def _process(self, claim: Claim) -> None:
+        try:
+            await self.pipeline.process(claim)
+        except LeaseLost as exc:
+            log.warning(
+                "lease lost: %s", exc, extra={"event": "lease_lost", "task_id": claim.task_id}
+            )
+        except FatalError as exc:
+            self.fatal = exc
+            self._stop.set()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not an upstream fault: keep the daemon alive; the lease expires and
+            # the task is tried again.
+            log.exception(
+                "unexpected error", extra={"event": "task_crashed", "task_id": claim.task_id}
+            )
+        finally:
+            self.in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if self.on_progress is not None:
+                self.on_progress()
+
+    async def _finish_in_flight(self) -> None:
+        """Let in-flight work end within the grace period; cancel and release the rest."""
+        if not self.in_flight:
+            return
+        pending = dict(self.in_flight)
+        _, still = await asyncio.wait(pending, timeout=self.shutdown_grace)
+        if still:
+            log.warning(
+                "abandoning work in flight",
+                extra={"event": "shutdown_abandon", "tasks": len(still)},
+            )
+            for task in still:
+                task.cancel()
+            await asyncio.gather(*still, return_exceptions=True)
+        # Work cut short (grace over, or a second signal) gives its lease back, so the next
+        # start takes it at once instead of waiting for the lease to expire.
+        for task, claim in pending.items():
+            if task.cancelled():
+                with suppress(Exception):
+                    await self.store.release(claim)
