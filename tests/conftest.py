@@ -1,0 +1,81 @@
+"""Shared fixtures. The host's configuration must never leak into a test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sync_service.emulator import EmulatorConfig, EmulatorServer
+
+API_KEY = "sk-test-SECRET-4242"
+
+_PREFIXES = ("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL")
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith(_PREFIXES):
+            monkeypatch.delenv(name)
+    # Settings also read ./.env: run every test from an empty folder of its own.
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def emulator() -> Iterator[EmulatorServer]:
+    """A fast emulator on a free loopback port (real HTTP)."""
+    with EmulatorServer(EmulatorConfig(api_key=API_KEY, processing_time=0.4, seed=1)) as server:
+        yield server
+
+
+PG_TEST_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _postgres_database() -> Iterator[str]:
+    """A fresh PostgreSQL database for one test, dropped afterwards."""
+    import asyncio
+    import uuid
+
+    import asyncpg  # type: ignore[import-untyped]
+
+    from sync_service.settings import async_database_url
+
+    admin = async_database_url(PG_TEST_URL).set(drivername="postgresql")
+    name = f"sync_test_{uuid.uuid4().hex[:12]}"
+
+    async def admin_execute(sql: str) -> None:
+        conn = await asyncpg.connect(admin.render_as_string(hide_password=False), timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(admin_execute(f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError) as exc:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(
+                f"PostgreSQL is required (REQUIRE_POSTGRES=1) but {PG_TEST_URL} failed: {exc}"
+            )
+        pytest.skip(f"no PostgreSQL at {PG_TEST_URL} ({exc}); set PG_TEST_URL to run these")
+    try:
+        yield admin.set(database=name).render_as_string(hide_password=False)
+    finally:
+        asyncio.run(admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    yield from _postgres_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each state-store test runs on a SQLite file and on a real PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'state' / 'sync.db'}"
+    else:
+        yield from _postgres_database()
