@@ -1,0 +1,110 @@
+"""The command line as a user meets it: help, bad input, bad configuration, a refused key."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync_service.emulator import EmulatorServer
+from tests.conftest import API_KEY
+
+COMMANDS = ["run", "track", "submit", "status", "migrate", "emulator", "demo"]
+
+
+def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items()
+            if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))}
+    return subprocess.run(
+        [sys.executable, "-m", "sync_service", *args], cwd=cwd, env={**base, **env},
+        capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(tmp_path: Path, command: str) -> None:
+    result = cli(tmp_path, command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage" in result.stdout and command in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        ({"SYNC_POLL_INTERVAL": "-1"},
+         "configuration error: SYNC_POLL_INTERVAL: Input should be greater than 0 (got '-1')"),
+        ({"DATABASE_URL": "sqlite://"},
+         "configuration error: DATABASE_URL: needs a file path, e.g. sqlite:///./data/sync.db"),
+    ],
+)
+def test_a_bad_setting_stops_before_touching_anything(
+    tmp_path: Path, env: dict[str, str], line: str
+) -> None:
+    result = cli(tmp_path, "status", **env)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [line]
+    assert not (tmp_path / "data").exists()  # no state store, no Qdrant folder
+
+
+def test_track_is_idempotent_and_status_reports_it(tmp_path: Path) -> None:
+    assert "tracking 2 new task(s); 0 already tracked" in cli(tmp_path, "track", "a", "b").stderr
+    assert "tracking 1 new task(s); 1 already tracked" in cli(tmp_path, "track", "b", "c").stderr
+    status = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert status["counts"] == {"pending": 3, "synced": 0, "failed": 0}
+    assert [t["task_id"] for t in status["tasks"]] == ["a", "b", "c"]
+    missing = cli(tmp_path, "status", "zzz")
+    assert missing.returncode == 1 and "not tracked" in missing.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--video", "ftp://example.com/a.mp4"],
+        ["--image", "file:///etc/passwd"],
+        ["--video", "example.com/no-scheme.mp4"],
+        ["--text", "   "],
+        [],
+    ],
+)
+def test_submit_refuses_bad_input_before_calling_upstream(tmp_path: Path, args: list[str]) -> None:
+    result = cli(tmp_path, "submit", "--collection-id", "c", *args,
+                 MIXPEEK_API_URL="http://127.0.0.1:9")  # nothing listens there
+    assert result.returncode == 2, result.stderr
+    assert "error:" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_submit_rejects_metadata_that_is_not_a_json_object(tmp_path: Path) -> None:
+    result = cli(tmp_path, "submit", "--collection-id", "c", "--text", "x", "--metadata", "[1]")
+    assert result.returncode == 2 and "--metadata must be a JSON object" in result.stderr
+
+
+def test_a_refused_key_stops_the_daemon_and_never_prints_the_key(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    cli(tmp_path, "track", "some-task")
+    wrong = "sk-wrong-SECRET-0000"
+    result = cli(tmp_path, "run", "--drain", MIXPEEK_API_URL=emulator.url,
+                 MIXPEEK_API_KEY=wrong, SYNC_POLL_INTERVAL="0.2")
+    assert result.returncode == 1
+    assert "refused the API key" in result.stderr
+    assert wrong not in result.stderr + result.stdout
+    assert API_KEY not in result.stderr + result.stdout
+    status = json.loads(cli(tmp_path, "status", "--json").stdout)
+    assert status["counts"]["pending"] == 1  # nothing was marked failed because of our key
+
+
+def test_demo_runs_twice_with_the_same_result(tmp_path: Path) -> None:
+    outputs = []
+    for _ in range(2):
+        result = cli(tmp_path, "demo")
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs.append(result.stdout)
+    for out in outputs:
+        assert "9/9" in out
+        assert "Qdrant collection demo: 18 points (image 3, text 3, video 12)" in out
+        assert "multimodal-v1 (dense[1408])" in out
+        assert "1.000" in out  # the probe segment finds itself first
