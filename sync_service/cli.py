@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 # that use them, so `status`, `track` and `--help` start quickly.
 
 T = TypeVar("T")
+log = logging.getLogger("sync_service")
 
 app = typer.Typer(
     help="Keeps a Qdrant collection in step with what Mixpeek indexes.",
@@ -70,11 +72,17 @@ def run(
 ) -> None:
     """Run the daemon: poll tracked tasks and sync them into Qdrant until SIGTERM/SIGINT."""
     settings = load_settings()
-    from sync_service.runtime import open_service
+    problem = settings.api_exposure_problem()
+    if problem is not None:
+        err.print(f"configuration error: {problem}", highlight=False, markup=False)
+        raise typer.Exit(2)
+    from sync_service.runtime import ControlApiError, open_service, serve_control_api
     from sync_service.scheduler import Daemon
 
     async def main() -> int:
-        async with open_service(settings) as service:
+        async with open_service(settings) as service, serve_control_api(service) as url:
+            if url is not None:
+                log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon(
                 service.store,
                 service.pipeline,
@@ -85,7 +93,11 @@ def run(
             )
             return await daemon.run(drain=drain)
 
-    raise typer.Exit(run_async(main()))
+    try:
+        code = run_async(main())
+    except ControlApiError as exc:
+        fail(str(exc))
+    raise typer.Exit(code)
 
 
 @app.command()

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sync_service.failpoints import failpoint
+from sync_service.metrics import Metrics
 from sync_service.mixpeek import MixpeekClient
 from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
 from sync_service.mixpeek_models import Task, TaskOutcome
@@ -50,12 +51,18 @@ class Pipeline:
     """Processes claimed tasks. Holds no state of its own between tasks."""
 
     def __init__(
-        self, settings: Settings, store: Store, client: MixpeekClient, sink: QdrantSink
+        self,
+        settings: Settings,
+        store: Store,
+        client: MixpeekClient,
+        sink: QdrantSink,
+        metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.client = client
         self.sink = sink
+        self.metrics = metrics or Metrics()
 
     async def process(self, claim: Claim) -> None:
         """Advance one claimed task as far as it can go now."""
@@ -159,7 +166,8 @@ class Pipeline:
             ],
             dead_letters=[DeadLetter(r.reason, r.feature_id, r.payload_excerpt) for r in rejected],
         )
-        await _persist(self.store.mark_synced(claim, result))
+        lag = await _persist(self.store.mark_synced(claim, result))
+        self.metrics.task_synced(len(plan.points), len(rejected), lag)
         await failpoint("after_record")
         log.info(
             "task synced",
@@ -241,6 +249,7 @@ class Pipeline:
 
     async def _fail(self, claim: Claim, error: str, upstream_status: str | None = None) -> None:
         await _persist(self.store.mark_failed(claim, error, upstream_status=upstream_status))
+        self.metrics.task_failed()
         log.info(
             "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
         )
@@ -254,6 +263,8 @@ class Pipeline:
                 claim, error=error, delay=delay, max_attempts=self.settings.max_attempts
             )
         )
+        if gave_up:
+            self.metrics.task_failed()
         log.warning(
             "task failed" if gave_up else "task will be retried",
             extra={

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
+import uvicorn
+
+from sync_service.metrics import Metrics
+from sync_service.mixpeek import MixpeekClient, RequestObserver, RetryPolicy
 from sync_service.pipeline import Pipeline
 from sync_service.settings import Settings
 from sync_service.sink import QdrantSink
@@ -20,14 +26,16 @@ class Service:
     client: MixpeekClient
     sink: QdrantSink
     pipeline: Pipeline
+    metrics: Metrics
 
 
-def mixpeek_client(settings: Settings) -> MixpeekClient:
+def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) -> MixpeekClient:
     return MixpeekClient(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
         namespace=settings.mixpeek_namespace,
         max_in_flight=settings.max_concurrency,
+        observer=observer,
         policy=RetryPolicy(
             max_attempts=settings.http_max_attempts,
             base_delay=settings.retry_base_delay,
@@ -41,7 +49,7 @@ def mixpeek_client(settings: Settings) -> MixpeekClient:
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[Store]:
     """The state store, migrated to the newest schema (every command that needs it does this)."""
-    store = Store.open(settings.database_url)
+    store = Store.open(settings.database_url, statement_timeout=settings.db_statement_timeout)
     try:
         await store.migrate()
         yield store
@@ -51,11 +59,67 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
 @asynccontextmanager
 async def open_service(settings: Settings) -> AsyncIterator[Service]:
+    metrics = Metrics()
     async with open_store(settings) as store:
-        sink = QdrantSink.from_settings(settings)
+        sink = QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
         try:
-            async with mixpeek_client(settings) as client:
-                pipeline = Pipeline(settings, store, client, sink)
-                yield Service(settings, store, client, sink, pipeline)
+            async with mixpeek_client(settings, observer=metrics) as client:
+                pipeline = Pipeline(settings, store, client, sink, metrics)
+                yield Service(settings, store, client, sink, pipeline, metrics)
         finally:
             await sink.close()
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class ControlApiError(Exception):
+    """The control API could not start (e.g. its port is taken)."""
+
+
+@asynccontextmanager
+async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
+    """Serve the control API beside the daemon; yields its URL (None when turned off)."""
+    settings = service.settings
+    if settings.api_port == 0:
+        yield None
+        return
+    from sync_service.api import create_api
+
+    token = settings.api_token.get_secret_value() if settings.api_token else None
+    app = create_api(
+        store=service.store,
+        client=service.client,
+        sink=service.sink,
+        metrics=service.metrics,
+        token=token,
+        max_body_bytes=settings.api_max_body_bytes,
+    )
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.api_host, settings.api_port))
+    except OSError as exc:
+        sock.close()
+        raise ControlApiError(
+            f"control API cannot listen on {settings.api_host}:{settings.api_port}: {exc.strerror}"
+        ) from None
+    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+    server = _ApiServer(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]), name="control-api")
+    while not server.started and not task.done():
+        await asyncio.sleep(0.01)
+    host, port = sock.getsockname()[:2]
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=5)
+        sock.close()

@@ -6,6 +6,7 @@ line naming the variable (``SYNC_POLL_INTERVAL: must be greater than 0 (got '-1'
 
 from __future__ import annotations
 
+import ipaddress
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -65,6 +66,7 @@ class Settings(BaseSettings):
 
     # -- state store ------------------------------------------------------------------------
     database_url: str = _env("DATABASE_URL", default="sqlite:///./data/sync.db")
+    db_statement_timeout: PositiveSeconds = _env("SYNC_DB_STATEMENT_TIMEOUT", default=30.0)
 
     # -- scheduler --------------------------------------------------------------------------
     poll_interval: PositiveSeconds = _env("SYNC_POLL_INTERVAL", default=2.0)
@@ -93,6 +95,8 @@ class Settings(BaseSettings):
     # -- control API and logs ---------------------------------------------------------------
     api_host: str = _env("SYNC_API_HOST", default="127.0.0.1", min_length=1)
     api_port: int = _env("SYNC_API_PORT", default=8080, ge=0, le=65535)
+    api_token: SecretStr | None = _env("SYNC_API_TOKEN", default=None)
+    api_max_body_bytes: int = _env("SYNC_API_MAX_BODY_BYTES", default=1024 * 1024, ge=1024)
     log_level: str = _env("SYNC_LOG_LEVEL", default="INFO")
     log_format: LogFormat = _env("SYNC_LOG_FORMAT", default=LogFormat.text)
 
@@ -125,9 +129,27 @@ class Settings(BaseSettings):
             raise ValueError("SYNC_MAX_POLL_INTERVAL must not be smaller than SYNC_POLL_INTERVAL")
         return self
 
+    def api_exposure_problem(self) -> str | None:
+        """Why the control API must not start as configured (None when it may)."""
+        if self.api_port == 0 or self.api_token is not None or _is_loopback(self.api_host):
+            return None
+        return (
+            f"SYNC_API_TOKEN: required when the control API listens on a non-loopback address "
+            f"(SYNC_API_HOST={self.api_host}); set a token or SYNC_API_PORT=0 to turn the API off"
+        )
+
     def qdrant_collection_for(self, collection_id: str) -> str:
         """The Qdrant collection (alias) name for a Mixpeek collection id."""
         return self.qdrant_collection.replace("{collection_id}", collection_id)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def async_database_url(url: str) -> URL:

@@ -8,8 +8,9 @@ the points live in a versioned physical collection ``name__v1``, so a later re-i
 from __future__ import annotations
 
 import logging
+import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from qdrant_client import AsyncQdrantClient, models
@@ -45,15 +46,19 @@ class QdrantSink:
         distance: Distance = Distance.cosine,
         batch_points: int = 256,
         batch_bytes: int = 8 * 1024 * 1024,
+        on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
         self.client = client
+        self.on_batch = on_batch
         self.distance = _DISTANCES[distance]
         self.batch_points = batch_points
         self.batch_bytes = batch_bytes
         self._schemas: dict[str, dict[str, VectorSpec]] = {}
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> QdrantSink:
+    def from_settings(
+        cls, settings: Settings, on_batch: Callable[[float, int], None] | None = None
+    ) -> QdrantSink:
         if settings.qdrant_url:
             api_key = (
                 settings.qdrant_api_key.get_secret_value() if settings.qdrant_api_key else None
@@ -69,6 +74,7 @@ class QdrantSink:
             distance=settings.distance,
             batch_points=settings.upsert_batch_points,
             batch_bytes=settings.upsert_batch_bytes,
+            on_batch=on_batch,
         )
 
     async def close(self) -> None:
@@ -182,8 +188,11 @@ class QdrantSink:
         """
         batches = 0
         for batch in self.batches(points):
+            started = time.perf_counter()
             await self.client.upsert(name, [_to_struct(p) for p in batch], wait=True)
             batches += 1
+            if self.on_batch is not None:
+                self.on_batch(time.perf_counter() - started, len(batch))
         return batches
 
     def batches(self, points: Sequence[PlannedPoint]) -> Iterator[list[PlannedPoint]]:

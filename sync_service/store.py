@@ -81,6 +81,15 @@ class SyncResult:
     dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
 
 
+@dataclass(frozen=True)
+class StoreStats:
+    """The shared figures behind the metrics gauges."""
+
+    counts: dict[str, int]
+    oldest_pending_age: float | None
+    dead_letters: int
+
+
 class Store:
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`."""
 
@@ -89,14 +98,29 @@ class Store:
         self.dialect = engine.dialect.name
 
     @classmethod
-    def open(cls, database_url: str) -> Store:
+    def open(cls, database_url: str, *, statement_timeout: float = 30.0) -> Store:
         url = async_database_url(database_url)
         if url.get_backend_name() == "sqlite":
             Path(url.database or ".").expanduser().parent.mkdir(parents=True, exist_ok=True)
             engine = create_async_engine(url, connect_args={"timeout": 30})
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_async_engine(url, pool_pre_ping=True)
+            millis = str(int(statement_timeout * 1000))
+            engine = create_async_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={
+                    # A client-side deadline alone can overshoot by seconds when the server
+                    # hangs (design.md §8.5): the server itself ends a statement that runs long.
+                    "server_settings": {
+                        "statement_timeout": millis,
+                        "lock_timeout": millis,
+                        "idle_in_transaction_session_timeout": str(int(statement_timeout * 2000)),
+                    },
+                    "command_timeout": statement_timeout + 5,
+                    "timeout": 10,
+                },
+            )
         return cls(engine)
 
     async def close(self) -> None:
@@ -238,16 +262,18 @@ class Store:
             values["upstream_status"] = upstream_status
         await self._fenced_update(claim, **values)
 
-    async def mark_synced(self, claim: Claim, result: SyncResult) -> None:
+    async def mark_synced(self, claim: Claim, result: SyncResult) -> float | None:
         """Record a synced task, its ledger rows and its dead letters in one transaction.
 
         Called only after Qdrant acknowledged the points (``wait=True``): a crash before this
-        commit leads to a harmless redo with the same point ids.
+        commit leads to a harmless redo with the same point ids. Returns the sync lag: seconds
+        from the task first seen DONE upstream to now (database clock).
         """
         async with self.engine.begin() as conn:
-            await self._fenced_update(
+            lag = await self._fenced_update(
                 claim,
                 conn=conn,
+                returning=tasks.c.synced_at - tasks.c.upstream_done_at,
                 state=SYNCED,
                 error=None,
                 upstream_status=result.upstream_status,
@@ -278,6 +304,7 @@ class Store:
                         for d in result.dead_letters
                     ],
                 )
+        return float(lag) if lag is not None else None
 
     async def release(self, claim: Claim) -> None:
         """Give a lease back without recording anything (graceful shutdown)."""
@@ -329,20 +356,73 @@ class Store:
         *,
         conn: AsyncConnection | None = None,
         keep_lease: bool = False,
+        returning: Any = None,
         **values: Any,
-    ) -> None:
+    ) -> Any:
+        """UPDATE the claimed task only while its lease token is still ours (else LeaseLost)."""
         values.setdefault("updated_at", db_now())
         where = [_fenced(claim.task_id, claim.token)]
         if keep_lease:
             where.append(tasks.c.lease_expires_at >= db_now())
         stmt = update(tasks).where(*where).values(**values)
+        stmt = stmt.returning(returning if returning is not None else tasks.c.task_id)
         if conn is None:
             async with self.engine.begin() as own:
-                result = await own.execute(stmt)
+                rows = (await own.execute(stmt)).all()
         else:
-            result = await conn.execute(stmt)
-        if _rowcount(result) != 1:
+            rows = (await conn.execute(stmt)).all()
+        if len(rows) != 1:
             raise LeaseLost(f"task {claim.task_id}: lease {claim.token} is no longer held")
+        return rows[0][0]
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    async def retry_dead_letter(self, letter_id: int) -> str | None:
+        """Make the dead letter's task pending again; its redo re-syncs the whole asset.
+
+        Features that land this time leave the dead-letter list (the redo replaces the task's
+        dead letters). Returns the task id, or None if there is no such dead letter.
+        """
+        async with self.engine.begin() as conn:
+            task_id = (
+                await conn.execute(
+                    select(dead_letters.c.task_id).where(dead_letters.c.id == letter_id)
+                )
+            ).scalar_one_or_none()
+            if task_id is None:
+                return None
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task_id)
+                .values(
+                    state=PENDING,
+                    attempts=0,
+                    error=None,
+                    next_poll_at=db_now(),
+                    updated_at=db_now(),
+                    **_RELEASED,
+                )
+            )
+        return str(task_id)
+
+    async def drop_dead_letter(self, letter_id: int) -> bool:
+        """Forget a dead letter for good (the feature stays out of Qdrant)."""
+        async with self.engine.begin() as conn:
+            task_id = (
+                await conn.execute(
+                    delete(dead_letters)
+                    .where(dead_letters.c.id == letter_id)
+                    .returning(dead_letters.c.task_id)
+                )
+            ).scalar_one_or_none()
+            if task_id is None:
+                return False
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task_id, tasks.c.dead_letters > 0)
+                .values(dead_letters=tasks.c.dead_letters - 1)
+            )
+        return True
 
     # -- reading ----------------------------------------------------------------------------
 
@@ -355,19 +435,43 @@ class Store:
         found: dict[str, int] = {str(state): int(count) for state, count in rows}
         return {state: found.get(state, 0) for state in (PENDING, SYNCED, FAILED)}
 
+    async def stats(self) -> StoreStats:
+        async with self.engine.connect() as conn:
+            rows = (
+                await conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state))
+            ).all()
+            oldest = (
+                await conn.execute(
+                    select(db_now() - func.min(tasks.c.created_at)).where(tasks.c.state == PENDING)
+                )
+            ).scalar_one_or_none()
+            letters = (
+                await conn.execute(select(func.count()).select_from(dead_letters))
+            ).scalar_one()
+        found = {str(state): int(count) for state, count in rows}
+        counts = {state: found.get(state, 0) for state in (PENDING, SYNCED, FAILED)}
+        return StoreStats(counts, float(oldest) if oldest is not None else None, int(letters))
+
+    async def ping(self) -> None:
+        """Raise if the state store does not answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
     async def pending_count(self) -> int:
         async with self.engine.connect() as conn:
             return await _count(conn, tasks.c.state == PENDING)
 
     async def list_tasks(
-        self, task_id: str | None = None, limit: int | None = None
+        self, task_id: str | None = None, *, newest: int | None = None
     ) -> list[dict[str, Any]]:
-        """Task rows for ``status``, oldest first."""
-        stmt = select(tasks).order_by(tasks.c.created_at, tasks.c.task_id)
+        """Task rows, oldest first: all of them, one, or only the ``newest`` n."""
+        stmt = select(tasks)
         if task_id is not None:
             stmt = stmt.where(tasks.c.task_id == task_id)
-        if limit is not None:
-            stmt = stmt.limit(limit)
+        if newest is not None:
+            stmt = stmt.order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc()).limit(newest)
+        sub = stmt.subquery()
+        stmt = select(sub).order_by(sub.c.created_at, sub.c.task_id)
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
 
@@ -378,10 +482,14 @@ class Store:
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
 
-    async def dead_letters(self, task_id: str | None = None) -> list[dict[str, Any]]:
+    async def dead_letters(
+        self, task_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         stmt = select(dead_letters).order_by(dead_letters.c.id)
         if task_id is not None:
             stmt = stmt.where(dead_letters.c.task_id == task_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
 

@@ -143,6 +143,13 @@ def _install_controls(app: FastAPI, state: EmulatorState) -> None:
         state.stats.reset()
         return json_response({"message": "Statistics reset"})
 
+    @app.post(f"{CONTROL_PREFIX}/poison/clear", include_in_schema=False)
+    async def clear_poison() -> Response:
+        # Upstream "fixes" its data: every feature serves good vectors from now on.
+        healed = list(state.poisoned)
+        state.poisoned.clear()
+        return json_response({"healed": healed})
+
     @app.get(f"{CONTROL_PREFIX}/config", include_in_schema=False)
     async def get_config() -> Response:
         return json_response(state.config.model_dump())

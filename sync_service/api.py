@@ -1,0 +1,272 @@
+"""The control API served by ``sync-service run``: work in, state out, health and metrics.
+
+With ``SYNC_API_TOKEN`` set, every route except ``/healthz`` and ``/readyz`` needs
+``Authorization: Bearer <token>``. Bodies over ``SYNC_API_MAX_BODY_BYTES`` are refused with 413
+before they are read in full; malformed input gets 422.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import FastAPI, HTTPException, Query, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sync_service.metrics import Metrics
+from sync_service.mixpeek import MixpeekClient
+from sync_service.mixpeek_errors import MixpeekError
+from sync_service.sink import QdrantSink
+from sync_service.store import Store
+
+log = logging.getLogger(__name__)
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+TaskId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+class TrackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    task_ids: list[TaskId] = Field(min_length=1, max_length=1000)
+
+
+class TrackAnswer(BaseModel):
+    tracked: int
+    already_tracked: int
+
+
+class Item(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["video", "image", "text"]
+    url: HttpUrl | None = None
+    text: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None
+    metadata: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> Item:
+        if self.kind == "text" and (self.text is None or self.url is not None):
+            raise ValueError("a text item needs 'text' (and no 'url')")
+        if self.kind != "text" and (self.url is None or self.text is not None):
+            raise ValueError(f"a {self.kind} item needs an http(s) 'url' (and no 'text')")
+        return self
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    collection_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    items: list[Item] = Field(min_length=1, max_length=100)
+    prevent_duplicate: bool = False
+
+
+class SubmitAnswer(BaseModel):
+    task_ids: list[str]
+    errors: list[str]
+
+
+class TaskState(BaseModel):
+    task_id: str
+    state: str
+    upstream_status: str | None
+    asset_id: str | None
+    collection_id: str | None
+    qdrant_collection: str | None
+    features_synced: int
+    dead_letters: int
+    attempts: int
+    error: str | None
+
+
+class DeadLetterOut(BaseModel):
+    id: int
+    task_id: str
+    feature_id: str | None
+    qdrant_collection: str | None
+    reason: str
+    payload_excerpt: str | None
+    created_at: float
+
+
+class TaskDetail(TaskState):
+    dead_letter_list: list[DeadLetterOut]
+
+
+class StatusAnswer(BaseModel):
+    counts: dict[str, int]
+    tasks: list[TaskState]
+
+
+def create_api(
+    *,
+    store: Store,
+    client: MixpeekClient,
+    sink: QdrantSink,
+    metrics: Metrics,
+    token: str | None = None,
+    max_body_bytes: int = 1024 * 1024,
+) -> ASGIApp:
+    """The control API as an ASGI app (the guard wraps FastAPI, OpenAPI included)."""
+    app = FastAPI(title="sync-service control API", version="1")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """The process is alive."""
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        """The state store and Qdrant both answer."""
+        checks = {"state_store": await _check(store.ping), "qdrant": await _check(sink.ping)}
+        ready = all(value == "ok" for value in checks.values())
+        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        """Prometheus exposition format."""
+        return Response(metrics.render(await store.stats()), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/tasks", response_model=TrackAnswer)
+    async def track(body: TrackRequest) -> TrackAnswer:
+        """Track existing Mixpeek tasks (idempotent)."""
+        ids = list(dict.fromkeys(body.task_ids))
+        new = await store.track(ids)
+        if new:
+            log.info("tasks tracked", extra={"event": "task_tracked", "count": new})
+        return TrackAnswer(tracked=new, already_tracked=len(ids) - new)
+
+    @app.post("/submit", response_model=SubmitAnswer)
+    async def submit(body: SubmitRequest) -> SubmitAnswer:
+        """Index items with Mixpeek and track their tasks; one failing item stops no other."""
+        task_ids: list[str] = []
+        errors: list[str] = []
+        for number, item in enumerate(body.items):
+            try:
+                task_id = await _index(client, item, body.collection_id, body.prevent_duplicate)
+            except MixpeekError as exc:
+                errors.append(f"item {number}: {exc}")
+                continue
+            await store.track([task_id], source="submit")
+            log.info(
+                "task tracked",
+                extra={"event": "task_tracked", "task_id": task_id, "source": "submit"},
+            )
+            task_ids.append(task_id)
+        return SubmitAnswer(task_ids=task_ids, errors=errors)
+
+    @app.get("/tasks", response_model=StatusAnswer)
+    async def list_tasks(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> StatusAnswer:
+        """Counts by state and the newest tasks."""
+        rows = await store.list_tasks(newest=limit)
+        return StatusAnswer(counts=await store.counts(), tasks=[TaskState(**r) for r in rows])
+
+    @app.get("/tasks/{task_id}", response_model=TaskDetail)
+    async def task_state(task_id: str) -> TaskDetail:
+        """One task's sync state, with its dead letters."""
+        rows = await store.list_tasks(task_id)
+        if not rows:
+            raise HTTPException(404, f"task {task_id} is not tracked")
+        letters = [DeadLetterOut(**d) for d in await store.dead_letters(task_id)]
+        return TaskDetail(**rows[0], dead_letter_list=letters)
+
+    @app.get("/dead-letters", response_model=list[DeadLetterOut])
+    async def list_dead_letters(
+        task_id: str | None = None, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> list[DeadLetterOut]:
+        """Features set aside, oldest first."""
+        return [DeadLetterOut(**d) for d in await store.dead_letters(task_id, limit=limit)]
+
+    @app.post("/dead-letters/{letter_id}/retry")
+    async def retry_dead_letter(letter_id: int) -> dict[str, str]:
+        """Sync the dead letter's task again (after its cause was fixed)."""
+        task_id = await store.retry_dead_letter(letter_id)
+        if task_id is None:
+            raise HTTPException(404, f"no dead letter {letter_id}")
+        log.info("dead letter retried", extra={"event": "dead_letter_retry", "task_id": task_id})
+        return {"task_id": task_id, "state": "pending"}
+
+    @app.delete("/dead-letters/{letter_id}", status_code=204)
+    async def drop_dead_letter(letter_id: int) -> Response:
+        """Forget a dead letter (its feature stays out of Qdrant)."""
+        if not await store.drop_dead_letter(letter_id):
+            raise HTTPException(404, f"no dead letter {letter_id}")
+        return Response(status_code=204)
+
+    return Guard(app, token=token, max_body_bytes=max_body_bytes)
+
+
+async def _index(client: MixpeekClient, item: Item, collection_id: str, dedupe: bool) -> str:
+    if item.kind == "text":
+        result = await client.index_text(item.text or "", collection_id, metadata=item.metadata)
+    else:
+        index = client.index_video_url if item.kind == "video" else client.index_image_url
+        result = await index(
+            str(item.url), collection_id, metadata=item.metadata, prevent_duplicate=dedupe
+        )
+    if not result.task_id:
+        raise MixpeekError("Mixpeek answered without a task_id", status=None)
+    return result.task_id
+
+
+async def _check(probe: Callable[[], Awaitable[None]]) -> str:
+    try:
+        await asyncio.wait_for(probe(), timeout=3)
+    except Exception as exc:  # any failure means "not ready"; say which kind
+        return f"error: {type(exc).__name__}"
+    return "ok"
+
+
+class Guard:
+    """ASGI middleware: bearer token (except health) and a request body size limit."""
+
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.token = token
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        if self.token is not None and scope["path"] not in OPEN_PATHS:
+            given = headers.get("authorization", "")
+            scheme, _, value = given.partition(" ")
+            if scheme.lower() != "bearer" or not secrets.compare_digest(value, self.token):
+                await _plain(
+                    send, 401, "missing or wrong bearer token", {"www-authenticate": "Bearer"}
+                )
+                return
+        length = headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
+            await _plain(send, 413, f"request body over {self.max_body_bytes} bytes")
+            return
+        await self.app(scope, self._limited(receive), send)
+
+    def _limited(self, receive: Receive) -> Receive:
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_body_bytes:
+                    # A chunked body with no Content-Length that grows too big.
+                    raise HTTPException(413, f"request body over {self.max_body_bytes} bytes")
+            return message
+
+        return limited
+
+
+async def _plain(send: Send, status: int, detail: str, extra: dict[str, str] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    headers += [(k.encode(), v.encode()) for k, v in (extra or {}).items()]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

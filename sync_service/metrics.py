@@ -1,0 +1,124 @@
+"""Prometheus metrics: what this process did (counters) and the state store's view (gauges).
+
+Counters and histograms count this process's own work. The gauges (tasks by state, backlog,
+oldest pending task, dead letters) are read from the state store when ``/metrics`` is scraped,
+so every replica reports the same, shared totals.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from sync_service.store import StoreStats
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
+
+
+class Metrics:
+    """One registry per process (tests build their own). Also the client's request observer."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.tasks = Gauge("sync_tasks", "Tracked tasks by state.", ["state"], registry=r)
+        self.backlog = Gauge("sync_backlog_tasks", "Tasks pending (not terminal yet).", registry=r)
+        self.oldest_pending = Gauge(
+            "sync_oldest_pending_age_seconds",
+            "Age of the oldest pending task (0 when none is pending).",
+            registry=r,
+        )
+        self.dead_letters = Gauge(
+            "sync_dead_letters", "Features set aside, waiting for retry or drop.", registry=r
+        )
+        self.finished = Counter(
+            "sync_tasks_finished_total",
+            "Tasks this process finished, by outcome.",
+            ["state"],
+            registry=r,
+        )
+        self.features = Counter(
+            "sync_features_synced_total", "Features whose point this process wrote.", registry=r
+        )
+        self.points = Counter(
+            "sync_points_upserted_total", "Points sent to Qdrant (redos included).", registry=r
+        )
+        self.dead_lettered = Counter(
+            "sync_dead_lettered_total", "Features this process set aside.", registry=r
+        )
+        self.upstream = Counter(
+            "sync_upstream_requests_total",
+            "Requests to Mixpeek by endpoint and HTTP status ('error' for no answer).",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.upstream_latency = Histogram(
+            "sync_upstream_request_seconds",
+            "Mixpeek request latency.",
+            ["endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "sync_upstream_rate_limited_total", "429 answers from Mixpeek.", registry=r
+        )
+        self.retries = Counter(
+            "sync_upstream_retries_total",
+            "Retried Mixpeek requests, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.upsert_batches = Counter(
+            "sync_upsert_batches_total", "Upsert batches Qdrant acknowledged.", registry=r
+        )
+        self.upsert_latency = Histogram(
+            "sync_upsert_batch_seconds",
+            "Time for Qdrant to acknowledge one upsert batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.sync_lag = Histogram(
+            "sync_lag_seconds",
+            "From a task first seen DONE upstream to its points recorded.",
+            buckets=_LAG_BUCKETS,
+            registry=r,
+        )
+
+    # -- the Mixpeek client's RequestObserver ------------------------------------------------
+
+    def on_response(self, endpoint: str, status: int | None, elapsed: float) -> None:
+        self.upstream.labels(endpoint, str(status) if status is not None else "error").inc()
+        self.upstream_latency.labels(endpoint).observe(elapsed)
+        if status == 429:
+            self.rate_limited.inc()
+
+    def on_retry(self, endpoint: str, attempt: int, wait: float, reason: str) -> None:  # noqa: ARG002
+        self.retries.labels(reason).inc()
+
+    # -- the pipeline and the sink ----------------------------------------------------------
+
+    def upsert_batch(self, seconds: float, points: int) -> None:
+        self.upsert_batches.inc()
+        self.upsert_latency.observe(seconds)
+        self.points.inc(points)
+
+    def task_synced(self, features: int, dead_letters: int, lag: float | None) -> None:
+        self.finished.labels("synced").inc()
+        self.features.inc(features)
+        self.dead_lettered.inc(dead_letters)
+        if lag is not None and lag >= 0:
+            self.sync_lag.observe(lag)
+
+    def task_failed(self) -> None:
+        self.finished.labels("failed").inc()
+
+    # -- scrape -----------------------------------------------------------------------------
+
+    def render(self, stats: StoreStats) -> bytes:
+        """The exposition text, with the gauges refreshed from the state store."""
+        for state, count in stats.counts.items():
+            self.tasks.labels(state).set(count)
+        self.backlog.set(stats.counts.get("pending", 0))
+        self.oldest_pending.set(stats.oldest_pending_age or 0)
+        self.dead_letters.set(stats.dead_letters)
+        return generate_latest(self.registry)

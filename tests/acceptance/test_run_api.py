@@ -1,0 +1,103 @@
+"""``sync-service run`` serves the control API beside the daemon, and refuses unsafe set-ups."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from sync_service.emulator import EmulatorServer
+from tests.acceptance.test_cli import cli
+from tests.acceptance.test_sync_end_to_end import Service
+from tests.conftest import API_KEY
+
+TOKEN = "ctl-SECRET-token-777"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_serves_the_control_api_and_logs_json_without_secrets(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    port = free_port()
+    service = Service(
+        tmp_path,
+        emulator,
+        SYNC_API_PORT=str(port),
+        SYNC_API_TOKEN=TOKEN,
+        SYNC_LOG_FORMAT="json",
+        QDRANT_API_KEY="qdrant-SECRET-key",
+    )
+    service.env.pop("QDRANT_API_KEY")  # embedded Qdrant: the key would make it a server
+    daemon = service.start("run")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        assert httpx.get(f"{base}/readyz").json()["ready"] is True
+        assert httpx.get(f"{base}/metrics").status_code == 401
+        answer = httpx.post(
+            f"{base}/submit",
+            headers=auth,
+            json={"collection_id": "api", "items": [{"kind": "text", "text": "hello"}]},
+        )
+        (task_id,) = answer.json()["task_ids"]
+        for _ in range(100):
+            if httpx.get(f"{base}/tasks/{task_id}", headers=auth).json()["state"] == "synced":
+                break
+            time.sleep(0.1)
+        metrics = httpx.get(f"{base}/metrics", headers=auth).text
+        assert 'sync_tasks{state="synced"} 1.0' in metrics
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=20) == 0
+    stderr = daemon.stderr.read() if daemon.stderr else ""
+    events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    names = [e.get("event") for e in events]
+    for expected in (
+        "daemon_started",
+        "api_started",
+        "task_tracked",
+        "task_synced",
+        "daemon_stopping",
+        "daemon_stopped",
+    ):
+        assert expected in names, (expected, names)
+    synced = next(e for e in events if e.get("event") == "task_synced")
+    assert synced["task_id"] == task_id and synced["points"] == 1
+    for secret in (API_KEY, TOKEN):
+        assert secret not in stderr
+
+
+def test_a_non_loopback_api_without_a_token_refuses_to_start(tmp_path: Path) -> None:
+    result = cli(tmp_path, "run", SYNC_API_HOST="0.0.0.0")
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        "configuration error: SYNC_API_TOKEN: required when the "
+        "control API listens on a non-loopback address"
+    )
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli(tmp_path, "run", SYNC_API_PORT=str(port))
+    assert result.returncode == 1
+    assert f"control API cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
