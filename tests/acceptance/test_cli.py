@@ -17,11 +17,18 @@ COMMANDS = ["run", "track", "submit", "status", "migrate", "emulator", "demo"]
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items()
-            if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))}
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
+    }
     return subprocess.run(
-        [sys.executable, "-m", "sync_service", *args], cwd=cwd, env={**base, **env},
-        capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "sync_service", *args],
+        cwd=cwd,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -35,10 +42,14 @@ def test_every_command_has_help(tmp_path: Path, command: str) -> None:
 @pytest.mark.parametrize(
     ("env", "line"),
     [
-        ({"SYNC_POLL_INTERVAL": "-1"},
-         "configuration error: SYNC_POLL_INTERVAL: Input should be greater than 0 (got '-1')"),
-        ({"DATABASE_URL": "sqlite://"},
-         "configuration error: DATABASE_URL: needs a file path, e.g. sqlite:///./data/sync.db"),
+        (
+            {"SYNC_POLL_INTERVAL": "-1"},
+            "configuration error: SYNC_POLL_INTERVAL: Input should be greater than 0 (got '-1')",
+        ),
+        (
+            {"DATABASE_URL": "sqlite://"},
+            "configuration error: DATABASE_URL: needs a file path, e.g. sqlite:///./data/sync.db",
+        ),
     ],
 )
 def test_a_bad_setting_stops_before_touching_anything(
@@ -71,8 +82,9 @@ def test_track_is_idempotent_and_status_reports_it(tmp_path: Path) -> None:
     ],
 )
 def test_submit_refuses_bad_input_before_calling_upstream(tmp_path: Path, args: list[str]) -> None:
-    result = cli(tmp_path, "submit", "--collection-id", "c", *args,
-                 MIXPEEK_API_URL="http://127.0.0.1:9")  # nothing listens there
+    result = cli(
+        tmp_path, "submit", "--collection-id", "c", *args, MIXPEEK_API_URL="http://127.0.0.1:9"
+    )  # nothing listens there
     assert result.returncode == 2, result.stderr
     assert "error:" in result.stderr and "Traceback" not in result.stderr
 
@@ -87,8 +99,14 @@ def test_a_refused_key_stops_the_daemon_and_never_prints_the_key(
 ) -> None:
     cli(tmp_path, "track", "some-task")
     wrong = "sk-wrong-SECRET-0000"
-    result = cli(tmp_path, "run", "--drain", MIXPEEK_API_URL=emulator.url,
-                 MIXPEEK_API_KEY=wrong, SYNC_POLL_INTERVAL="0.2")
+    result = cli(
+        tmp_path,
+        "run",
+        "--drain",
+        MIXPEEK_API_URL=emulator.url,
+        MIXPEEK_API_KEY=wrong,
+        SYNC_POLL_INTERVAL="0.2",
+    )
     assert result.returncode == 1
     assert "refused the API key" in result.stderr
     assert wrong not in result.stderr + result.stdout
