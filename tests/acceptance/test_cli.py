@@ -25,7 +25,7 @@ def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sync_service", *args],
         cwd=cwd,
-        env={**base, **env},
+        env={**base, "SYNC_API_PORT": "0", **env},
         capture_output=True,
         text=True,
         timeout=60,

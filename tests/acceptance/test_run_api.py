@@ -83,7 +83,7 @@ def test_run_serves_the_control_api_and_logs_json_without_secrets(
 
 
 def test_a_non_loopback_api_without_a_token_refuses_to_start(tmp_path: Path) -> None:
-    result = cli(tmp_path, "run", SYNC_API_HOST="0.0.0.0")
+    result = cli(tmp_path, "run", SYNC_API_HOST="0.0.0.0", SYNC_API_PORT="8080")
     assert result.returncode == 2
     assert result.stderr.startswith(
         "configuration error: SYNC_API_TOKEN: required when the "

@@ -47,6 +47,7 @@ class Service:
             "SYNC_RETRY_BASE_DELAY": "0.05",
             "SYNC_RETRY_MAX_DELAY": "0.5",
             "SYNC_HTTP_TIMEOUT": "5",
+            "SYNC_API_PORT": "0",  # no control API unless a test asks for one
             **env,
         }
 
