@@ -107,7 +107,7 @@ def track(task_ids: list[str] = typer.Argument(..., help="Mixpeek task ids.")) -
     ids = [t.strip() for t in task_ids if t.strip()]
     if not ids:
         fail("no task id given", 2)
-    from sync_service.runtime import open_store
+    from sync_service.store import open_store
 
     async def main() -> int:
         async with open_store(settings) as store:
@@ -143,7 +143,8 @@ def submit(
         fail("--text must not be empty", 2)
     meta = _parse_metadata(metadata)
     from sync_service.mixpeek_errors import MixpeekError
-    from sync_service.runtime import mixpeek_client, open_store
+    from sync_service.runtime import mixpeek_client
+    from sync_service.store import open_store
 
     async def main() -> list[str]:
         submitted: list[str] = []
@@ -184,7 +185,7 @@ def status(
 ) -> None:
     """What is pending, synced and failed."""
     settings = load_settings()
-    from sync_service.runtime import open_store
+    from sync_service.store import open_store
 
     async def main() -> tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]]]:
         async with open_store(settings) as store:
@@ -217,7 +218,7 @@ def status(
 def migrate() -> None:
     """Bring the state store's schema to the newest migration."""
     settings = load_settings()
-    from sync_service.runtime import open_store
+    from sync_service.store import open_store
 
     async def main() -> None:
         async with open_store(settings):

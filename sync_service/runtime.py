@@ -16,7 +16,7 @@ from sync_service.mixpeek import MixpeekClient, RequestObserver, RetryPolicy
 from sync_service.pipeline import Pipeline
 from sync_service.settings import Settings
 from sync_service.sink import QdrantSink
-from sync_service.store import Store
+from sync_service.store import Store, open_store
 
 
 @dataclass
@@ -44,17 +44,6 @@ def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) 
             call_deadline=max(settings.http_timeout * 4, 120.0),
         ),
     )
-
-
-@asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """The state store, migrated to the newest schema (every command that needs it does this)."""
-    store = Store.open(settings.database_url, statement_timeout=settings.db_statement_timeout)
-    try:
-        await store.migrate()
-        yield store
-    finally:
-        await store.close()
 
 
 @asynccontextmanager

@@ -173,7 +173,7 @@ class QdrantSink:
         self, spec: VectorSpec
     ) -> models.DenseVectorNameConfig | models.SparseVectorNameConfig:
         if spec.sparse:
-            return models.SparseVectorNameConfig(sparse=models.SparseVectorParams())
+            return models.SparseVectorNameConfig(sparse=models.SparseVectorConfig())
         return models.DenseVectorNameConfig(
             dense=models.DenseVectorConfig(size=spec.size or 0, distance=self.distance)
         )

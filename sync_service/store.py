@@ -9,7 +9,8 @@ names the token, so a worker that stalled past its lease records nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sync_service.schema import db_now, dead_letters, synced_features, tasks
-from sync_service.settings import async_database_url
+from sync_service.settings import Settings, async_database_url
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -128,10 +129,10 @@ class Store:
 
     # -- schema -----------------------------------------------------------------------------
 
-    async def migrate(self) -> None:
-        """Bring the schema to the newest Alembic revision (idempotent)."""
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest Alembic revision, or to ``revision`` (idempotent)."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(_alembic_upgrade)
+            await conn.run_sync(_alembic, "upgrade", revision)
 
     # -- taking work ------------------------------------------------------------------------
 
@@ -501,6 +502,17 @@ def _fenced(task_id: str, token: int) -> Any:
     return (tasks.c.task_id == task_id) & (tasks.c.lease_token == token)
 
 
+@asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The state store, migrated to the newest schema (every command that needs it does this)."""
+    store = Store.open(settings.database_url, statement_timeout=settings.db_statement_timeout)
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
+
+
 def _rowcount(result: Any) -> int:
     return result.rowcount if isinstance(result, CursorResult) else 0
 
@@ -527,11 +539,17 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def _alembic_upgrade(connection: Connection) -> None:
-    from alembic import command
+def alembic_config(connection: Connection | None = None) -> Any:
+    """Alembic's configuration for the top-level ``migrations/`` folder."""
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     config.attributes["connection"] = connection
-    command.upgrade(config, "head")
+    return config
+
+
+def _alembic(connection: Connection, action: str, revision: str) -> None:
+    from alembic import command
+
+    getattr(command, action)(alembic_config(connection), revision)

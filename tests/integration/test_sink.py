@@ -141,3 +141,10 @@ def test_no_point_id_twice_in_one_batch() -> None:
         ids = [p.point_id for p in b]
         assert len(ids) == len(set(ids))
     assert sum(len(b) for b in batches) == 6
+
+
+async def test_a_sparse_vector_name_is_added_to_an_existing_collection(sink: QdrantSink) -> None:
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    sparse = VectorSpec(size=None, sparse=True)
+    assert await sink.ensure_vectors("demo", {"keyword": sparse}) == []
+    assert (await sink.schema("demo"))["keyword"] == sparse
