@@ -26,7 +26,7 @@ from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekN
 from sync_service.mixpeek_models import Task, TaskOutcome
 from sync_service.points import Plan, Rejected, collection_name, excerpt, plan_points
 from sync_service.settings import Settings
-from sync_service.sink import QdrantSink
+from sync_service.sink import QdrantSink, SinkUnavailable
 from sync_service.store import Claim, DeadLetter, Store, SyncedFeature, SyncResult
 
 log = logging.getLogger(__name__)
@@ -135,17 +135,28 @@ class Pipeline:
                 fetched.features, fetched.asset, claim.task_id, await self.sink.schema(target)
             )
             await self._make_room(target, plan)
-            batches = await self.sink.upsert(target, plan.points)
+            refused = await self.sink.upsert(target, plan.points)
         except MixpeekAuthError as exc:
             raise FatalError(str(exc)) from None
         except MixpeekNotFound:
             await self._fail(claim, "asset not found upstream (404)", task.status)
             return
-        except Exception as exc:  # upstream, Qdrant or network: all worth another try
+        except SinkUnavailable as exc:
+            # Qdrant's outage is not the task's fault: wait for it without spending attempts.
+            await self._retry_later(claim, str(exc), count_attempt=False)
+            return
+        except Exception as exc:  # upstream or network trouble: worth another try
             await self._retry_later(claim, f"syncing the asset failed: {_describe(exc)}")
             return
         await failpoint("after_upsert")
 
+        if refused:
+            # Points Qdrant refused (isolated from their batches) become dead letters.
+            gone = {r.point.point_id for r in refused}
+            plan.points[:] = [p for p in plan.points if p.point_id not in gone]
+            plan.rejected += [
+                Rejected(r.point.feature_id, r.reason, excerpt(r.point.payload)) for r in refused
+            ]
         rejected = fetched.vanished + plan.rejected
         result = SyncResult(
             upstream_status=task.status,
@@ -178,7 +189,6 @@ class Pipeline:
                 "collection": target,
                 "points": len(plan.points),
                 "dead_letters": len(rejected),
-                "batches": batches,
             },
         )
         for item in rejected:
@@ -254,14 +264,16 @@ class Pipeline:
             "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
         )
 
-    async def _retry_later(self, claim: Claim, error: str) -> None:
+    async def _retry_later(self, claim: Claim, error: str, *, count_attempt: bool = True) -> None:
         attempt = claim.attempts + 1
-        delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
+        if count_attempt:
+            delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
+        else:  # an outage: no attempt count to grow from, so wait the longest poll interval
+            delay = self.settings.max_poll_interval
         delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
+        limit = self.settings.max_attempts if count_attempt else None
         gave_up = await _persist(
-            self.store.retry_later(
-                claim, error=error, delay=delay, max_attempts=self.settings.max_attempts
-            )
+            self.store.retry_later(claim, error=error, delay=delay, max_attempts=limit)
         )
         if gave_up:
             self.metrics.task_failed()
@@ -270,7 +282,7 @@ class Pipeline:
             extra={
                 "event": "task_failed" if gave_up else "task_retry",
                 "task_id": claim.task_id,
-                "attempt": attempt,
+                "attempt": attempt if count_attempt else None,
                 "error": error,
             },
         )

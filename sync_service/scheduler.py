@@ -19,6 +19,7 @@ from contextlib import suppress
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.exc import SQLAlchemyError
 
 from sync_service.pipeline import FatalError, Pipeline
 from sync_service.store import Claim, LeaseLost, Store
@@ -26,6 +27,19 @@ from sync_service.store import Claim, LeaseLost, Store
 log = logging.getLogger(__name__)
 
 JOB_DEFAULTS = {"misfire_grace_time": 1, "coalesce": True, "max_instances": 1}
+
+
+#: What a state store that is down, restarting or locked raises.
+STORE_ERRORS = (SQLAlchemyError, OSError, asyncio.TimeoutError)
+
+
+def _store_unavailable(exc: BaseException, task_id: str | None = None) -> None:
+    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    log.warning(
+        "state store unavailable: %s",
+        first_line,
+        extra={"event": "store_unavailable", "task_id": task_id},
+    )
 
 
 def worker_name() -> str:
@@ -118,21 +132,30 @@ class Daemon:
         if self._stop.is_set():
             return
         room = self.claim_batch - len(self.in_flight)
-        claims = (
-            await self.store.claim_due(self.owner, room, self.lease_seconds) if room > 0 else []
-        )
+        try:
+            claims = (
+                await self.store.claim_due(self.owner, room, self.lease_seconds) if room else []
+            )
+            idle = self._drain and not claims and not self.in_flight
+            drained = idle and await self.store.pending_count() == 0
+        except STORE_ERRORS as exc:
+            _store_unavailable(exc)  # ride it out: the next tick tries again
+            return
         for claim in claims:
             task = asyncio.create_task(self._process(claim), name=f"task:{claim.task_id}")
             self.in_flight[task] = claim
-        idle = self._drain and not claims and not self.in_flight
-        if idle and await self.store.pending_count() == 0:
+        if drained:
             log.info("nothing pending: drained", extra={"event": "drained"})
             self._stop.set()
 
     async def heartbeat(self) -> None:
         """Keep the leases of long-running work from expiring under it."""
-        if self.in_flight:
+        if not self.in_flight:
+            return
+        try:
             await self.store.extend_leases(self.owner, self.in_flight.values(), self.lease_seconds)
+        except STORE_ERRORS as exc:
+            _store_unavailable(exc)
 
     async def _process(self, claim: Claim) -> None:
         try:
@@ -146,6 +169,10 @@ class Daemon:
             self._stop.set()
         except asyncio.CancelledError:
             raise
+        except STORE_ERRORS as exc:
+            # Its points may be in Qdrant but not recorded: the lease expires and the task is
+            # redone (same point ids), as after a crash.
+            _store_unavailable(exc, claim.task_id)
         except Exception:
             # A bug, not an upstream fault: keep the daemon alive; the lease expires and
             # the task is tried again.

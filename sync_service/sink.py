@@ -7,14 +7,17 @@ the points live in a versioned physical collection ``name__v1``, so a later re-i
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
 from sync_service.points import PlannedPoint, SparseValues, VectorSpec
 from sync_service.settings import Distance, Settings
@@ -32,8 +35,20 @@ _DISTANCES = {
 }
 
 
-class SinkError(Exception):
-    """Qdrant refused or failed an operation (transient unless said otherwise)."""
+class SinkUnavailable(Exception):
+    """Qdrant did not answer, or failed on its side (5xx, timeout): try again later.
+
+    Nothing may be recorded as synced after this: the write may or may not have landed, and a
+    redo with the same point ids settles it either way.
+    """
+
+
+@dataclass(frozen=True)
+class RefusedPoint:
+    """A point Qdrant refused as bad input, isolated from the rest of its batch."""
+
+    point: PlannedPoint
+    reason: str
 
 
 class QdrantSink:
@@ -180,20 +195,45 @@ class QdrantSink:
 
     # -- points -------------------------------------------------------------------------
 
-    async def upsert(self, name: str, points: Sequence[PlannedPoint]) -> int:
+    async def upsert(self, name: str, points: Sequence[PlannedPoint]) -> list[RefusedPoint]:
         """Write ``points`` with ``wait=True``, in batches bounded by count and by bytes.
 
-        Returns the number of batches sent. Raises on the first batch Qdrant does not
-        acknowledge; batches already sent stay written (they are idempotent).
+        A batch Qdrant refuses as bad input (400/422) is split in halves until the refused
+        points are isolated; those are returned, every other point is written. Raises
+        :class:`SinkUnavailable` when Qdrant cannot be reached or fails on its side; batches
+        written before that stay written (they are idempotent).
         """
-        batches = 0
+        refused: list[RefusedPoint] = []
         for batch in self.batches(points):
-            started = time.perf_counter()
+            refused += await self._upsert_isolating(name, batch)
+        return refused
+
+    async def _upsert_isolating(self, name: str, batch: list[PlannedPoint]) -> list[RefusedPoint]:
+        try:
+            await self._upsert_batch(name, batch)
+        except _BadInput as exc:
+            if len(batch) == 1:
+                return [RefusedPoint(batch[0], f"Qdrant refused the point: {exc}")]
+            middle = len(batch) // 2
+            return await self._upsert_isolating(name, batch[:middle]) + (
+                await self._upsert_isolating(name, batch[middle:])
+            )
+        return []
+
+    async def _upsert_batch(self, name: str, batch: list[PlannedPoint]) -> None:
+        started = time.perf_counter()
+        try:
             await self.client.upsert(name, [_to_struct(p) for p in batch], wait=True)
-            batches += 1
-            if self.on_batch is not None:
-                self.on_batch(time.perf_counter() - started, len(batch))
-        return batches
+        except UnexpectedResponse as exc:
+            if exc.status_code in (400, 422):
+                raise _BadInput(_message(exc)) from None
+            raise SinkUnavailable(f"Qdrant answered {exc.status_code}: {_message(exc)}") from None
+        except ValueError as exc:  # local mode's way of saying "bad input"
+            raise _BadInput(str(exc)) from None
+        except (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError) as exc:
+            raise SinkUnavailable(f"Qdrant unreachable: {type(exc).__name__}: {exc}") from None
+        if self.on_batch is not None:
+            self.on_batch(time.perf_counter() - started, len(batch))
 
     def batches(self, points: Sequence[PlannedPoint]) -> Iterator[list[PlannedPoint]]:
         """Split into batches of at most ``batch_points`` points and ``batch_bytes`` bytes.
@@ -259,6 +299,18 @@ def _to_struct(point: PlannedPoint) -> models.PointStruct:
         for name, v in point.vectors.items()
     }
     return models.PointStruct(id=point.point_id, vector=vectors, payload=point.payload)
+
+
+class _BadInput(Exception):
+    """Qdrant refused a request as malformed (a point's fault, not Qdrant's)."""
+
+
+def _message(exc: UnexpectedResponse) -> str:
+    """The ``status.error`` text of a Qdrant error answer, else the raw content (short)."""
+    try:
+        return str(json.loads(exc.content)["status"]["error"])
+    except (ValueError, KeyError, TypeError):
+        return exc.content.decode(errors="replace")[:300] or exc.reason_phrase
 
 
 def _already_exists(exc: Exception) -> bool:

@@ -240,14 +240,15 @@ class Store:
         )
 
     async def retry_later(
-        self, claim: Claim, *, error: str, delay: float, max_attempts: int
+        self, claim: Claim, *, error: str, delay: float, max_attempts: int | None
     ) -> bool:
-        """A transient failure: count the attempt and retry after ``delay``.
+        """A transient failure: retry after ``delay``, counting the attempt unless
+        ``max_attempts`` is None (an outage that is not the task's fault, e.g. Qdrant down).
 
         Returns True when the attempts are used up and the task is now ``failed``.
         """
-        attempts = claim.attempts + 1
-        if attempts >= max_attempts:
+        attempts = claim.attempts + (0 if max_attempts is None else 1)
+        if max_attempts is not None and attempts >= max_attempts:
             await self.mark_failed(claim, f"gave up after {attempts} attempts: {error}")
             return True
         await self._fenced_update(

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -13,6 +15,45 @@ from sync_service.emulator import EmulatorConfig, EmulatorServer
 API_KEY = "sk-test-SECRET-4242"
 
 _PREFIXES = ("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL")
+
+# The reliability report: scenarios append one line each (from any xdist worker); the controller
+# prints them at the end of the run (`pytest -m reliability` runs just the matrix). The file's
+# path travels to the workers in the environment, which they inherit when xdist spawns them.
+REPORT_VARIABLE = "RELIABILITY_REPORT_FILE"  # not SYNC_*: tests clear those
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not hasattr(config, "workerinput"):  # the controller (or a run without xdist)
+        handle, path = tempfile.mkstemp(prefix="sync-reliability-", suffix=".txt")
+        os.close(handle)
+        os.environ[REPORT_VARIABLE] = path
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if hasattr(terminalreporter.config, "workerinput"):
+        return
+    path = Path(os.environ.get(REPORT_VARIABLE, ""))
+    if not path.is_file():
+        return
+    lines = sorted(line for line in path.read_text().splitlines() if line)
+    path.unlink()
+    if lines:
+        terminalreporter.section("reliability report")
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def report() -> Callable[[str], None]:
+    """Add one line to the reliability report."""
+
+    path = Path(os.environ[REPORT_VARIABLE])
+
+    def add(line: str) -> None:
+        with path.open("a") as f:
+            f.write(line + "\n")
+
+    return add
 
 
 @pytest.fixture(autouse=True)

@@ -1,9 +1,18 @@
 """The emulator's ASGI app: Mixpeek routes behind auth and fault injection, plus controls.
 
 Request pipeline for Mixpeek API routes, in this order:
-auth (401) -> rate limit (429) -> error_rate (5xx) -> latency -> handler.
-Auth comes first so an unauthenticated client never spends rate-limit tokens, and faults
-come before any work so a 5xx/429 never leaves a half-applied change behind.
+auth (401) -> storm (429) -> rate limit (429) -> error_rate (5xx)
+-> wire fault (garbage | truncate | reset | slow_drip | hang) -> latency -> handler.
+Auth comes first so an unauthenticated client never spends rate-limit tokens, and a storm
+comes before the bucket so a storm 429 spends no token either. 429/5xx/garbage answer before
+any work, so they never leave a half-applied change behind. truncate, reset, slow_drip and
+hang are decided with the rest but damage the handler's answer *after* it ran: the request is
+applied once, as upstream would apply it, and ids stay a function of the seed and the order
+of requests. Each stage draws from the seeded fault RNG only when its knob is set, so adding
+a knob at zero never shifts the decisions of an existing seed.
+
+Every API request is also checked against the last 429 announced for the same method,
+concrete path and Authorization header: see ``Stats`` for ``retry_after_violations``.
 ``/healthcheck`` skips auth and faults; ``/_emulator/*`` skips them and is not counted.
 """
 
@@ -23,13 +32,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 from starlette.routing import Match
 
+from sync_service.emulator import wire_faults
 from sync_service.emulator.config import EmulatorConfig
+from sync_service.emulator.faults import RetryKey
 from sync_service.emulator.responses import ApiError, error_response, json_response
 from sync_service.emulator.routes import add_routes
 from sync_service.emulator.state import EmulatorState
 
 CONTROL_PREFIX = "/_emulator"
 UNAUTHORIZED = "Invalid or missing API key"
+STORM_RETRY_AFTER = 1  # seconds a storm 429 announces unless the retry_after knob says
 
 
 def _route_key(app: FastAPI, request: Request) -> str:
@@ -62,24 +74,42 @@ def _auth_failure(state: EmulatorState, request: Request) -> Response | None:
     return error_response(401, UNAUTHORIZED, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _rate_limited(state: EmulatorState) -> Response | None:
-    if state.bucket is None:
-        return None
-    wait = state.bucket.take()
-    if wait <= 0:
-        return None
-    # Half the answers carry the header, the rest only details.retry_after: a client has to
-    # honour both (Mixpeek documented the header only from 2025 on).
-    headers = None
-    if state.rngs.faults.random() < 0.5:
-        headers = {"Retry-After": str(max(1, math.ceil(wait)))}
-    retry_after = max(round(wait, 3), 0.001)
-    return error_response(
+def _too_many(state: EmulatorState, wait: float | None) -> tuple[Response, float]:
+    """A 429 and the seconds it announces; ``wait`` is the bucket's, None for a storm."""
+    config = state.config
+    header: float
+    seconds: float
+    if config.retry_after is not None:
+        header = seconds = config.retry_after
+    elif wait is None:
+        header = seconds = STORM_RETRY_AFTER
+    else:
+        header, seconds = max(1, math.ceil(wait)), max(round(wait, 3), 0.001)
+    # "sometimes": half the answers carry the header, the rest only details.retry_after, so a
+    # client has to honour both (Mixpeek documented the header only from 2025 on).
+    mode = config.retry_after_header
+    with_header = mode == "always" or (mode == "sometimes" and state.rngs.faults.random() < 0.5)
+    response = error_response(
         429,
-        f"Rate limit exceeded. Please retry after {retry_after} seconds.",
-        {"retry_after": retry_after},
-        headers,
+        f"Rate limit exceeded. Please retry after {seconds} seconds.",
+        {"retry_after": seconds},
+        {"Retry-After": str(header)} if with_header else None,
     )
+    # The header is never below the JSON hint, so a client honouring either waits >= seconds.
+    return response, float(seconds)
+
+
+def _throttled(state: EmulatorState, key: RetryKey, now: float) -> Response | None:
+    storm = state.config.storm_rate
+    if storm > 0 and state.rngs.faults.random() < storm:
+        state.stats.fault("storm")
+        response, seconds = _too_many(state, None)
+    elif state.bucket is not None and (wait := state.bucket.take()) > 0:
+        response, seconds = _too_many(state, wait)
+    else:
+        return None
+    state.stats.announce(key, now, seconds)
+    return response
 
 
 def _injected_error(state: EmulatorState) -> Response | None:
@@ -97,11 +127,22 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
         if path.startswith(CONTROL_PREFIX):
             return await call_next(request)
         key = _route_key(app, request)
-        response = None
+        response, fault = None, None
         if path != "/healthcheck":
+            retry_key = (request.method, path, request.headers.get("authorization", ""))
+            now = state.clock()
+            state.stats.arrival(retry_key, now)
             response = (
-                _auth_failure(state, request) or _rate_limited(state) or _injected_error(state)
+                _auth_failure(state, request)
+                or _throttled(state, retry_key, now)
+                or _injected_error(state)
             )
+            if response is None:
+                fault = wire_faults.choose(state.config, state.rngs.faults)
+                if fault is not None:
+                    state.stats.fault(fault)
+                if fault == "garbage":
+                    response = wire_faults.garbage()
             if response is None and state.config.latency > 0:
                 await asyncio.sleep(state.config.latency)
             state.refresh()
@@ -111,6 +152,10 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
             except Exception:
                 state.stats.record(key, 500)
                 raise
+            state.stats.record(key, response.status_code)
+            if fault is not None:
+                response = await wire_faults.damage(fault, response, request.scope, state.config)
+            return response
         state.stats.record(key, response.status_code)
         return response
 

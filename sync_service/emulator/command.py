@@ -30,6 +30,32 @@ def emulator(
     vectors_param: str = typer.Option(
         "both", help="Flag that returns vectors: both, include_vectors or return_vectors."
     ),
+    storm_rate: float = typer.Option(
+        0.0, help="Share of API requests answered 429 whatever the rate limit (0-1)."
+    ),
+    retry_after: int | None = typer.Option(
+        None, help="Seconds every 429 announces (default: the bucket's wait; 1 for a storm)."
+    ),
+    retry_after_header: str = typer.Option(
+        "sometimes", help="When a 429 carries the Retry-After header: sometimes, always, never."
+    ),
+    garbage_rate: float = typer.Option(
+        0.0, help="Share of API requests answered 200 with an HTML proxy page (0-1)."
+    ),
+    truncate_rate: float = typer.Option(
+        0.0, help="Share of API requests whose body stops short of its Content-Length (0-1)."
+    ),
+    reset_rate: float = typer.Option(
+        0.0, help="Share of API requests whose connection is reset mid-body (0-1)."
+    ),
+    slow_drip_rate: float = typer.Option(
+        0.0, help="Share of API requests whose body trickles in 16-byte chunks (0-1)."
+    ),
+    slow_drip_delay: float = typer.Option(0.5, help="Seconds between two slow-drip chunks."),
+    hang_rate: float = typer.Option(
+        0.0, help="Share of API requests held --hang-seconds before the answer (0-1)."
+    ),
+    hang_seconds: float = typer.Option(30.0, help="Seconds a hanging request is held."),
 ) -> None:
     """Serve the Mixpeek emulator (Gen B API, 7 Nov 2024) until interrupted."""
     try:
@@ -48,6 +74,16 @@ def emulator(
                 "poison_rate": poison_rate,
                 "stuck_rate": stuck_rate,
                 "vectors_param": vectors_param,
+                "storm_rate": storm_rate,
+                "retry_after": retry_after,
+                "retry_after_header": retry_after_header,
+                "garbage_rate": garbage_rate,
+                "truncate_rate": truncate_rate,
+                "reset_rate": reset_rate,
+                "slow_drip_rate": slow_drip_rate,
+                "slow_drip_delay": slow_drip_delay,
+                "hang_rate": hang_rate,
+                "hang_seconds": hang_seconds,
             }
         )
     except ValidationError as exc:

@@ -7,6 +7,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VectorsParam = Literal["both", "include_vectors", "return_vectors"]
+RetryAfterHeader = Literal["sometimes", "always", "never"]
+# Faults on the wire, drawn with one roll per request, so their rates share one budget of 1.
+WIRE_FAULTS = ("garbage", "truncate", "reset", "slow_drip", "hang")
 
 
 class EmulatorConfig(BaseModel):
@@ -53,12 +56,78 @@ class EmulatorConfig(BaseModel):
         "return_vectors (later generation) or both.",
     )
 
+    storm_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of API requests answered 429 whatever "
+        "the token bucket says (a rate-limit storm).",
+    )
+    retry_after: int | None = Field(
+        default=None,
+        ge=0,
+        description="Seconds every 429 announces (header and "
+        "details.retry_after); None: the bucket's wait, or 1 s for a storm.",
+    )
+    retry_after_header: RetryAfterHeader = Field(
+        default="sometimes",
+        description="When a 429 carries the Retry-After header: sometimes "
+        "(half of them, seeded), always or never; details.retry_after is always there.",
+    )
+    garbage_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of API requests answered 200 with a "
+        "proxy's HTML page instead of JSON (the request is not applied).",
+    )
+    truncate_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of API requests whose 200 body is cut "
+        "short of its Content-Length, then the connection closed.",
+    )
+    reset_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of API requests whose connection is "
+        "reset after the headers and part of the body.",
+    )
+    slow_drip_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of API requests whose correct body is "
+        "sent 16 bytes at a time, slow_drip_delay apart.",
+    )
+    slow_drip_delay: float = Field(
+        default=0.5, ge=0.0, description="Seconds between two chunks of a slow-drip answer."
+    )
+    hang_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of API requests held hang_seconds before the (normal) answer is sent.",
+    )
+    hang_seconds: float = Field(
+        default=30.0, ge=0.0, description="Seconds a hanging request is held."
+    )
+
     @model_validator(mode="after")
     def _rates_are_exclusive(self) -> EmulatorConfig:
         # fail and stuck are drawn for the same task; together they cannot exceed every task.
         if self.fail_rate + self.stuck_rate > 1.0:
             raise ValueError("fail_rate + stuck_rate must not exceed 1")
+        if sum(self.wire_rates().values()) > 1.0:
+            names = " + ".join(f"{name}_rate" for name in WIRE_FAULTS)
+            raise ValueError(f"{names} must not exceed 1")
         return self
+
+    def wire_rates(self) -> dict[str, float]:
+        """``{fault: rate}`` for the wire faults, in the order their shares are laid out."""
+        return {name: float(getattr(self, f"{name}_rate")) for name in WIRE_FAULTS}
 
     @property
     def effective_burst(self) -> int:

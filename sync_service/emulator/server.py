@@ -18,6 +18,7 @@ import uvicorn
 from sync_service.emulator.app import create_app
 from sync_service.emulator.config import EmulatorConfig
 from sync_service.emulator.state import EmulatorState
+from sync_service.emulator.wire_faults import ExposeTransport
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -43,7 +44,14 @@ def _url(sock: socket.socket) -> str:
 
 
 def _uvicorn(app: Any) -> uvicorn.Server:
-    config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+    config = uvicorn.Config(
+        ExposeTransport(app),  # lets reset/truncate faults drop the connection on purpose
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
+        # A hanging or dripping answer must not hold a stop for its full length.
+        timeout_graceful_shutdown=2,
+    )
     return uvicorn.Server(config)
 
 

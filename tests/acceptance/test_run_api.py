@@ -12,8 +12,8 @@ import httpx
 
 from sync_service.emulator import EmulatorServer
 from tests.acceptance.test_cli import cli
-from tests.acceptance.test_sync_end_to_end import Service
 from tests.conftest import API_KEY
+from tests.harness import Service
 
 TOKEN = "ctl-SECRET-token-777"
 

@@ -10,7 +10,8 @@ import pytest
 from qdrant_client import AsyncQdrantClient
 
 from sync_service.points import PlannedPoint, VectorSpec, plan_points
-from sync_service.sink import INDEXED_FIELDS, QdrantSink
+from sync_service.sink import INDEXED_FIELDS, QdrantSink, SinkUnavailable
+from tests.qdrant_server import QdrantStandIn
 
 ASSET = {"asset_id": "a1", "collection_id": "c1", "modality": "video", "url": "https://x/a.mp4"}
 
@@ -116,12 +117,53 @@ async def test_creating_twice_is_harmless(sink: QdrantSink) -> None:
 
 
 async def test_upsert_writes_every_point_in_bounded_batches(sink: QdrantSink) -> None:
+    sizes: list[int] = []
+    sink.on_batch = lambda _seconds, n: sizes.append(n)
     batch = points(25)
     await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
-    assert await sink.upsert("demo", batch) == 3  # 10 + 10 + 5
+    assert await sink.upsert("demo", batch) == []
+    assert sizes == [10, 10, 5] and await sink.count("demo") == 25
+    assert await sink.upsert("demo", batch) == []  # a redo lands on the same points
     assert await sink.count("demo") == 25
-    again = await sink.upsert("demo", batch)  # a redo lands on the same points
-    assert again == 3 and await sink.count("demo") == 25
+
+
+async def test_a_refused_point_is_isolated_and_the_rest_land() -> None:
+    """One bad point makes Qdrant refuse its batch; bisection finds it, the others land."""
+    with QdrantStandIn() as qdrant:
+        client = AsyncQdrantClient(url=qdrant.url, check_compatibility=False)
+        sink = QdrantSink(client, batch_points=8)
+        batch = points(20)
+        await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+        bad = batch[13].point_id
+        qdrant.set_faults("reject_points", reject_ids=[bad])
+        refused = await sink.upsert("demo", batch)
+        assert [r.point.point_id for r in refused] == [bad]
+        assert "Qdrant refused the point" in refused[0].reason
+        assert await sink.count("demo") == 19
+        writes = [r for r in qdrant.requests() if r["path"] == "/collections/demo/points"]
+        assert writes and all(r["query"].get("wait") == "true" for r in writes)
+        await client.close()
+
+
+async def test_an_unreachable_qdrant_is_unavailable_not_bad_input() -> None:
+    client = AsyncQdrantClient(url="http://127.0.0.1:9", timeout=2, check_compatibility=False)
+    sink = QdrantSink(client)
+    with pytest.raises(SinkUnavailable):
+        await sink.upsert("demo", points(2))
+    await client.close()
+
+
+async def test_a_5xx_from_qdrant_is_unavailable() -> None:
+    with QdrantStandIn() as qdrant:
+        client = AsyncQdrantClient(url=qdrant.url, check_compatibility=False)
+        sink = QdrantSink(client)
+        await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+        qdrant.set_faults("down")
+        with pytest.raises(SinkUnavailable, match="503"):
+            await sink.upsert("demo", points(2))
+        qdrant.clear_faults()
+        assert await sink.upsert("demo", points(2)) == []
+        await client.close()
 
 
 def test_batches_are_bounded_by_bytes_too() -> None:
