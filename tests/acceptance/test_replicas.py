@@ -119,11 +119,17 @@ class Cluster:
         sql = "SELECT count(*) FROM tasks WHERE state = 'synced'"
         return int(asyncio.run(_pg_value(self.db, sql)))
 
-    def leased_to(self, proc: subprocess.Popen[str]) -> int:
+    def leased_to(self, proc: subprocess.Popen[str]) -> list[str]:
+        """Ids of the tasks ``proc`` holds a lease on right now."""
         sql = (
-            "SELECT count(*) FROM tasks WHERE lease_owner LIKE $1 AND lease_expires_at IS NOT NULL"
+            "SELECT coalesce(array_agg(task_id), '{}') FROM tasks "
+            "WHERE lease_owner LIKE $1 AND lease_expires_at IS NOT NULL"
         )
-        return int(asyncio.run(_pg_value(self.db, sql, f"%:{proc.pid}:%")))
+        return list(asyncio.run(_pg_value(self.db, sql, f"%:{proc.pid}:%")))
+
+    def states(self, task_ids: list[str]) -> set[str]:
+        sql = "SELECT array_agg(DISTINCT state) FROM tasks WHERE task_id = ANY($1)"
+        return set(asyncio.run(_pg_value(self.db, sql, task_ids)))
 
     def check_qdrant(self, task_ids: list[str]) -> dict[str, int]:
         self.emulator.update_config(latency=0.0)  # the oracle reads upstream at full speed
@@ -215,17 +221,19 @@ def test_a_replica_killed_midway_has_its_tasks_finished_by_the_others(cluster: C
     cluster.start(3)
     victim = cluster.procs[0]
     deadline = time.monotonic() + 60
-    while cluster.synced() < 20 or (held := cluster.leased_to(victim)) == 0:
+    while cluster.synced() < 20 or not (held := cluster.leased_to(victim)):
         assert victim.poll() is None, "the victim finished before it could be killed"
         assert time.monotonic() < deadline
     victim.send_signal(signal.SIGKILL)  # while it holds leases on unfinished work
     victim.wait(timeout=10)
     cluster.wait(cluster.procs[1:])
 
-    assert held > 0
+    assert cluster.states(held) == {"synced"}
+    # The victim may have committed a task in the instant before the kill (its log line then
+    # died with it), so logs cannot prove "once"; the others finishing its work can.
+    by_survivors = {t for i in (1, 2) for t in cluster.synced_by(i)}
+    assert by_survivors & set(held), "the survivors finished none of the victim's tasks"
     assert cluster.counts() == {"pending": 0, "synced": TASKS, "failed": 0}
-    survivors = [t for i in (1, 2) for t in cluster.synced_by(i)]
-    assert set(survivors) | set(cluster.synced_by(0)) == set(task_ids)
     assert cluster.check_qdrant(task_ids) == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
 
 
@@ -235,7 +243,7 @@ def test_a_replica_stopped_past_its_lease_records_nothing_stale(cluster: Cluster
     cluster.start(3)
     zombie = cluster.procs[0]
     deadline = time.monotonic() + 60
-    while cluster.leased_to(zombie) == 0:
+    while not cluster.leased_to(zombie):
         assert time.monotonic() < deadline
         time.sleep(0.05)
     zombie.send_signal(signal.SIGSTOP)
