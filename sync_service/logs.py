@@ -52,5 +52,5 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries log every request at INFO; our own events are the story.
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "alembic"):
+    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "alembic", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -13,9 +13,11 @@ so a worker that lost its lease records nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -27,7 +29,14 @@ from sync_service.mixpeek_models import Task, TaskOutcome
 from sync_service.points import Plan, Rejected, collection_name, excerpt, plan_points
 from sync_service.settings import Settings
 from sync_service.sink import QdrantSink, SinkUnavailable
-from sync_service.store import Claim, DeadLetter, Store, SyncedFeature, SyncResult
+from sync_service.store import (
+    STORE_ERRORS,
+    Claim,
+    DeadLetter,
+    Store,
+    SyncedFeature,
+    SyncResult,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,7 +109,9 @@ class Pipeline:
             )
             return
         delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 1.5**claim.polls)
-        await _persist(self.store.reschedule(claim, upstream_status=task.status, delay=delay))
+        await _persist(
+            lambda: self.store.reschedule(claim, upstream_status=task.status, delay=delay)
+        )
         log.debug(
             "task not finished",
             extra={
@@ -126,7 +137,7 @@ class Pipeline:
         if not task.asset_id:
             await self._fail(claim, "task is DONE but names no asset_id", task.status)
             return
-        await _persist(self.store.note_upstream_done(claim, task.asset_id))
+        await _persist(lambda: self.store.note_upstream_done(claim, task.asset_id))
         try:
             fetched = await self._fetch(task.asset_id)
             await failpoint("after_fetch")
@@ -177,7 +188,7 @@ class Pipeline:
             ],
             dead_letters=[DeadLetter(r.reason, r.feature_id, r.payload_excerpt) for r in rejected],
         )
-        lag = await _persist(self.store.mark_synced(claim, result))
+        lag = await _persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
         await failpoint("after_record")
         log.info(
@@ -258,7 +269,9 @@ class Pipeline:
         plan.points[:] = keep
 
     async def _fail(self, claim: Claim, error: str, upstream_status: str | None = None) -> None:
-        await _persist(self.store.mark_failed(claim, error, upstream_status=upstream_status))
+        await _persist(
+            lambda: self.store.mark_failed(claim, error, upstream_status=upstream_status)
+        )
         self.metrics.task_failed()
         log.info(
             "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
@@ -273,7 +286,7 @@ class Pipeline:
         delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
         limit = self.settings.max_attempts if count_attempt else None
         gave_up = await _persist(
-            self.store.retry_later(claim, error=error, delay=delay, max_attempts=limit)
+            lambda: self.store.retry_later(claim, error=error, delay=delay, max_attempts=limit)
         )
         if gave_up:
             self.metrics.task_failed()
@@ -288,18 +301,35 @@ class Pipeline:
         )
 
 
-async def _persist(step: Awaitable[T]) -> T:
-    """Run a state-store write to its end even if the caller is cancelled meanwhile.
+async def _persist(step: Callable[[], Awaitable[T]], *, patience: float = 30.0) -> T:
+    """Run a state-store write to its end: through a cancellation, and through a short outage.
 
-    Cancelling a commit half-way would leave the connection in doubt; the write is short, so
-    shutdown waits for it and then lets the cancellation continue.
+    Cancelling a commit half-way would leave the connection in doubt, so shutdown waits for the
+    write and then lets the cancellation continue. A store that is briefly unreachable (a
+    restart) is retried with backoff for ``patience`` seconds: the work is done and its points
+    are in Qdrant; waiting beats redoing it after the lease expires. The write is fenced by the
+    lease token, so it is refused if another worker took the task meanwhile.
     """
-    future = asyncio.ensure_future(step)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        await future
-        raise
+    delay = 0.2
+    deadline = time.monotonic() + patience
+    while True:
+        future = asyncio.ensure_future(step())
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                await future
+            raise
+        except STORE_ERRORS as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning(
+                "state store unavailable, retrying the write: %s",
+                (str(exc).splitlines() or [type(exc).__name__])[0][:200],
+                extra={"event": "store_unavailable"},
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 def _describe(exc: BaseException) -> str:

@@ -19,18 +19,13 @@ from contextlib import suppress
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy.exc import SQLAlchemyError
 
 from sync_service.pipeline import FatalError, Pipeline
-from sync_service.store import Claim, LeaseLost, Store
+from sync_service.store import STORE_ERRORS, Claim, LeaseLost, Store
 
 log = logging.getLogger(__name__)
 
 JOB_DEFAULTS = {"misfire_grace_time": 1, "coalesce": True, "max_instances": 1}
-
-
-#: What a state store that is down, restarting or locked raises.
-STORE_ERRORS = (SQLAlchemyError, OSError, asyncio.TimeoutError)
 
 
 def _store_unavailable(exc: BaseException, task_id: str | None = None) -> None:

@@ -11,7 +11,8 @@ import json
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +102,10 @@ class QdrantSink:
         """The vector names of collection (or alias) ``name``; empty if it does not exist."""
         if name in self._schemas:
             return self._schemas[name]
+        async with _reachable():
+            return await self._read_schema(name)
+
+    async def _read_schema(self, name: str) -> dict[str, VectorSpec]:
         if not await self.client.collection_exists(name):
             return {}
         info = await self.client.get_collection(name)
@@ -124,6 +129,12 @@ class QdrantSink:
         if not new:
             return []
         current = await self.schema(name)
+        async with _reachable():
+            return await self._add_vectors(name, current, new)
+
+    async def _add_vectors(
+        self, name: str, current: Mapping[str, VectorSpec], new: Mapping[str, VectorSpec]
+    ) -> list[str]:
         if not current:
             await self._create(name, new)
             return []
@@ -227,11 +238,11 @@ class QdrantSink:
         except UnexpectedResponse as exc:
             if exc.status_code in (400, 422):
                 raise _BadInput(_message(exc)) from None
-            raise SinkUnavailable(f"Qdrant answered {exc.status_code}: {_message(exc)}") from None
+            raise _unavailable(exc) from None
         except ValueError as exc:  # local mode's way of saying "bad input"
             raise _BadInput(str(exc)) from None
-        except (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError) as exc:
-            raise SinkUnavailable(f"Qdrant unreachable: {type(exc).__name__}: {exc}") from None
+        except _TRANSPORT_ERRORS as exc:
+            raise _unavailable(exc) from None
         if self.on_batch is not None:
             self.on_batch(time.perf_counter() - started, len(batch))
 
@@ -299,6 +310,28 @@ def _to_struct(point: PlannedPoint) -> models.PointStruct:
         for name, v in point.vectors.items()
     }
     return models.PointStruct(id=point.point_id, vector=vectors, payload=point.payload)
+
+
+_TRANSPORT_ERRORS = (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError)
+
+
+def _unavailable(exc: Exception) -> SinkUnavailable:
+    if isinstance(exc, UnexpectedResponse):
+        return SinkUnavailable(f"Qdrant answered {exc.status_code}: {_message(exc)}")
+    return SinkUnavailable(f"Qdrant unreachable: {type(exc).__name__}: {exc}")
+
+
+@asynccontextmanager
+async def _reachable() -> AsyncIterator[None]:
+    """Turn "Qdrant is down or failing" into SinkUnavailable; bad input passes through."""
+    try:
+        yield
+    except UnexpectedResponse as exc:
+        if exc.status_code is not None and exc.status_code < 500:
+            raise
+        raise _unavailable(exc) from None
+    except _TRANSPORT_ERRORS as exc:
+        raise _unavailable(exc) from None
 
 
 class _BadInput(Exception):

@@ -8,6 +8,7 @@ names the token, so a worker that stalled past its lease records nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -18,6 +19,7 @@ from typing import Any
 from sqlalchemy import CursorResult, delete, event, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from sync_service.schema import db_now, dead_letters, synced_features, tasks
@@ -26,6 +28,9 @@ from sync_service.settings import Settings, async_database_url
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
 PENDING, SYNCED, FAILED = "pending", "synced", "failed"
+
+#: What a state store that is down, restarting or locked raises.
+STORE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, asyncio.TimeoutError)
 
 
 class LeaseLost(Exception):

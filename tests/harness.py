@@ -77,7 +77,12 @@ class Service:
         return json.loads(self.cli("status", "--json").stdout)
 
     def points(self) -> list[Any]:
-        client = QdrantClient(path=str(self.root / "qdrant"))
+        url = self.env.get("QDRANT_URL")
+        client = (
+            QdrantClient(url=url, check_compatibility=False)
+            if url
+            else QdrantClient(path=str(self.root / "qdrant"))
+        )
         try:
             if not client.collection_exists(COLLECTION):
                 return []
