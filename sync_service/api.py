@@ -14,10 +14,20 @@ import secrets
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import FastAPI, HTTPException, Query, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StringConstraints,
+    model_validator,
+)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync_service.metrics import Metrics
@@ -29,7 +39,30 @@ from sync_service.store import Store
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-TaskId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+
+
+def _utf8(value: str) -> str:
+    # A lone UTF-16 surrogate ("\ud800") is valid JSON but no database or upstream can store it.
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
+    return value
+
+
+def _strict_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # NaN, Infinity or 1e400 parse from JSON but cannot be sent on to Mixpeek.
+    try:
+        json.dumps(value, allow_nan=False).encode("utf-8")
+    except (ValueError, UnicodeEncodeError):
+        raise ValueError("must be plain JSON (no NaN, Infinity or lone surrogates)") from None
+    return value
+
+
+Text = Annotated[str, AfterValidator(_utf8)]
+TaskId = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
+Metadata = Annotated[dict[str, Any] | None, AfterValidator(_strict_json)]
+LetterId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
 
 
 class TrackRequest(BaseModel):
@@ -46,8 +79,8 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["video", "image", "text"]
     url: HttpUrl | None = None
-    text: Annotated[str, StringConstraints(min_length=1, max_length=100_000)] | None = None
-    metadata: dict[str, Any] | None = None
+    text: Annotated[Text, StringConstraints(min_length=1, max_length=100_000)] | None = None
+    metadata: Metadata = None
 
     @model_validator(mode="after")
     def _one_source(self) -> Item:
@@ -60,7 +93,7 @@ class Item(BaseModel):
 
 class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    collection_id: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    collection_id: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
     items: list[Item] = Field(min_length=1, max_length=100)
     prevent_duplicate: bool = False
 
@@ -114,6 +147,20 @@ def create_api(
     """The control API as an ASGI app (the guard wraps FastAPI, OpenAPI included)."""
     app = FastAPI(title="sync-service control API", version="1")
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default echoes the input back, which cannot be rendered when it holds NaN
+        # or a lone surrogate (and should not be echoed anyway): say where and what, only.
+        errors = [
+            {
+                "loc": [_printable(part) for part in e.get("loc", ())],
+                "msg": _printable(e.get("msg", "")),
+                "type": _printable(e.get("type", "")),
+            }
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         """The process is alive."""
@@ -126,7 +173,7 @@ def create_api(
         ready = all(value == "ok" for value in checks.values())
         return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus exposition format."""
         return Response(metrics.render(await store.stats()), media_type=CONTENT_TYPE_LATEST)
@@ -182,7 +229,7 @@ def create_api(
         return [DeadLetterOut(**d) for d in await store.dead_letters(task_id, limit=limit)]
 
     @app.post("/dead-letters/{letter_id}/retry")
-    async def retry_dead_letter(letter_id: int) -> dict[str, str]:
+    async def retry_dead_letter(letter_id: LetterId) -> dict[str, str]:
         """Sync the dead letter's task again (after its cause was fixed)."""
         task_id = await store.retry_dead_letter(letter_id)
         if task_id is None:
@@ -191,13 +238,19 @@ def create_api(
         return {"task_id": task_id, "state": "pending"}
 
     @app.delete("/dead-letters/{letter_id}", status_code=204)
-    async def drop_dead_letter(letter_id: int) -> Response:
+    async def drop_dead_letter(letter_id: LetterId) -> Response:
         """Forget a dead letter (its feature stays out of Qdrant)."""
         if not await store.drop_dead_letter(letter_id):
             raise HTTPException(404, f"no dead letter {letter_id}")
         return Response(status_code=204)
 
     return Guard(app, token=token, max_body_bytes=max_body_bytes)
+
+
+def _printable(value: object) -> object:
+    if isinstance(value, str):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value if isinstance(value, int) else str(value)
 
 
 async def _index(client: MixpeekClient, item: Item, collection_id: str, dedupe: bool) -> str:

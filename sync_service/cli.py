@@ -334,7 +334,8 @@ def _parse_metadata(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as exc:
+        json.dumps(value, allow_nan=False)  # NaN, Infinity and 1e400 parse but cannot be sent
+    except ValueError as exc:
         fail(f"--metadata is not valid JSON: {exc}", 2)
     if not isinstance(value, dict):
         fail("--metadata must be a JSON object", 2)

@@ -243,3 +243,28 @@ async def test_not_ready_when_qdrant_is_gone(stack: Stack) -> None:
     answer = await stack.http.get("/readyz")
     assert answer.status_code == 503
     assert answer.json()["state_store"] == "ok" and answer.json()["qdrant"].startswith("error")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "t", "metadata": {"x": NaN}}]}',
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "t", "metadata": {"x": 1e400}}]}',
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "\\ud800"}]}',
+        '{"task_ids": ["\\udfff"]}',
+    ],
+)
+async def test_json_that_cannot_travel_on_is_a_422(stack: Stack, body: str) -> None:
+    path = "/tasks" if "task_ids" in body else "/submit"
+    answer = await stack.http.post(
+        path, content=body, headers={**AUTH, "content-type": "application/json"}
+    )
+    assert answer.status_code == 422, answer.text
+    assert await stack.store.counts() == {"pending": 0, "synced": 0, "failed": 0}
+
+
+@pytest.mark.parametrize("letter", ["0", "-1", str(2**63), str(2**70)])
+async def test_dead_letter_ids_out_of_range_are_a_422(stack: Stack, letter: str) -> None:
+    assert (await stack.http.delete(f"/dead-letters/{letter}", headers=AUTH)).status_code == 422
+    retry = await stack.http.post(f"/dead-letters/{letter}/retry", headers=AUTH)
+    assert retry.status_code == 422
