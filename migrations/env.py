@@ -27,7 +27,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_own_engine() -> None:
-    engine = create_async_engine(async_database_url(Settings().database_url))
+    engine = create_async_engine(async_database_url(Settings().database_url.get_secret_value()))
     async with engine.begin() as connection:
         await connection.run_sync(_run)
     await engine.dispose()
@@ -39,7 +39,7 @@ if given is not None:
     _run(given)
 elif context.is_offline_mode():
     context.configure(
-        url=str(async_database_url(Settings().database_url)),
+        url=str(async_database_url(Settings().database_url.get_secret_value())),
         target_metadata=target_metadata,
         literal_binds=True,
     )

@@ -372,4 +372,31 @@ def _print_status(
 
 
 def main() -> None:
-    app()
+    try:
+        app()
+    except (OSError, TimeoutError) as exc:
+        # The state store or the Qdrant folder cannot be reached: one line, not a traceback.
+        _die(f"cannot reach a service the command needs: {_first_line(exc)}")
+    except RuntimeError as exc:
+        if "already accessed by another instance" not in str(exc):
+            raise
+        _die(
+            "the embedded Qdrant folder (QDRANT_PATH) is in use by another sync-service "
+            "process; stop it, or use a Qdrant server (QDRANT_URL)"
+        )
+    except Exception as exc:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        if not isinstance(exc, SQLAlchemyError):
+            raise
+        _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")
+
+
+def _die(message: str) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise SystemExit(1)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines() or [type(exc).__name__])[0][:300]

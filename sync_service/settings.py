@@ -65,7 +65,8 @@ class Settings(BaseSettings):
     qdrant_collection: str = _env("QDRANT_COLLECTION", default="{collection_id}", min_length=1)
 
     # -- state store ------------------------------------------------------------------------
-    database_url: str = _env("DATABASE_URL", default="sqlite:///./data/sync.db")
+    # A secret: a PostgreSQL URL usually carries the password.
+    database_url: SecretStr = _env("DATABASE_URL", default=SecretStr("sqlite:///./data/sync.db"))
     db_statement_timeout: PositiveSeconds = _env("SYNC_DB_STATEMENT_TIMEOUT", default=30.0)
 
     # -- scheduler --------------------------------------------------------------------------
@@ -79,6 +80,7 @@ class Settings(BaseSettings):
 
     # -- upstream HTTP ----------------------------------------------------------------------
     max_concurrency: int = _env("SYNC_MAX_CONCURRENCY", default=16, ge=1, le=1024)
+    rate_limit_per_minute: float | None = _env("SYNC_RATE_LIMIT_PER_MINUTE", default=None, gt=0)
     http_timeout: PositiveSeconds = _env("SYNC_HTTP_TIMEOUT", default=30.0)
     http_max_attempts: int = _env("SYNC_HTTP_MAX_ATTEMPTS", default=6, ge=1, le=100)
     retry_base_delay: PositiveSeconds = _env("SYNC_RETRY_BASE_DELAY", default=0.5)
@@ -111,8 +113,8 @@ class Settings(BaseSettings):
 
     @field_validator("database_url")
     @classmethod
-    def _database_url(cls, value: str) -> str:
-        async_database_url(value)  # raises ValueError with a readable reason
+    def _database_url(cls, value: SecretStr) -> SecretStr:
+        async_database_url(value.get_secret_value())  # raises ValueError with a readable reason
         return value
 
     @field_validator("log_level")

@@ -511,7 +511,10 @@ def _fenced(task_id: str, token: int) -> Any:
 @asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[Store]:
     """The state store, migrated to the newest schema (every command that needs it does this)."""
-    store = Store.open(settings.database_url, statement_timeout=settings.db_statement_timeout)
+    store = Store.open(
+        settings.database_url.get_secret_value(),
+        statement_timeout=settings.db_statement_timeout,
+    )
     try:
         await store.migrate()
         yield store

@@ -15,7 +15,7 @@ def test_defaults_follow_the_contract() -> None:
     assert s.mixpeek_api_url == "https://api.mixpeek.com"
     assert s.qdrant_url is None and s.qdrant_path == Path("./data/qdrant")
     assert s.qdrant_collection == "{collection_id}"
-    assert s.database_url == "sqlite:///./data/sync.db"
+    assert s.database_url.get_secret_value() == "sqlite:///./data/sync.db"
     assert s.poll_interval == 2 and s.api_host == "127.0.0.1" and s.api_port == 8080
 
 
@@ -71,3 +71,10 @@ def test_database_urls_get_async_drivers() -> None:
     assert async_database_url("sqlite:///./data/sync.db").drivername == "sqlite+aiosqlite"
     assert async_database_url("postgresql://u@h/db").drivername == "postgresql+asyncpg"
     assert async_database_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
+
+
+def test_the_database_url_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "postgresql://sync:hunter2@db:5432/sync")
+    s = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert "hunter2" not in repr(s) + str(s) + s.model_dump_json()
+    assert s.database_url.get_secret_value() == "postgresql://sync:hunter2@db:5432/sync"
