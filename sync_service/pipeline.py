@@ -146,7 +146,7 @@ class Pipeline:
                 fetched.features, fetched.asset, claim.task_id, await self.sink.schema(target)
             )
             await self._make_room(target, plan)
-            refused = await self.sink.upsert(target, plan.points)
+            refused = await self.sink.upsert(target, plan.points, version=claim.claimed_at)
         except MixpeekAuthError as exc:
             raise FatalError(str(exc)) from None
         except MixpeekNotFound:

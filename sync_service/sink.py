@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Payload fields every collection indexes (keyword), created before the first point.
 INDEXED_FIELDS = ("asset_id", "collection_id", "modality", "task_id")
+#: Payload field holding the version of the write that put a point there (see ``upsert``).
+VERSION_FIELD = "_sync_version"
 
 _DISTANCES = {
     Distance.cosine: models.Distance.COSINE,
@@ -206,8 +208,15 @@ class QdrantSink:
 
     # -- points -------------------------------------------------------------------------
 
-    async def upsert(self, name: str, points: Sequence[PlannedPoint]) -> list[RefusedPoint]:
+    async def upsert(
+        self, name: str, points: Sequence[PlannedPoint], version: float | None = None
+    ) -> list[RefusedPoint]:
         """Write ``points`` with ``wait=True``, in batches bounded by count and by bytes.
+
+        With a ``version`` (the database time of the claim behind this write), each point
+        carries it as ``_sync_version`` and the write is conditional: an existing point is
+        only replaced by a newer version. A worker that stalled past its lease and wakes up
+        later therefore cannot overwrite what the worker that took over already wrote.
 
         A batch Qdrant refuses as bad input (400/422) is split in halves until the refused
         points are isolated; those are returned, every other point is written. Raises
@@ -216,25 +225,40 @@ class QdrantSink:
         """
         refused: list[RefusedPoint] = []
         for batch in self.batches(points):
-            refused += await self._upsert_isolating(name, batch)
+            refused += await self._upsert_isolating(name, batch, version)
         return refused
 
-    async def _upsert_isolating(self, name: str, batch: list[PlannedPoint]) -> list[RefusedPoint]:
+    async def _upsert_isolating(
+        self, name: str, batch: list[PlannedPoint], version: float | None
+    ) -> list[RefusedPoint]:
         try:
-            await self._upsert_batch(name, batch)
+            await self._upsert_batch(name, batch, version)
         except _BadInput as exc:
             if len(batch) == 1:
                 return [RefusedPoint(batch[0], f"Qdrant refused the point: {exc}")]
             middle = len(batch) // 2
-            return await self._upsert_isolating(name, batch[:middle]) + (
-                await self._upsert_isolating(name, batch[middle:])
+            return await self._upsert_isolating(name, batch[:middle], version) + (
+                await self._upsert_isolating(name, batch[middle:], version)
             )
         return []
 
-    async def _upsert_batch(self, name: str, batch: list[PlannedPoint]) -> None:
+    async def _upsert_batch(
+        self, name: str, batch: list[PlannedPoint], version: float | None
+    ) -> None:
         started = time.perf_counter()
+        structs = [_to_struct(p, version) for p in batch]
+        guard = None
+        if version is not None:
+            # Replace a point only if it holds an older version (or none); new points are
+            # inserted regardless of the filter.
+            guard = models.Filter(
+                should=[
+                    models.FieldCondition(key=VERSION_FIELD, range=models.Range(lt=version)),
+                    models.IsEmptyCondition(is_empty=models.PayloadField(key=VERSION_FIELD)),
+                ]
+            )
         try:
-            await self.client.upsert(name, [_to_struct(p) for p in batch], wait=True)
+            await self.client.upsert(name, structs, wait=True, update_filter=guard)
         except UnexpectedResponse as exc:
             if exc.status_code in (400, 422):
                 raise _BadInput(_message(exc)) from None
@@ -302,14 +326,15 @@ class QdrantSink:
         await self.client.get_collections()
 
 
-def _to_struct(point: PlannedPoint) -> models.PointStruct:
+def _to_struct(point: PlannedPoint, version: float | None = None) -> models.PointStruct:
     vectors: dict[str, Any] = {
         name: models.SparseVector(indices=v.indices, values=v.values)
         if isinstance(v, SparseValues)
         else v
         for name, v in point.vectors.items()
     }
-    return models.PointStruct(id=point.point_id, vector=vectors, payload=point.payload)
+    payload = point.payload if version is None else {**point.payload, VERSION_FIELD: version}
+    return models.PointStruct(id=point.point_id, vector=vectors, payload=payload)
 
 
 _TRANSPORT_ERRORS = (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError)

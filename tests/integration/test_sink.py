@@ -190,3 +190,20 @@ async def test_a_sparse_vector_name_is_added_to_an_existing_collection(sink: Qdr
     sparse = VectorSpec(size=None, sparse=True)
     assert await sink.ensure_vectors("demo", {"keyword": sparse}) == []
     assert (await sink.schema("demo"))["keyword"] == sparse
+
+
+async def test_an_older_version_never_overwrites_a_newer_point(sink: QdrantSink) -> None:
+    """A worker that stalled past its lease writes with an older version: it is ignored."""
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    newer = plan_points(features(2), {**ASSET, "url": "https://x/new.mp4"}, "t2", {}).points
+    older = plan_points(features(3), {**ASSET, "url": "https://x/old.mp4"}, "t1", {}).points
+    await sink.upsert("demo", newer, version=200.0)
+    await sink.upsert("demo", older, version=100.0)  # the zombie wakes up
+    records = {str(r.id): r.payload for r in await sink.scroll_all("demo")}
+    assert len(records) == 3  # a point only the stale write had is still inserted
+    for point in newer:
+        assert records[point.point_id]["asset"]["url"] == "https://x/new.mp4"  # type: ignore[index]
+        assert records[point.point_id]["_sync_version"] == 200.0  # type: ignore[index]
+    await sink.upsert("demo", older, version=300.0)  # a genuinely newer write does replace
+    records = {str(r.id): r.payload for r in await sink.scroll_all("demo")}
+    assert all(p["asset"]["url"] == "https://x/old.mp4" for p in records.values())  # type: ignore[index]
