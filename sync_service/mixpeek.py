@@ -16,6 +16,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr
 
+from sync_service.admission import POLL
+
 from . import __version__
 from .mixpeek_errors import MixpeekBadRequest, MixpeekBadResponse
 from .mixpeek_http import MixpeekHttp, RequestObserver, RetryPolicy
@@ -93,6 +95,7 @@ class MixpeekClient:
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_in_flight: int | None = None,
+        rate_limit_per_minute: float | None = None,
         observer: RequestObserver | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> None:
@@ -113,6 +116,7 @@ class MixpeekClient:
             policy=policy,
             transport=transport,
             max_in_flight=max_in_flight,
+            rate_limit_per_minute=rate_limit_per_minute,
             observer=observer,
             timeout=timeout,
         )
@@ -198,7 +202,8 @@ class MixpeekClient:
     async def get_task(self, task_id: str) -> Task:
         """``GET /tasks/{task_id}``."""
         path = {"task_id": _segment(task_id, "task_id")}
-        return await self._http.call("GET", "/tasks/{task_id}", path, _as(Task))
+        # A poll only says "come back later" most of the time: it waits behind feature fetches.
+        return await self._http.call("GET", "/tasks/{task_id}", path, _as(Task), priority=POLL)
 
     async def get_asset(self, asset_id: str) -> Asset:
         """``GET /assets/{asset_id}``."""

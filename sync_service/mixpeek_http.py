@@ -25,6 +25,8 @@ import httpx
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
+from sync_service.admission import FETCH, Admission
+
 from .mixpeek_errors import (
     MixpeekBadResponse,
     MixpeekError,
@@ -137,6 +139,7 @@ class MixpeekHttp:
         policy: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         max_in_flight: int | None = None,
+        rate_limit_per_minute: float | None = None,
         observer: RequestObserver | None = None,
         timeout: httpx.Timeout | None = None,
     ) -> None:
@@ -158,9 +161,7 @@ class MixpeekHttp:
             follow_redirects=True,
         )
         self._policy = policy or RetryPolicy()
-        self._gate: asyncio.Semaphore | None = (
-            asyncio.Semaphore(max_in_flight) if max_in_flight else None
-        )
+        self._admission = Admission(max_in_flight, rate_limit_per_minute)
         self._observer: RequestObserver = observer or _NoObserver()
 
     @property
@@ -181,6 +182,7 @@ class MixpeekHttp:
         params: dict[str, Any] | None = None,
         json_body: Any = None,
         expect_json: bool = True,
+        priority: int = FETCH,
     ) -> R:
         """One logical call: attempts under the retry policy; raises the last typed error."""
         policy = self._policy
@@ -190,7 +192,9 @@ class MixpeekHttp:
 
         async def attempt() -> R:
             budget = min(policy.attempt_timeout, deadline - policy.clock())
-            response = await self._attempt(method, path, endpoint, params, json_body, budget)
+            response = await self._attempt(
+                method, path, endpoint, params, json_body, budget, priority
+            )
             return self._parse(response, endpoint, parse, expect_json)
 
         def wait(state: RetryCallState) -> float:
@@ -235,14 +239,15 @@ class MixpeekHttp:
         params: dict[str, Any] | None,
         json_body: Any,
         budget: float,
+        priority: int,
     ) -> httpx.Response:
-        """One HTTP exchange, body included, within ``budget`` seconds and a concurrency slot."""
+        """One HTTP exchange, body included, within ``budget`` seconds and an admission slot."""
         request = self._http.build_request(method, path, params=params, json=json_body)
         failure: MixpeekError | None = None
         cause: BaseException | None = None
         response: httpx.Response | None = None
-        gate = self._gate or contextlib.nullcontext()
-        async with gate:  # held for the exchange only, never during a backoff sleep
+        # Held for the exchange only, never during a backoff sleep.
+        async with self._admission.slot(priority):
             started = time.perf_counter()  # after the slot: observe upstream latency only
             try:
                 if budget <= 0:
@@ -265,6 +270,10 @@ class MixpeekHttp:
                 )
         elapsed = time.perf_counter() - started
         status = response.status_code if response is not None else None
+        if status == 429:
+            self._admission.rate_limited()
+        elif status is not None and status < 400:
+            self._admission.succeeded()
         with contextlib.suppress(Exception):
             self._observer.on_response(endpoint, status, elapsed)
         if failure is not None:

@@ -35,6 +35,7 @@ def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) 
         api_key=settings.mixpeek_api_key,
         namespace=settings.mixpeek_namespace,
         max_in_flight=settings.max_concurrency,
+        rate_limit_per_minute=settings.rate_limit_per_minute,
         observer=observer,
         policy=RetryPolicy(
             max_attempts=settings.http_max_attempts,

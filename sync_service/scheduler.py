@@ -70,6 +70,8 @@ class Daemon:
         self._stop = asyncio.Event()
         self._forced = False
         self._drain = False
+        self._tick_lock = asyncio.Lock()
+        self._kicks: set[asyncio.Task[None]] = set()
 
     # -- control ----------------------------------------------------------------------------
 
@@ -109,6 +111,8 @@ class Daemon:
             await self._stop.wait()
         finally:
             scheduler.pause()
+            # A kick may be half-way through a claim: let it finish adding its work first.
+            await asyncio.gather(*self._kicks, return_exceptions=True)
             await self._finish_in_flight()
             scheduler.shutdown(wait=False)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -124,8 +128,19 @@ class Daemon:
 
     async def tick(self) -> None:
         """Claim due tasks up to the free capacity and start them."""
-        if self._stop.is_set():
-            return
+        if self._stop.is_set() or self._tick_lock.locked():
+            return  # a tick is already claiming; one at a time is enough
+        async with self._tick_lock:
+            await self._claim_and_start()
+
+    def _kick(self) -> None:
+        """Claim again now: a finished task's place should not idle until the next tick."""
+        if not self._stop.is_set() and not self._tick_lock.locked():
+            kick = asyncio.create_task(self.tick())
+            self._kicks.add(kick)  # keep a reference until it is done
+            kick.add_done_callback(self._kicks.discard)
+
+    async def _claim_and_start(self) -> None:
         room = self.claim_batch - len(self.in_flight)
         try:
             claims = (
@@ -162,6 +177,8 @@ class Daemon:
         except FatalError as exc:
             self.fatal = exc
             self._stop.set()
+            with suppress(Exception):  # the next start may take the task at once
+                await self.store.release(claim)
         except asyncio.CancelledError:
             raise
         except STORE_ERRORS as exc:
@@ -178,6 +195,7 @@ class Daemon:
             self.in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             if self.on_progress is not None:
                 self.on_progress()
+            self._kick()
 
     async def _finish_in_flight(self) -> None:
         """Let in-flight work end within the grace period; cancel and release the rest."""
