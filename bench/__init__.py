@@ -1,0 +1,1 @@
+"""The performance benchmark of sync-service (see README.md in this folder)."""
