@@ -228,7 +228,9 @@ def test_a_dead_letter_lands_on_retry_once_its_cause_is_fixed(
 def test_a_second_sigterm_exits_at_once_and_leaves_no_lease(
     tmp_path: Path, emulator: EmulatorServer, report: Callable[[str], None]
 ) -> None:
-    service = Service(tmp_path, emulator, SYNC_SHUTDOWN_GRACE="60")
+    # About 16 s of work (66 requests at 0.5 s, 2 in flight) against a 60 s grace: the second
+    # signal always lands while the first one is still waiting for the work.
+    service = Service(tmp_path, emulator, SYNC_SHUTDOWN_GRACE="60", SYNC_MAX_CONCURRENCY="2")
     urls = [f"https://example.com/s{i}.mp4?duration=90" for i in range(6)]
     task_ids = service.submit(*[a for u in urls for a in ("--video", u)])
     time.sleep(0.5)
