@@ -346,15 +346,7 @@ class Page(MixpeekModel, Generic[T]):
     @property
     def has_next(self) -> bool:
         """Whether another page follows: ``next_page`` if sent, else totals, else a full page."""
-        count = len(self.results) + len(self.invalid_results)
-        if count == 0:
-            return False
-        pagination = self.raw.get("pagination")
-        if isinstance(pagination, dict) and "next_page" in pagination:
-            return self.next_page is not None
-        if self.page is not None and self.total_pages is not None:
-            return self.page < self.total_pages
-        return self.page_size is not None and count >= self.page_size
+        return _has_next(self, self.page)
 
 
 class CursorPage(MixpeekModel):
@@ -379,15 +371,7 @@ class CursorPage(MixpeekModel):
     @property
     def has_next(self) -> bool:
         """Whether another page follows (same rules as :attr:`Page.has_next`)."""
-        count = len(self.results) + len(self.invalid_results)
-        if count == 0:
-            return False
-        pagination = self.raw.get("pagination")
-        if isinstance(pagination, dict) and "next_page" in pagination:
-            return self.next_page is not None
-        if self.current_page is not None and self.total_pages is not None:
-            return self.current_page < self.total_pages
-        return self.page_size is not None and count >= self.page_size
+        return _has_next(self, self.current_page)
 
     @property
     def next_cursor(self) -> str | None:
@@ -398,3 +382,16 @@ class CursorPage(MixpeekModel):
             return self.results[-1].feature_id
         last = self.invalid_results[-1] if self.invalid_results else None
         return _opt_str(last.get("feature_id")) if isinstance(last, dict) else None
+
+
+def _has_next(page: Page[Any] | CursorPage, number: int | None) -> bool:
+    """One rule for both pagination styles (``number`` is ``page`` or ``current_page``)."""
+    count = len(page.results) + len(page.invalid_results)
+    if count == 0:
+        return False
+    pagination = page.raw.get("pagination")
+    if isinstance(pagination, dict) and "next_page" in pagination:
+        return page.next_page is not None
+    if number is not None and page.total_pages is not None:
+        return number < page.total_pages
+    return page.page_size is not None and count >= page.page_size
