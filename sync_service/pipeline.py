@@ -137,7 +137,6 @@ class Pipeline:
         if not task.asset_id:
             await self._fail(claim, "task is DONE but names no asset_id", task.status)
             return
-        await _persist(lambda: self.store.note_upstream_done(claim, task.asset_id))
         try:
             fetched = await self._fetch(task.asset_id)
             await failpoint("after_fetch")
@@ -154,10 +153,10 @@ class Pipeline:
             return
         except SinkUnavailable as exc:
             # Qdrant's outage is not the task's fault: wait for it without spending attempts.
-            await self._retry_later(claim, str(exc), count_attempt=False)
+            await self._retry_later(claim, str(exc), count_attempt=False, done=task)
             return
         except Exception as exc:  # upstream or network trouble: worth another try
-            await self._retry_later(claim, f"syncing the asset failed: {_describe(exc)}")
+            await self._retry_later(claim, f"syncing the asset failed: {_describe(exc)}", done=task)
             return
         await failpoint("after_upsert")
 
@@ -277,7 +276,9 @@ class Pipeline:
             "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
         )
 
-    async def _retry_later(self, claim: Claim, error: str, *, count_attempt: bool = True) -> None:
+    async def _retry_later(
+        self, claim: Claim, error: str, *, count_attempt: bool = True, done: Task | None = None
+    ) -> None:
         attempt = claim.attempts + 1
         if count_attempt:
             delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
@@ -286,7 +287,13 @@ class Pipeline:
         delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
         limit = self.settings.max_attempts if count_attempt else None
         gave_up = await _persist(
-            lambda: self.store.retry_later(claim, error=error, delay=delay, max_attempts=limit)
+            lambda: self.store.retry_later(
+                claim,
+                error=error,
+                delay=delay,
+                max_attempts=limit,
+                done_asset_id=done.asset_id if done else None,
+            )
         )
         if gave_up:
             self.metrics.task_failed()
