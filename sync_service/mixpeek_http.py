@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import httpx
+import orjson
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from sync_service.admission import FETCH, Admission
+from sync_service.http_pool import pooled_transport
 
 from .mixpeek_errors import (
     MixpeekBadResponse,
@@ -154,10 +156,11 @@ class MixpeekHttp:
             base_url=base_url,
             headers=headers,
             timeout=timeout or httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0),
-            # Without an explicit transport httpx builds one from ``limits`` and still honours
-            # proxy environment variables, which it would ignore beside our own transport.
+            # Several small pools: httpcore's per-request check of every pooled connection
+            # grows with the pool (see http_pool.py). With proxy variables set, httpx's own
+            # transport (built from ``limits``) is kept so that it honours them.
             limits=limits,
-            transport=transport,
+            transport=transport or pooled_transport(size),
             follow_redirects=True,
         )
         self._policy = policy or RetryPolicy()
@@ -296,7 +299,7 @@ class MixpeekHttp:
         if not expect_json:
             return parse(None)
         try:
-            data = json.loads(response.content)
+            data = _loads(response.content)
         except ValueError:
             snippet = self._redact(response.content[:80].decode("utf-8", "replace"))
             raise MixpeekBadResponse(
@@ -341,3 +344,13 @@ class MixpeekHttp:
         if len(self._secret) < self._MIN_REDACT:
             return content
         return content.replace(self._secret.encode(), b"***")
+
+
+def _loads(body: bytes) -> Any:
+    """Decode JSON: orjson is ~10x faster on a feature's float arrays (the hot path), and
+    the standard library still reads what orjson refuses (``NaN``/``Infinity`` literals), so a
+    poisoned vector stays one feature's dead letter instead of a broken answer."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
