@@ -72,6 +72,7 @@ class Daemon:
         self._drain = False
         self._tick_lock = asyncio.Lock()
         self._kicks: set[asyncio.Task[None]] = set()
+        self._wake: asyncio.TimerHandle | None = None
 
     # -- control ----------------------------------------------------------------------------
 
@@ -111,6 +112,8 @@ class Daemon:
             await self._stop.wait()
         finally:
             scheduler.pause()
+            if self._wake is not None:
+                self._wake.cancel()
             # A kick may be half-way through a claim: let it finish adding its work first.
             await asyncio.gather(*self._kicks, return_exceptions=True)
             await self._finish_in_flight()
@@ -154,9 +157,27 @@ class Daemon:
         for claim in claims:
             task = asyncio.create_task(self._process(claim), name=f"task:{claim.task_id}")
             self.in_flight[task] = claim
+        if len(claims) < room:
+            await self._wake_when_due()
         if drained:
             log.info("nothing pending: drained", extra={"event": "drained"})
             self._stop.set()
+
+    async def _wake_when_due(self) -> None:
+        """Claim again when the next task falls due, not at the tick after it.
+
+        Ticks alone add up to a whole poll interval to every task's wait: a task due just
+        after a tick waited for the next one (freshness p95 2.3 s at a 1 s poll interval).
+        """
+        try:
+            due_in = await self.store.next_due_in()
+        except STORE_ERRORS:
+            return  # the ticks go on regardless
+        if due_in is None or due_in >= self.poll_interval or self._stop.is_set():
+            return
+        if self._wake is not None:
+            self._wake.cancel()
+        self._wake = asyncio.get_running_loop().call_later(max(due_in, 0.0) + 0.005, self._kick)
 
     async def heartbeat(self) -> None:
         """Keep the leases of long-running work from expiring under it."""

@@ -1,0 +1,70 @@
+"""The daemon's scheduling: a task is claimed when it falls due, not at the next tick."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from sync_service.scheduler import Daemon
+from sync_service.store import Claim, Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path / 'sync.db'}")
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+class Recorder:
+    """A stand-in pipeline that records when each task reached it and marks it failed."""
+
+    def __init__(self, store: Store, daemon: list[Daemon]) -> None:
+        self.store = store
+        self.daemon = daemon
+        self.seen: dict[str, float] = {}
+
+    async def process(self, claim: Claim) -> None:
+        self.seen[claim.task_id] = time.monotonic()
+        await self.store.mark_failed(claim, "test")
+        self.daemon[0].request_stop()
+
+
+async def test_a_task_is_claimed_when_due_not_at_the_next_tick(store: Store) -> None:
+    await store.track(["t1"])
+    [claim] = await store.claim_due("setup", 10, 30)
+    await store.reschedule(claim, upstream_status="PROCESSING", delay=0.5)
+    assert await store.next_due_in() == pytest.approx(0.5, abs=0.3)
+
+    holder: list[Daemon] = []
+    recorder = Recorder(store, holder)
+    daemon = Daemon(
+        store,
+        recorder,  # type: ignore[arg-type]
+        poll_interval=30.0,  # the next tick after the first is 30 s away
+        claim_batch=10,
+        lease_seconds=30,
+        shutdown_grace=5,
+    )
+    holder.append(daemon)
+    started = time.monotonic()
+    assert await asyncio.wait_for(daemon.run(), timeout=20) == 0
+    # Claimed by the wake-up at its due time: long before a second tick could have run.
+    assert recorder.seen["t1"] - started < 10
+    assert await store.next_due_in() is None  # nothing pending is left
+
+
+async def test_next_due_in_ignores_leased_and_finished_tasks(store: Store) -> None:
+    assert await store.next_due_in() is None
+    await store.track(["a", "b"])
+    assert (await store.next_due_in() or 0) <= 0  # both due now
+    claims = await store.claim_due("w", 10, 30)
+    assert await store.next_due_in() is None  # both leased
+    await store.mark_failed(claims[0], "x")
+    await store.reschedule(claims[1], upstream_status=None, delay=60)
+    assert await store.next_due_in() == pytest.approx(60, abs=5)
