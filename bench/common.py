@@ -184,6 +184,17 @@ class Service:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "sync_service", *args]
 
+    def start(self, *args: str) -> subprocess.Popen[bytes]:
+        command = self.command(*args)
+        # BENCH_PROFILE=out.txt records the daemon under py-spy (collapsed stacks).
+        if args and args[0] == "run" and os.environ.get("BENCH_PROFILE"):
+            out = os.environ["BENCH_PROFILE"]
+            command = ["py-spy", "record", "-r", "200", "-f", "raw", "-o", out, "--", *command]
+        with self.log.open("ab") as log:
+            return subprocess.Popen(
+                command, env=self.env, cwd=self.root, stdout=subprocess.DEVNULL, stderr=log
+            )
+
     def cli(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
             self.command(*args),
@@ -202,16 +213,6 @@ class Service:
     def track(self, task_ids: list[str]) -> None:
         for start in range(0, len(task_ids), 500):
             self.cli("track", *task_ids[start : start + 500])
-
-    def start(self, *args: str) -> subprocess.Popen[bytes]:
-        with self.log.open("ab") as log:
-            return subprocess.Popen(
-                self.command(*args),
-                env=self.env,
-                cwd=self.root,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-            )
 
     def tasks(self) -> list[dict[str, Any]]:
         """The tasks table as the service recorded it (read-only)."""
