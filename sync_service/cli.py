@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import typer
-from pydantic import ValidationError
-from rich.console import Console
 from rich.table import Table
 
-from sync_service import logs
+from sync_service import cli_keep
+from sync_service.cli_common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
-from sync_service.settings import Settings, describe_validation_error
 
 if TYPE_CHECKING:
     from sync_service.mixpeek_models import IndexResult
@@ -35,33 +32,11 @@ app = typer.Typer(
     # Rich tracebacks print local variables, and locals can hold secrets: never show them.
     pretty_exceptions_enable=False,
 )
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
-
 app.command("emulator", help="Serve the Mixpeek emulator (for trying things out and tests).")(
     emulator
 )
-
-
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
-
-
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment and .env; a bad value stops here with exit code 2."""
-    try:
-        settings = Settings(**overrides)
-    except ValidationError as exc:
-        for line in describe_validation_error(exc):
-            err.print(f"configuration error: {line}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
-    logs.configure(settings.log_level, settings.log_format)
-    return settings
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+app.command("backfill")(cli_keep.backfill)
+app.command("forget")(cli_keep.forget)
 
 
 @app.command()

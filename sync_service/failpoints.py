@@ -1,7 +1,8 @@
 """Named failpoints for crash tests: no-ops unless ``SYNC_FAILPOINTS`` names them.
 
 ``SYNC_FAILPOINTS="after_upsert=kill"`` makes the process SIGKILL itself when the pipeline
-reaches that step; ``name=sleep:2`` pauses there, ``name=raise`` raises ``FailpointError``.
+reaches that step; ``name=kill@3`` does so the third time it gets there; ``name=sleep:2``
+pauses there, ``name=raise`` raises ``FailpointError``.
 Several can be given, separated by commas. The variable is read once, at import.
 """
 
@@ -11,7 +12,14 @@ import asyncio
 import os
 import signal
 
-STEPS = ("after_claim", "after_poll", "after_fetch", "after_upsert", "after_record")
+STEPS = (
+    "after_claim",
+    "after_poll",
+    "after_fetch",
+    "after_upsert",
+    "after_record",
+    "after_backfill_page",
+)
 
 
 class FailpointError(RuntimeError):
@@ -27,6 +35,7 @@ def _parse(spec: str) -> dict[str, str]:
 
 
 _ACTIONS = _parse(os.environ.get("SYNC_FAILPOINTS", ""))
+_REACHED: dict[str, int] = {}
 
 
 async def failpoint(name: str) -> None:
@@ -34,7 +43,10 @@ async def failpoint(name: str) -> None:
     action = _ACTIONS.get(name)
     if action is None:
         return
-    if action == "kill":
+    _REACHED[name] = _REACHED.get(name, 0) + 1
+    if action == "kill" or (
+        action.startswith("kill@") and _REACHED[name] == int(action.removeprefix("kill@"))
+    ):
         os.kill(os.getpid(), signal.SIGKILL)
     elif action.startswith("sleep:"):
         await asyncio.sleep(float(action.removeprefix("sleep:")))

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sync_service.failpoints import failpoint
+from sync_service.forget import remove_assets
 from sync_service.metrics import Metrics
 from sync_service.mixpeek import MixpeekClient
 from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.mixpeek_models import Task, TaskOutcome
+from sync_service.mixpeek_models import Task, TaskOutcome, classify_status
 from sync_service.points import Plan, Rejected, collection_name, excerpt, plan_points
+from sync_service.resync import plan_writes
 from sync_service.settings import Settings
 from sync_service.sink import QdrantSink, SinkUnavailable
 from sync_service.store import (
@@ -37,6 +39,7 @@ from sync_service.store import (
     SyncedFeature,
     SyncResult,
 )
+from sync_service.store_ledger import ASSET_JOB_PREFIX
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +57,8 @@ class FetchedAsset:
     collection_id: str
     features: list[Mapping[str, Any]]
     vanished: list[Rejected]
+    #: Every feature id the asset lists upstream (fetched or not), minus those that 404ed.
+    upstream_ids: frozenset[str] = frozenset()
 
 
 class Pipeline:
@@ -76,6 +81,10 @@ class Pipeline:
     async def process(self, claim: Claim) -> None:
         """Advance one claimed task as far as it can go now."""
         await failpoint("after_claim")
+        if claim.task_id.startswith(ASSET_JOB_PREFIX) and claim.asset_id:
+            # An asset job (backfill, repair): the asset is known; there is no task to poll.
+            await self._sync(claim, claim.asset_id, None)
+            return
         try:
             task = await self.client.get_task(claim.task_id)
         except MixpeekNotFound:
@@ -93,8 +102,10 @@ class Pipeline:
             await self._not_finished(claim, task)
         elif outcome is TaskOutcome.FAILED:
             await self._fail(claim, await self._upstream_error(task), task.status)
+        elif not task.asset_id:
+            await self._fail(claim, "task is DONE but names no asset_id", task.status)
         else:
-            await self._sync(claim, task)
+            await self._sync(claim, task.asset_id, task)
 
     # -- the three outcomes ---------------------------------------------------------------
 
@@ -133,30 +144,46 @@ class Pipeline:
             return reason
         return f"{reason}: {asset.error}" if asset.error else reason
 
-    async def _sync(self, claim: Claim, task: Task) -> None:
-        if not task.asset_id:
-            await self._fail(claim, "task is DONE but names no asset_id", task.status)
-            return
+    async def _sync(self, claim: Claim, asset_id: str, task: Task | None) -> None:
+        """Sync the asset of a DONE task (or of an asset job, ``task`` None).
+
+        Syncing again is a re-sync: only new and changed points are written, then the points
+        of features gone upstream are deleted.
+        """
+        status = task.status if task is not None else None
         try:
-            fetched = await self._fetch(task.asset_id)
+            fetched = await self.fetch_asset(asset_id)
+            if task is None and (outcome := self._asset_outcome(fetched)) is not None:
+                await outcome(claim)
+                return
+            status = status or str(fetched.asset.get("status") or "DONE")
             await failpoint("after_fetch")
             target = collection_name(self.settings.qdrant_collection_for(fetched.collection_id))
+            task_id = claim.task_id if task is not None else _asset_task_id(fetched, claim)
             plan = plan_points(
-                fetched.features, fetched.asset, claim.task_id, await self.sink.schema(target)
+                fetched.features, fetched.asset, task_id, await self.sink.schema(target)
             )
             await self._make_room(target, plan)
-            refused = await self.sink.upsert(target, plan.points, version=claim.claimed_at)
+            writes = plan_writes(
+                plan.points,
+                await self.store.ledger(asset_id=asset_id, collection=target),
+                fetched.upstream_ids,
+            )
+            refused = await self.sink.upsert(target, writes.upsert, version=claim.claimed_at)
+            await self.sink.set_payloads(target, writes.payload_only, version=claim.claimed_at)
         except MixpeekAuthError as exc:
             raise FatalError(str(exc)) from None
         except MixpeekNotFound:
-            await self._fail(claim, "asset not found upstream (404)", task.status)
+            await self._asset_gone(claim, asset_id, status)
             return
         except SinkUnavailable as exc:
             # Qdrant's outage is not the task's fault: wait for it without spending attempts.
-            await self._retry_later(claim, str(exc), count_attempt=False, done=task)
+            await self._retry_later(claim, str(exc), count_attempt=False, done=asset_id)
             return
         except Exception as exc:  # upstream or network trouble: worth another try
-            await self._retry_later(claim, f"syncing the asset failed: {_describe(exc)}", done=task)
+            await self._retry_later(
+                claim, f"syncing the asset failed: {_describe(exc)}", done=asset_id
+            )
             return
         await failpoint("after_upsert")
 
@@ -167,10 +194,16 @@ class Pipeline:
             plan.rejected += [
                 Rejected(r.point.feature_id, r.reason, excerpt(r.point.payload)) for r in refused
             ]
+        if writes.removed:
+            try:  # after the writes, never before: a crash here leaves extras, not gaps
+                await self.sink.delete_points(target, [r.point_id for r in writes.removed])
+            except SinkUnavailable as exc:
+                await self._retry_later(claim, str(exc), count_attempt=False, done=asset_id)
+                return
         rejected = fetched.vanished + plan.rejected
         result = SyncResult(
-            upstream_status=task.status,
-            asset_id=task.asset_id,
+            upstream_status=status,
+            asset_id=asset_id,
             collection_id=fetched.collection_id,
             qdrant_collection=target,
             features=[
@@ -186,6 +219,7 @@ class Pipeline:
                 for p in plan.points
             ],
             dead_letters=[DeadLetter(r.reason, r.feature_id, r.payload_excerpt) for r in rejected],
+            removed=[r.feature_id for r in writes.removed],
         )
         lag = await _persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
@@ -195,9 +229,11 @@ class Pipeline:
             extra={
                 "event": "task_synced",
                 "task_id": claim.task_id,
-                "asset_id": task.asset_id,
+                "asset_id": asset_id,
                 "collection": target,
                 "points": len(plan.points),
+                "written": len(writes.upsert) + len(writes.payload_only),
+                "removed": len(writes.removed),
                 "dead_letters": len(rejected),
             },
         )
@@ -214,7 +250,7 @@ class Pipeline:
 
     # -- steps ------------------------------------------------------------------------------
 
-    async def _fetch(self, asset_id: str) -> FetchedAsset:
+    async def fetch_asset(self, asset_id: str) -> FetchedAsset:
         """The asset, its features of every modality, and each feature with its vectors."""
         grouped = await self.client.get_asset_features(asset_id)
         listed = grouped.all_features()
@@ -242,7 +278,36 @@ class Pipeline:
             or next((f.get("collection_id") for f in features if f.get("collection_id")), None)
             or "default"
         )
-        return FetchedAsset(asset, str(collection_id), features, vanished)
+        gone = {r.feature_id for r in vanished}
+        upstream = frozenset(f.feature_id for f in listed if f.feature_id not in gone)
+        return FetchedAsset(asset, str(collection_id), features, vanished, upstream)
+
+    def _asset_outcome(self, fetched: FetchedAsset) -> Callable[[Claim], Awaitable[None]] | None:
+        """For an asset job: what to do instead of syncing when the asset is not DONE."""
+        status = fetched.asset.get("status")
+        outcome = classify_status(str(status)) if status else TaskOutcome.SUCCEEDED
+        if outcome is TaskOutcome.SUCCEEDED:
+            return None
+        if outcome is TaskOutcome.FAILED:
+            error = fetched.asset.get("error")
+            reason = f"failed upstream (asset status {status})" + (f": {error}" if error else "")
+            return lambda claim: self._fail(claim, reason, str(status))
+
+        async def later(claim: Claim) -> None:
+            task = Task(task_id=claim.task_id, asset_id=None, status=str(status))
+            await self._not_finished(claim, task)
+
+        return later
+
+    async def _asset_gone(self, claim: Claim, asset_id: str, status: str | None) -> None:
+        """The asset is gone upstream (404): its points go too, then the task is failed."""
+        try:
+            removed = await remove_assets(self.store, self.sink, [asset_id])
+        except SinkUnavailable as exc:
+            await self._retry_later(claim, str(exc), count_attempt=False)
+            return
+        note = f"; its {removed} point(s) were removed from Qdrant" if removed else ""
+        await self._fail(claim, f"asset not found upstream (404){note}", status)
 
     async def _make_room(self, target: str, plan: Plan) -> None:
         """Create the collection or add the vector names the plan needs.
@@ -277,7 +342,7 @@ class Pipeline:
         )
 
     async def _retry_later(
-        self, claim: Claim, error: str, *, count_attempt: bool = True, done: Task | None = None
+        self, claim: Claim, error: str, *, count_attempt: bool = True, done: str | None = None
     ) -> None:
         attempt = claim.attempts + 1
         if count_attempt:
@@ -292,7 +357,7 @@ class Pipeline:
                 error=error,
                 delay=delay,
                 max_attempts=limit,
-                done_asset_id=done.asset_id if done else None,
+                done_asset_id=done,
             )
         )
         if gave_up:
@@ -337,6 +402,11 @@ async def _persist(step: Callable[[], Awaitable[T]], *, patience: float = 30.0) 
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _asset_task_id(fetched: FetchedAsset, claim: Claim) -> str:
+    """The task id an asset job's points carry: the asset's own task if upstream names it."""
+    return str(fetched.asset.get("task_id") or claim.task_id)
 
 
 def _describe(exc: BaseException) -> str:

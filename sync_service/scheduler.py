@@ -76,6 +76,10 @@ class Daemon:
 
     # -- control ----------------------------------------------------------------------------
 
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
     def request_stop(self) -> None:
         """First call: graceful stop. Second call: abandon the work in flight at once."""
         if self._stop.is_set():

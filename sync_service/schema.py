@@ -82,6 +82,33 @@ dead_letters = Table(
 )
 Index("ix_dead_letters_task_id", dead_letters.c.task_id)
 
+#: Backfill progress per Mixpeek collection: the next page to list, so a crash resumes there.
+backfills = Table(
+    "backfills",
+    metadata,
+    Column("collection_id", String(255), primary_key=True),
+    Column("next_page", Integer, nullable=False, server_default="1"),
+    Column("total_pages", Integer),
+    Column("assets_listed", Integer, nullable=False, server_default="0"),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
+#: Re-index runs per alias: the physical collection being filled or serving, and the one it
+#: replaced (kept for ``--rollback``).
+reindexes = Table(
+    "reindexes",
+    metadata,
+    Column("alias", String(255), primary_key=True),
+    Column("state", String(16), nullable=False),  # filling | swapped | rolled_back
+    Column("physical", String(255), nullable=False),
+    Column("previous", String(255)),
+    Column("started_at", Float, nullable=False),
+    Column("finished_at", Float),
+    Column("updated_at", Float, nullable=False),
+)
+
 
 class db_now(FunctionElement[float]):
     """The database server's current time in epoch seconds (sub-second precision)."""

@@ -93,6 +93,9 @@ class Settings(BaseSettings):
         "SYNC_UPSERT_BATCH_BYTES", default=8 * 1024 * 1024, ge=64 * 1024, le=30 * 1024 * 1024
     )
     distance: Distance = _env("SYNC_DISTANCE", default=Distance.cosine)
+    # A forget/verify --repair run that would delete more than this share of a collection's
+    # points is refused unless forced: a wrong collection id must not empty a collection.
+    delete_guard: float = _env("SYNC_DELETE_GUARD", default=0.2, ge=0.0, le=1.0)
 
     # -- control API and logs ---------------------------------------------------------------
     api_host: str = _env("SYNC_API_HOST", default="127.0.0.1", min_length=1)

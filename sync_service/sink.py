@@ -157,8 +157,28 @@ class QdrantSink:
 
     async def _create(self, name: str, specs: Mapping[str, VectorSpec]) -> None:
         physical = f"{name}__v1"
+        await self.create_physical(physical, specs)
+        if not await self._alias_target(name):
+            await self.client.update_collection_aliases(
+                change_aliases_operations=[
+                    models.CreateAliasOperation(
+                        create_alias=models.CreateAlias(collection_name=physical, alias_name=name)
+                    )
+                ]
+            )
+        self._schemas.pop(name, None)
+        log.info(
+            "collection created",
+            extra={"event": "collection_created", "collection": name, "physical": physical},
+        )
+
+    async def create_physical(
+        self, physical: str, specs: Mapping[str, VectorSpec], distance: Distance | None = None
+    ) -> None:
+        """Create a physical collection with the keyword indexes (no alias); idempotent."""
+        metric = _DISTANCES[distance] if distance is not None else self.distance
         dense = {
-            n: models.VectorParams(size=s.size or 0, distance=self.distance)
+            n: models.VectorParams(size=s.size or 0, distance=metric)
             for n, s in specs.items()
             if not s.sparse
         }
@@ -177,19 +197,53 @@ class QdrantSink:
                 await self.client.create_payload_index(
                     physical, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
                 )
-        if not await self._alias_target(name):
-            await self.client.update_collection_aliases(
-                change_aliases_operations=[
-                    models.CreateAliasOperation(
-                        create_alias=models.CreateAlias(collection_name=physical, alias_name=name)
-                    )
-                ]
+
+    async def alias_target(self, alias: str) -> str | None:
+        """The physical collection behind ``alias``, or None if it is not an alias."""
+        async with _reachable():
+            return await self._alias_target(alias)
+
+    async def exists(self, name: str) -> bool:
+        """Whether ``name`` resolves (a collection or an alias)."""
+        async with _reachable():
+            return await self.client.collection_exists(name)
+
+    async def physical_collections(self) -> list[str]:
+        async with _reachable():
+            return sorted(c.name for c in (await self.client.get_collections()).collections)
+
+    async def point_alias(self, alias: str, physical: str) -> None:
+        """Point ``alias`` at ``physical`` in one atomic request (delete + create).
+
+        Searches against the alias see the old collection or the new one, never neither.
+        """
+        operations: list[Any] = []
+        if await self._alias_target(alias) is not None:
+            operations.append(
+                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
             )
-        self._schemas.pop(name, None)
-        log.info(
-            "collection created",
-            extra={"event": "collection_created", "collection": name, "physical": physical},
+        operations.append(
+            models.CreateAliasOperation(
+                create_alias=models.CreateAlias(collection_name=physical, alias_name=alias)
+            )
         )
+        async with _reachable():
+            await self.client.update_collection_aliases(change_aliases_operations=operations)
+        self._schemas.pop(alias, None)
+
+    async def drop(self, physical: str) -> None:
+        """Delete a physical collection (never an alias's name)."""
+        async with _reachable():
+            await self.client.delete_collection(physical)
+        self._schemas.pop(physical, None)
+
+    async def distance_of(self, name: str) -> str | None:
+        """The distance of the collection's first dense vector (lowercase), if any."""
+        async with _reachable():
+            info = await self.client.get_collection(name)
+        dense = info.config.params.vectors
+        params = next(iter(dense.values()), None) if isinstance(dense, Mapping) else dense
+        return str(params.distance.value).lower() if params is not None else None
 
     async def _alias_target(self, alias: str) -> str | None:
         for description in (await self.client.get_aliases()).aliases:
@@ -270,6 +324,49 @@ class QdrantSink:
         if self.on_batch is not None:
             self.on_batch(time.perf_counter() - started, len(batch))
 
+    async def set_payloads(
+        self, name: str, points: Sequence[PlannedPoint], version: float | None = None
+    ) -> None:
+        """Replace the payload of existing points, leaving their vectors alone.
+
+        For features whose payload changed but whose vectors did not: re-sending 1,408 floats
+        per point to change a caption would cost more than the whole payload write.
+        """
+        for batch in self.batches(points):
+            operations = [
+                models.OverwritePayloadOperation(
+                    overwrite_payload=models.SetPayload(
+                        payload=_payload(p, version), points=[p.point_id]
+                    )
+                )
+                for p in batch
+            ]
+            async with _reachable():
+                await self.client.batch_update_points(name, operations, wait=True)
+
+    async def delete_points(self, name: str, point_ids: Sequence[str]) -> None:
+        """Delete points by id (``wait=True``); ids that are not there are ignored."""
+        for start in range(0, len(point_ids), 1000):
+            selector = models.PointIdsList(points=list(point_ids[start : start + 1000]))
+            async with _reachable():
+                await self.client.delete(name, selector, wait=True)
+
+    async def asset_point_ids(self, name: str, asset_id: str) -> list[str]:
+        """Ids of every point of ``asset_id`` in ``name`` (what Qdrant has, ledger or not)."""
+        match = models.Filter(
+            must=[models.FieldCondition(key="asset_id", match=models.MatchValue(value=asset_id))]
+        )
+        ids: list[str] = []
+        offset: Any = None
+        async with _reachable():
+            while True:
+                page, offset = await self.client.scroll(
+                    name, scroll_filter=match, limit=256, offset=offset, with_payload=False
+                )
+                ids.extend(str(r.id) for r in page)
+                if offset is None:
+                    return ids
+
     def batches(self, points: Sequence[PlannedPoint]) -> Iterator[list[PlannedPoint]]:
         """Split into batches of at most ``batch_points`` points and ``batch_bytes`` bytes.
 
@@ -333,8 +430,11 @@ def _to_struct(point: PlannedPoint, version: float | None = None) -> models.Poin
         else v
         for name, v in point.vectors.items()
     }
-    payload = point.payload if version is None else {**point.payload, VERSION_FIELD: version}
-    return models.PointStruct(id=point.point_id, vector=vectors, payload=payload)
+    return models.PointStruct(id=point.point_id, vector=vectors, payload=_payload(point, version))
+
+
+def _payload(point: PlannedPoint, version: float | None) -> dict[str, Any]:
+    return dict(point.payload) if version is None else {**point.payload, VERSION_FIELD: version}
 
 
 _TRANSPORT_ERRORS = (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError)

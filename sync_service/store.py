@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 
 from sync_service.schema import db_now, dead_letters, synced_features, tasks
 from sync_service.settings import Settings, async_database_url
+from sync_service.store_ledger import LedgerQueries, db_time
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -85,6 +86,8 @@ class SyncResult:
     qdrant_collection: str | None
     features: Sequence[SyncedFeature] = field(default_factory=tuple)
     dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
+    #: Features of the asset that are gone upstream and whose points were deleted.
+    removed: Sequence[str] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -96,8 +99,12 @@ class StoreStats:
     dead_letters: int
 
 
-class Store:
-    """Async access to the state store. Create with :meth:`open`, close with :meth:`close`."""
+class Store(LedgerQueries):
+    """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
+
+    The task queue's queries are here; the ledger's, backfill's and re-index's are inherited
+    from :class:`~sync_service.store_ledger.LedgerQueries`.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -163,7 +170,7 @@ class Store:
             return 0
         async with self._writing() as conn:
             before = await _count(conn, tasks.c.task_id.in_(ids))
-            now = await _db_time(conn)
+            now = await db_time(conn)
             rows = [
                 {
                     "task_id": task_id,
@@ -317,10 +324,17 @@ class Store:
                 **_RELEASED,
             )
             await self._upsert_ledger(conn, claim.task_id, result)
+            if result.removed and result.qdrant_collection is not None:
+                await conn.execute(
+                    delete(synced_features).where(
+                        synced_features.c.qdrant_collection == result.qdrant_collection,
+                        synced_features.c.feature_id.in_(list(result.removed)),
+                    )
+                )
             # A redo replaces the dead letters of the earlier run instead of doubling them.
             await conn.execute(delete(dead_letters).where(dead_letters.c.task_id == claim.task_id))
             if result.dead_letters:
-                now = await _db_time(conn)
+                now = await db_time(conn)
                 await conn.execute(
                     dead_letters.insert(),
                     [
@@ -344,7 +358,7 @@ class Store:
     async def _upsert_ledger(self, conn: AsyncConnection, task_id: str, result: SyncResult) -> None:
         if not result.features or result.qdrant_collection is None:
             return
-        now = await _db_time(conn)
+        now = await db_time(conn)
         rows = [
             {
                 "feature_id": f.feature_id,
@@ -558,10 +572,6 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
 def _rowcount(result: Any) -> int:
     return result.rowcount if isinstance(result, CursorResult) else 0
-
-
-async def _db_time(conn: AsyncConnection) -> float:
-    return float((await conn.execute(select(db_now()))).scalar_one())
 
 
 async def _count(conn: AsyncConnection, where: Any) -> int:

@@ -1,0 +1,48 @@
+"""Backfill cursors and re-index runs.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-24
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "backfills",
+        sa.Column("collection_id", sa.String(255), nullable=False),
+        sa.Column("next_page", sa.Integer(), nullable=False, server_default="1"),
+        sa.Column("total_pages", sa.Integer()),
+        sa.Column("assets_listed", sa.Integer(), nullable=False, server_default="0"),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("finished_at", sa.Float()),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("collection_id", name="pk_backfills"),
+    )
+    op.create_table(
+        "reindexes",
+        sa.Column("alias", sa.String(255), nullable=False),
+        sa.Column("state", sa.String(16), nullable=False),
+        sa.Column("physical", sa.String(255), nullable=False),
+        sa.Column("previous", sa.String(255)),
+        sa.Column("started_at", sa.Float(), nullable=False),
+        sa.Column("finished_at", sa.Float()),
+        sa.Column("updated_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("alias", name="pk_reindexes"),
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("reindexes")
+    op.drop_table("backfills")

@@ -1,0 +1,40 @@
+"""What every command of the CLI shares: the consoles, settings loading, one-line failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from sync_service import logs
+from sync_service.settings import Settings, describe_validation_error
+
+T = TypeVar("T")
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(code)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment and .env; a bad value stops here with exit code 2."""
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        for line in describe_validation_error(exc):
+            err.print(f"configuration error: {line}", highlight=False, markup=False)
+        raise typer.Exit(2) from None
+    logs.configure(settings.log_level, settings.log_format)
+    return settings
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)

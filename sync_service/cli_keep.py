@@ -1,0 +1,136 @@
+"""CLI commands that keep Qdrant in step with Mixpeek: backfill, forget, verify, reindex.
+
+Registered on the main ``sync-service`` app by ``cli.py``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sync_service.cli_common import err, fail, load_settings, out, run_async
+
+_EMBEDDED_LOCKED = "already accessed by another instance"
+
+
+def backfill(
+    collection_id: list[str] = typer.Option(
+        ..., "--collection-id", help="Mixpeek collection id (repeatable)."
+    ),
+    page_size: int = typer.Option(100, "--page-size", min=1, max=100, help="Assets per page."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Sync every asset of existing Mixpeek collections (resumable; safe beside `run`)."""
+    settings = load_settings()
+    ids = [c.strip() for c in collection_id if c.strip()]
+    if not ids:
+        fail("no --collection-id given", 2)
+    from sync_service import backfill as bf
+    from sync_service.runtime import mixpeek_client, open_service
+    from sync_service.scheduler import Daemon
+    from sync_service.store import open_store
+
+    started = time.monotonic()
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not progress,
+    )
+    job = bar.add_task("backfill", total=None, detail="listing…")
+
+    def show(state: bf.Progress) -> None:
+        rate = state.finished / max(time.monotonic() - started, 1e-9)
+        total = state.expected if state.expected is not None else state.listed
+        bar.update(
+            job,
+            total=max(total, state.finished) or None,
+            completed=state.finished,
+            detail=f"listed {state.listed}  synced {state.synced}  failed {state.failed}  "
+            f"{rate:.1f} assets/s",
+        )
+
+    async def with_daemon() -> tuple[bf.Progress, int]:
+        async with open_service(settings) as service:
+            daemon = Daemon(
+                service.store,
+                service.pipeline,
+                poll_interval=settings.poll_interval,
+                claim_batch=settings.claim_batch,
+                lease_seconds=settings.lease_seconds,
+                shutdown_grace=settings.shutdown_grace,
+            )
+            state = await bf.backfill(
+                service.client, service.store, daemon, ids, page_size=page_size, on_progress=show
+            )
+            return state, 1 if daemon.fatal is not None else 0
+
+    async def queue_only() -> bf.Progress:
+        async with open_store(settings) as store, mixpeek_client(settings) as client:
+            return await bf.backfill(client, store, None, ids, page_size=page_size)
+
+    with bar:
+        try:
+            state, code = run_async(with_daemon())
+            queued = False
+        except RuntimeError as exc:
+            if _EMBEDDED_LOCKED not in str(exc):
+                raise
+            # A running daemon owns the embedded Qdrant: queue the assets for it to sync.
+            state, code, queued = run_async(queue_only()), 0, True
+    seconds = time.monotonic() - started
+    if queued:
+        err.print(
+            f"queued {state.listed} asset(s) from {len(ids)} collection(s); the running "
+            "daemon (which holds the embedded Qdrant) syncs them: see `sync-service status`"
+        )
+        raise typer.Exit(0)
+    err.print(
+        f"backfill: {state.listed} asset(s) listed, {state.synced} synced, "
+        f"{state.failed} failed, {state.pending} pending, in {seconds:.1f}s "
+        f"({state.finished / max(seconds, 1e-9):.1f} assets/s)"
+    )
+    raise typer.Exit(code or (1 if state.failed or state.pending else 0))
+
+
+def forget(
+    asset_ids: list[str] = typer.Argument(..., help="Mixpeek asset ids."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Only show what would be deleted."),
+    force: bool = typer.Option(False, "--force", help="Delete even past SYNC_DELETE_GUARD."),
+) -> None:
+    """Remove assets' points from Qdrant (and from the state store's ledger)."""
+    settings = load_settings()
+    ids = [a.strip() for a in asset_ids if a.strip()]
+    if not ids:
+        fail("no asset id given", 2)
+    from sync_service.forget import DeleteGuardError, apply_removal, check_guard, plan_removal
+    from sync_service.runtime import open_service
+
+    async def main() -> dict[str, Any]:
+        async with open_service(settings) as service:
+            removal = await plan_removal(service.store, service.sink, ids)
+            plan = {c: removal.count(c) for c in removal.collections}
+            if dry_run:
+                return {"dry_run": True, "would_delete": plan}
+            await check_guard(service.sink, plan, settings.delete_guard, force=force)
+            deleted = await apply_removal(service.store, service.sink, removal)
+            return {"dry_run": False, "deleted": deleted, "by_collection": plan}
+
+    try:
+        result = run_async(main())
+    except DeleteGuardError as exc:
+        fail(str(exc))
+    if result["dry_run"]:
+        plan = result["would_delete"]
+        if not plan:
+            out.print("nothing to delete: no point of these assets is known")
+        for collection, n in plan.items():
+            out.print(f"would delete {n} point(s) from {collection}")
+        return
+    err.print(f"deleted {result['deleted']} point(s) of {len(ids)} asset(s)")

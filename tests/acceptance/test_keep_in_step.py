@@ -1,0 +1,173 @@
+"""Keeping Qdrant in step, as a user runs it: backfill, re-sync, deletions, ``forget``.
+
+Real ``sync-service`` subprocesses over real HTTP to the emulator; what lands in Qdrant is
+compared with an independent oracle (tests/support.py).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sync_service.emulator import EmulatorServer
+from tests.conftest import API_KEY
+from tests.harness import COLLECTION, Service
+from tests.support import compare_points, expected_point, served
+
+HEADERS = {"Authorization": f"Bearer {API_KEY}"}
+
+
+def seed(emulator: EmulatorServer, count: int, **extra: Any) -> dict[str, list[str]]:
+    body = {"collection_id": COLLECTION, "count": count, "duration": 20, **extra}
+    answer = httpx.post(f"{emulator.url}/_emulator/seed", json=body, timeout=30)
+    result: dict[str, list[str]] = answer.raise_for_status().json()
+    return result
+
+
+def expected_for(emulator: EmulatorServer, task_ids: list[str]) -> list[dict[str, Any]]:
+    """The oracle's points; backfilled points carry the task id the asset names upstream."""
+    points = []
+    for task_id in task_ids:
+        asset, features = served(emulator.url, API_KEY, task_id)
+        points += [expected_point(asset["task_id"], asset, f) for f in features]
+    return points
+
+
+def test_backfill_syncs_every_asset_and_a_second_run_writes_nothing(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 25)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    result = svc.cli("backfill", "--collection-id", COLLECTION, "--page-size", "10")
+    assert "25 asset(s) listed, 25 synced, 0 failed" in result.stderr
+    expected = expected_for(emulator, seeded["task_ids"])
+    assert len(expected) == 25 * 2  # 20-second videos: two segments each
+    assert compare_points(expected, svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }
+
+    # Again: every asset is re-synced (listed, fetched) but nothing changed, so no point is
+    # rewritten: the points keep the write version of the first run.
+    versions = {str(p.id): p.payload["_sync_version"] for p in svc.points()}
+    result = svc.cli("backfill", "--collection-id", COLLECTION, "--page-size", "10")
+    assert "25 asset(s) listed, 25 synced" in result.stderr
+    assert {str(p.id): p.payload["_sync_version"] for p in svc.points()} == versions
+
+
+def test_backfill_resumes_after_a_crash_at_its_stored_cursor(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 30)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    # Killed (SIGKILL) right after the second page was queued.
+    crashed = svc.cli(
+        "backfill",
+        "--collection-id",
+        COLLECTION,
+        "--page-size",
+        "10",
+        check=False,
+        SYNC_FAILPOINTS="after_backfill_page=kill@2",
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    svc.patch()  # nothing to change: only makes sure the emulator still answers
+    before = svc.stats()["requests"].get("POST /assets", {})
+    result = svc.cli("backfill", "--collection-id", COLLECTION, "--page-size", "10")
+    assert "30 asset(s) listed, 30 synced, 0 failed" in result.stderr
+    # The resumed run listed only the page not yet queued (page 3), not pages 1 and 2 again.
+    after = svc.stats()["requests"].get("POST /assets", {})
+    assert sum(after.values()) - sum(before.values()) == 1
+    expected = expected_for(emulator, seeded["task_ids"])
+    assert compare_points(expected, svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }
+
+
+def test_resync_writes_changes_first_and_deletes_vanished_features(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 3)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    [changed, payload_only, untouched] = seeded["asset_ids"]
+    old_ids = {str(p.id) for p in svc.points() if p.payload["asset_id"] == changed}
+
+    for asset_id, mode in ((changed, "features"), (payload_only, "payload")):
+        answer = httpx.post(
+            f"{emulator.url}/_emulator/assets/{asset_id}/reindex", json={"mode": mode}
+        )
+        answer.raise_for_status()
+    versions = {str(p.id): p.payload["_sync_version"] for p in svc.points()}
+    svc.cli("backfill", "--collection-id", COLLECTION)
+
+    points = svc.points()
+    task_ids = seeded["task_ids"]
+    assert compare_points(expected_for(emulator, task_ids), points)["lost"] == 0
+    now = {str(p.id): p for p in points}
+    new_ids = {i for i, p in now.items() if p.payload["asset_id"] == changed}
+    assert old_ids - new_ids, "a feature gone upstream must lose its point"
+    assert new_ids - old_ids, "a new feature upstream must gain a point"
+    assert compare_points(expected_for(emulator, task_ids), points) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }
+    # The untouched asset cost no write; the payload-only one was written (its payload).
+    for point_id, point in now.items():
+        if point.payload["asset_id"] == untouched:
+            assert point.payload["_sync_version"] == versions[point_id]
+        if point.payload["asset_id"] == payload_only:
+            assert point.payload["_sync_version"] != versions[point_id]
+
+
+def test_an_asset_deleted_upstream_loses_its_points(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 4)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    gone = seeded["asset_ids"][0]
+    httpx.delete(f"{emulator.url}/assets/{gone}", headers=HEADERS).raise_for_status()
+    # The deleted asset is no longer listed; tracking its old task re-checks it (404).
+    svc.cli("track", seeded["task_ids"][0])
+    svc.cli("run", "--drain")
+    assert not [p for p in svc.points() if p.payload["asset_id"] == gone]
+    assert len(svc.points()) == 3 * 2
+    task = next(t for t in svc.status()["tasks"] if t["task_id"] == seeded["task_ids"][0])
+    assert task["state"] == "failed" and "404" in task["error"]
+
+
+def test_forget_dry_run_guard_and_force(tmp_path: Path, emulator: EmulatorServer) -> None:
+    seeded = seed(emulator, 5)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    one, *rest = seeded["asset_ids"]
+
+    dry = svc.cli("forget", one, "--dry-run")
+    assert f"would delete 2 point(s) from {COLLECTION}" in dry.stdout
+    assert len(svc.points()) == 10
+
+    # One asset of five is 20 % of the collection: within the default guard.
+    svc.cli("forget", one)
+    assert len(svc.points()) == 8 and all(p.payload["asset_id"] != one for p in svc.points())
+
+    # Three of the remaining four would be 75 %: refused, nothing deleted.
+    refused = svc.cli("forget", *rest[:3], check=False)
+    assert refused.returncode == 1
+    assert "refusing to delete 6 of 8 points (75%)" in refused.stderr
+    assert len(svc.points()) == 8
+    svc.cli("forget", *rest[:3], "--force")
+    assert len(svc.points()) == 2
+    status = json.loads(svc.cli("status", "--json").stdout)
+    assert status["counts"]["synced"] == 5  # forgetting points does not rewrite history
