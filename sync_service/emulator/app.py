@@ -14,6 +14,7 @@ a knob at zero never shifts the decisions of an existing seed.
 Every API request is also checked against the last 429 announced for the same method,
 concrete path and Authorization header: see ``Stats`` for ``retry_after_violations``.
 ``/healthcheck`` skips auth and faults; ``/_emulator/*`` skips them and is not counted.
+``/_emulator/seed`` and ``/_emulator/assets/{id}/reindex`` change upstream data (``lifecycle``).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from starlette.routing import Match
 from sync_service.emulator import wire_faults
 from sync_service.emulator.config import EmulatorConfig
 from sync_service.emulator.faults import RetryKey
+from sync_service.emulator.lifecycle import NotIndexed, ReindexRequest, SeedRequest
 from sync_service.emulator.responses import ApiError, error_response, json_response
 from sync_service.emulator.routes import add_routes
 from sync_service.emulator.state import EmulatorState
@@ -207,6 +209,26 @@ def _install_controls(app: FastAPI, state: EmulatorState) -> None:
             detail = jsonable_encoder(exc.errors(include_url=False, include_context=False))
             return json_response({"detail": detail}, 422)
         return json_response(config.model_dump())
+
+    @app.post(f"{CONTROL_PREFIX}/seed", include_in_schema=False)
+    async def seed(body: SeedRequest) -> Response:
+        tasks = state.seed_assets(body.collection_id, body.count, body.modality, body.duration)
+        return json_response(
+            {"asset_ids": [t.asset_id for t in tasks], "task_ids": [t.task_id for t in tasks]}
+        )
+
+    @app.post(CONTROL_PREFIX + "/assets/{asset_id}/reindex", include_in_schema=False)
+    async def reindex(asset_id: str, body: ReindexRequest | None = None) -> Response:
+        asset = state.assets.get(asset_id)
+        if asset is None:
+            raise ApiError(404, f"Asset {asset_id} not found")
+        try:
+            task = state.reindex_asset(asset_id, body.mode if body is not None else "all")
+        except NotIndexed as exc:
+            raise ApiError(409, str(exc)) from None
+        return json_response(
+            {"asset_id": asset_id, "task_id": task.task_id, "generation": asset.generation}
+        )
 
 
 def create_app(

@@ -11,7 +11,7 @@ import hashlib
 import math
 import random
 import uuid
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
@@ -92,13 +92,35 @@ def image_texts(url: str) -> dict[str, str]:
     return {"description": description, "text": rng.choice(_ON_SCREEN)}
 
 
-def feature_vector(content_key: str, index: int, size: int) -> list[float]:
+def video_body(url: str, index: int, span: tuple[float, float], interval: int) -> dict[str, Any]:
+    """The extracted fields of video feature ``index`` covering ``span`` seconds."""
+    texts = video_segment_texts(url, index)
+    return {"start_time": span[0], "end_time": span[1], "interval_sec": interval} | texts
+
+
+def feature_bodies(
+    modality: str, url: str | None, text: str | None, interval: int
+) -> list[dict[str, Any]]:
+    """The extracted fields of each feature of a freshly indexed asset, in index order."""
+    if modality == "video" and url is not None:
+        spans = segments(video_duration(url), interval)
+        return [video_body(url, i, span, interval) for i, span in enumerate(spans)]
+    if modality == "image" and url is not None:
+        return [image_texts(url)]
+    return [{"text": text}]
+
+
+def feature_vector(content_key: str, index: int, size: int, generation: int = 0) -> list[float]:
     """A unit-length ``size``-d vector for segment ``index`` of ``content_key``.
 
-    Values are float32 turned into Python floats, so JSON round-trips them to exactly the
-    float32 a real embedding store would hold.
+    ``generation`` counts re-embeddings of the feature (see ``lifecycle``). Values are float32
+    turned into Python floats, so JSON round-trips them to exactly the float32 a real
+    embedding store would hold.
     """
-    seed = int.from_bytes(_digest("vector", content_key, index)[:16], "big")
+    # Generation 0 keeps the original digest, so vectors of never re-indexed features (and
+    # every expectation computed before re-indexing existed) stay byte for byte the same.
+    parts = ("vector", content_key, index) + ((generation,) if generation else ())
+    seed = int.from_bytes(_digest(*parts)[:16], "big")
     raw = np.random.default_rng(seed).standard_normal(size)
     unit = (raw / np.linalg.norm(raw)).astype(np.float32)
     return [float(x) for x in unit.tolist()]

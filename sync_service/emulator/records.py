@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from sync_service.emulator.content import feature_vector
 
 Modality = Literal["video", "image", "text"]
 Outcome = Literal["done", "failed", "stuck"]
@@ -52,7 +54,11 @@ class Asset:
     task_id: str
     interval: int
     created: float
-    touched: float | None = None  # clock() of the last PATCH/PUT
+    touched: float | None = None  # clock() of the last PATCH/PUT or re-index
+    generation: int = 0  # re-indexes so far
+    # Feature indices used so far (0: not materialised yet). Never reused, so a feature that
+    # a re-index adds gets an id no earlier feature of the asset had.
+    next_index: int = 0
 
     @property
     def content_key(self) -> str:
@@ -65,6 +71,13 @@ class Feature:
     content_key: str
     index: int
     seq: int  # position in the stable (creation) order, used by the list cursor
+    # What the extractor produced, before any re-index stamp, so re-stamping never compounds.
+    extracted: dict[str, Any] = field(default_factory=dict)
+    vector_generation: int = 0  # which embedding run the vectors come from
+
+    def vector(self, size: int) -> list[float]:
+        """The feature's healthy ``size``-d vector (poison is applied by the view)."""
+        return feature_vector(self.content_key, self.index, size, self.vector_generation)
 
 
 @dataclass

@@ -15,8 +15,10 @@ from typing import Any
 import httpx
 import uvicorn
 
-from sync_service.emulator.app import create_app
+from sync_service.emulator.app import CONTROL_PREFIX, create_app
 from sync_service.emulator.config import EmulatorConfig
+from sync_service.emulator.lifecycle import ReindexMode
+from sync_service.emulator.records import Modality
 from sync_service.emulator.state import EmulatorState
 from sync_service.emulator.wire_faults import ExposeTransport
 
@@ -128,6 +130,30 @@ class EmulatorServer:
     def update_config(self, **changes: Any) -> EmulatorConfig:
         """Change knobs of the running server (same as ``PATCH /_emulator/config``)."""
         return self.state.update_config(changes)
+
+    def seed(
+        self, collection_id: str, count: int, modality: Modality = "video", duration: float = 30.0
+    ) -> dict[str, Any]:
+        """``count`` assets DONE at once (``POST /_emulator/seed``): asset_ids, task_ids."""
+        body = {
+            "collection_id": collection_id,
+            "count": count,
+            "modality": modality,
+            "duration": duration,
+        }
+        return self._control("/seed", body)
+
+    def reindex(self, asset_id: str, mode: ReindexMode = "all") -> dict[str, Any]:
+        """Re-index a DONE asset (``POST /_emulator/assets/{id}/reindex``)."""
+        return self._control(f"/assets/{asset_id}/reindex", {"mode": mode})
+
+    def _control(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        # Over HTTP rather than on self.state: the handlers run on the server's event loop, so
+        # the in-memory state is never changed from two threads at once.
+        response = httpx.post(f"{self.url}{CONTROL_PREFIX}{path}", json=body, timeout=60.0)
+        response.raise_for_status()
+        answer: dict[str, Any] = response.json()
+        return answer
 
     def start(self) -> None:
         """Start serving and return once ``/healthcheck`` answers."""

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sync_service.emulator import content
+from sync_service.emulator import content, lifecycle
 from sync_service.emulator.config import EmulatorConfig
 from sync_service.emulator.faults import Stats, TokenBucket
 from sync_service.emulator.records import (
@@ -53,6 +53,7 @@ class EmulatorState:
         self._dedupe: dict[tuple[str, ...], str] = {}
         self._seq = 0
         self._feature_seq: dict[str, int] = {}  # survives deletion, so cursors stay valid
+        self.seeded = 0  # assets made by seed_assets, numbering their content
 
     # -- configuration --------------------------------------------------------------------
 
@@ -105,48 +106,51 @@ class EmulatorState:
         self.refresh()
         cfg = self.config
         interval = interval or cfg.interval_sec
-        key_text = url if url is not None else (text or "")
-        dedupe_key = (
-            modality,
-            collection_id,
-            content.unique_hash(key_text),
-            settings_key(settings),
-        )
+        key_hash = content.unique_hash(url if url is not None else (text or ""))
+        dedupe_key = (modality, collection_id, key_hash, settings_key(settings))
         existing = self.assets.get(self._dedupe.get(dedupe_key, ""))
         # A failed or cancelled original does not block a retry of the same content.
-        alive = existing is not None and self.asset_status(existing)[0] not in (
-            "FAILED",
-            "CANCELLED",
-        )
+        status = "FAILED" if existing is None else self.asset_status(existing)[0]
+        alive = status not in ("FAILED", "CANCELLED")
         if alive and prevent_duplicate and existing is not None:
             return existing
-        now = self.clock()
-        task_id, asset_id = self.new_id(), self.new_id()
         roll = self.rngs.outcomes.random()
         outcome: Outcome = "done"
         if roll < cfg.fail_rate:
             outcome = "failed"
         elif roll < cfg.fail_rate + cfg.stuck_rate:
             outcome = "stuck"
+        task = self.create_task(
+            modality, collection_id, url, text, metadata, interval, outcome, cfg.processing_time
+        )
+        if not alive:
+            self._dedupe[dedupe_key] = task.asset_id
+        return task
+
+    def create_task(
+        self,
+        modality: Modality,
+        collection_id: str,
+        url: str | None,
+        text: str | None,
+        metadata: dict[str, Any] | None,
+        interval: int,
+        outcome: Outcome,
+        processing_time: float,
+    ) -> Task:
+        """Record a task and its asset with a decided outcome (no duplicate check)."""
+        now = self.clock()
+        # ids and outcomes are separate RNG streams, so submit rolling first shifts no id.
+        task_id, asset_id = self.new_id(), self.new_id()
         self._choose_poison(asset_id, modality, url, interval, outcome)
-        task = Task(task_id, asset_id, now, cfg.processing_time, outcome)
+        task = Task(task_id, asset_id, now, processing_time, outcome)
         meta = dict(metadata or {})
         self.tasks[task_id] = task
         self.assets[asset_id] = Asset(
-            asset_id,
-            collection_id,
-            modality,
-            url,
-            text,
-            meta,
-            copy.deepcopy(meta),
-            task_id,
-            interval,
-            now,
-        )
+            asset_id, collection_id, modality, url, text, meta, copy.deepcopy(meta), task_id,
+            interval, now,
+        )  # fmt: skip
         self.collections.setdefault(collection_id, now)
-        if not alive:
-            self._dedupe[dedupe_key] = asset_id
         self._pending.append(task_id)
         return task
 
@@ -185,30 +189,29 @@ class EmulatorState:
         self._pending = still
 
     def _materialise(self, asset: Asset, task: Task) -> None:
-        base = {
+        bodies = content.feature_bodies(asset.modality, asset.url, asset.text, asset.interval)
+        for index, body in enumerate(bodies):
+            self.add_feature(asset, index, body, task.created + task.processing_time)
+        asset.next_index = len(bodies)
+
+    def add_feature(
+        self, asset: Asset, index: int, body: dict[str, Any], created: float
+    ) -> Feature:
+        """Store feature ``index`` of ``asset`` with the extracted fields ``body``."""
+        fid = content.feature_id(asset.asset_id, asset.modality, index)
+        doc = {
+            "feature_id": fid,
             "asset_id": asset.asset_id,
             "collection_id": asset.collection_id,
             "modality": asset.modality,
-            "created_at": self.zulu_iso(task.created + task.processing_time),
+            "created_at": self.zulu_iso(created),
+            "metadata": copy.deepcopy(asset.feature_metadata),
         }
-        bodies: list[dict[str, Any]]
-        if asset.modality == "video" and asset.url is not None:
-            spans = content.segments(content.video_duration(asset.url), asset.interval)
-            bodies = [
-                {"start_time": start, "end_time": end, "interval_sec": asset.interval}
-                | content.video_segment_texts(asset.url, i)
-                for i, (start, end) in enumerate(spans)
-            ]
-        elif asset.modality == "image" and asset.url is not None:
-            bodies = [content.image_texts(asset.url)]
-        else:
-            bodies = [{"text": asset.text}]
-        for index, body in enumerate(bodies):
-            fid = content.feature_id(asset.asset_id, asset.modality, index)
-            doc = {"feature_id": fid, **base, "metadata": copy.deepcopy(asset.feature_metadata)}
-            self._seq += 1
-            self._feature_seq[fid] = self._seq
-            self.features[fid] = Feature(doc | body, asset.content_key, index, self._seq)
+        self._seq += 1
+        self._feature_seq[fid] = self._seq
+        feature = Feature(doc | body, asset.content_key, index, self._seq, dict(body))
+        self.features[fid] = feature
+        return feature
 
     # -- views ----------------------------------------------------------------------------
 
@@ -235,9 +238,7 @@ class EmulatorState:
         """The ``Feature`` body; ``vectors`` only when asked for (poison applied here)."""
         doc = copy.deepcopy(feature.doc)
         if with_vectors:
-            vector = content.feature_vector(
-                feature.content_key, feature.index, self.config.vector_size
-            )
+            vector = feature.vector(self.config.vector_size)
             kind = self.poisoned.get(doc["feature_id"])
             if kind is not None:
                 vector = content.poison_vector(vector, kind)
@@ -266,6 +267,19 @@ class EmulatorState:
             asset.feature_metadata = copy.deepcopy(merged)
             for feature in self.features_of(asset.asset_id):
                 feature.doc["metadata"] = copy.deepcopy(merged)
+
+    def reindex_asset(self, asset_id: str, mode: lifecycle.ReindexMode = "all") -> Task:
+        """Re-run the extractors on a DONE asset; see ``lifecycle.reindex``.
+
+        Raises KeyError for an unknown asset, ``lifecycle.NotIndexed`` before its first DONE.
+        """
+        return lifecycle.reindex(self, self.assets[asset_id], mode)
+
+    def seed_assets(
+        self, collection_id: str, count: int, modality: Modality = "video", duration: float = 30.0
+    ) -> list[Task]:
+        """``count`` assets that are DONE at once; see ``lifecycle.seed``."""
+        return lifecycle.seed(self, collection_id, count, modality, duration)
 
     def delete_asset(self, asset_id: str) -> None:
         self.assets.pop(asset_id, None)
