@@ -175,7 +175,8 @@ class LedgerQueries:
                     },
                     where=tasks.c.state != "pending",
                 )
-                queued = int(getattr(await conn.execute(stmt, rows), "rowcount", 0) or 0)
+                # RETURNING, not rowcount: asyncpg reports -1 for a multi-row statement.
+                queued = len((await conn.execute(stmt.returning(tasks.c.task_id), rows)).all())
             if cursor is not None and collection_id is not None:
                 next_page, total_pages = cursor
                 await conn.execute(

@@ -131,3 +131,49 @@ async def test_attempts_are_bounded(store: Store) -> None:
     (row,) = await store.list_tasks("a")
     assert row["state"] == "failed" and row["attempts"] == 2
     assert row["error"] == "gave up after 3 attempts: 503"
+
+
+async def test_asset_jobs_are_queued_once_and_requeued_when_finished(store: Store) -> None:
+    backfill = await store.start_backfill("col")
+    assert (backfill.next_page, backfill.assets_listed, backfill.finished_at) == (1, 0, None)
+    assert await store.enqueue_assets(["a", "b"], collection_id="col", cursor=(2, 3)) == 2
+    backfill = await store.backfill("col")
+    assert backfill is not None and (backfill.next_page, backfill.total_pages) == (2, 3)
+    assert backfill.assets_listed == 2
+    # Pending jobs are left alone (no reset of their schedule).
+    assert await store.enqueue_assets(["a"], collection_id="col") == 0
+    claims = await store.claim_due("w", 10, 30)
+    assert {c.task_id for c in claims} == {"asset:a", "asset:b"}
+    assert {c.asset_id for c in claims} == {"a", "b"}
+    for claim in claims:
+        await store.mark_failed(claim, "x")
+    # A finished job is made pending again: a new backfill run re-syncs the asset.
+    assert await store.enqueue_assets(["a", "b"], collection_id="col") == 2
+    assert await store.asset_job_counts(["col"]) == {"pending": 2, "synced": 0, "failed": 0}
+
+
+async def test_a_finished_backfill_starts_over_and_an_unfinished_one_resumes(store: Store) -> None:
+    await store.start_backfill("col")
+    await store.enqueue_assets(["a"], collection_id="col", cursor=(5, None))
+    assert (await store.start_backfill("col")).next_page == 5  # resumes
+    await store.finish_backfill("col")
+    again = await store.start_backfill("col")
+    assert (again.next_page, again.assets_listed, again.finished_at) == (1, 0, None)
+
+
+async def test_reindex_runs_are_recorded_per_alias(store: Store) -> None:
+    assert await store.reindex("docs") is None
+    run = await store.save_reindex(
+        "docs", state="filling", physical="docs__v2", previous="docs__v1"
+    )
+    assert (run.state, run.physical, run.previous, run.finished_at) == (
+        "filling",
+        "docs__v2",
+        "docs__v1",
+        None,
+    )
+    done = await store.save_reindex(
+        "docs", state="swapped", physical="docs__v2", previous="docs__v1"
+    )
+    assert done.state == "swapped" and done.finished_at is not None
+    assert done.started_at == run.started_at
