@@ -13,7 +13,7 @@ import pytest
 from sync_service.emulator import EmulatorServer
 from tests.conftest import API_KEY
 
-COMMANDS = ["run", "track", "submit", "status", "migrate", "emulator", "demo"]
+COMMANDS = ["run", "track", "submit", "status", "migrate", "emulator", "demo", "backfill", "forget"]
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
