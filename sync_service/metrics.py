@@ -43,6 +43,21 @@ class Metrics:
         self.points = Counter(
             "sync_points_upserted_total", "Points sent to Qdrant (redos included).", registry=r
         )
+        self.writes_skipped = Counter(
+            "sync_points_unchanged_total",
+            "Points a re-sync found unchanged and did not write.",
+            registry=r,
+        )
+        self.payload_writes = Counter(
+            "sync_points_payload_only_total",
+            "Points whose payload alone was rewritten (same vectors).",
+            registry=r,
+        )
+        self.removed = Counter(
+            "sync_points_removed_total",
+            "Points deleted because their feature or asset is gone upstream.",
+            registry=r,
+        )
         self.dead_lettered = Counter(
             "sync_dead_lettered_total", "Features this process set aside.", registry=r
         )
@@ -108,6 +123,11 @@ class Metrics:
         self.dead_lettered.inc(dead_letters)
         if lag is not None and lag >= 0:
             self.sync_lag.observe(lag)
+
+    def resynced(self, unchanged: int, payload_only: int, removed: int) -> None:
+        self.writes_skipped.inc(unchanged)
+        self.payload_writes.inc(payload_only)
+        self.removed.inc(removed)
 
     def task_failed(self) -> None:
         self.finished.labels("failed").inc()

@@ -223,6 +223,7 @@ class Pipeline:
         )
         lag = await _persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
+        self.metrics.resynced(len(writes.unchanged), len(writes.payload_only), len(writes.removed))
         await failpoint("after_record")
         log.info(
             "task synced",
@@ -306,6 +307,7 @@ class Pipeline:
         except SinkUnavailable as exc:
             await self._retry_later(claim, str(exc), count_attempt=False)
             return
+        self.metrics.resynced(0, 0, removed)
         note = f"; its {removed} point(s) were removed from Qdrant" if removed else ""
         await self._fail(claim, f"asset not found upstream (404){note}", status)
 
