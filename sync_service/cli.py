@@ -37,6 +37,7 @@ app.command("emulator", help="Serve the Mixpeek emulator (for trying things out 
 )
 app.command("backfill")(cli_keep.backfill)
 app.command("forget")(cli_keep.forget)
+app.command("verify")(cli_keep.verify)
 
 
 @app.command()

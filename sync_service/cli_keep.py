@@ -34,15 +34,7 @@ def backfill(
     from sync_service.store import open_store
 
     started = time.monotonic()
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not progress,
-    )
+    bar = _progress_bar(enabled=progress)
     job = bar.add_task("backfill", total=None, detail="listing…")
 
     def show(state: bf.Progress) -> None:
@@ -134,3 +126,65 @@ def forget(
             out.print(f"would delete {n} point(s) from {collection}")
         return
     err.print(f"deleted {result['deleted']} point(s) of {len(ids)} asset(s)")
+
+
+def verify(
+    collection: list[str] = typer.Option(
+        [], "--collection", help="Qdrant collection (alias) to check (repeatable; default all)."
+    ),
+    sample: int = typer.Option(
+        20,
+        "--sample",
+        min=0,
+        help="Assets per collection to compare with upstream (vectors and payload).",
+    ),
+    repair: bool = typer.Option(False, "--repair", help="Fix the drift found, then check again."),
+    force: bool = typer.Option(False, "--force", help="Repair even past SYNC_DELETE_GUARD."),
+) -> None:
+    """Compare the state store, Qdrant and a sample of upstream; exit 1 on drift."""
+    settings = load_settings()
+    from sync_service.forget import DeleteGuardError
+    from sync_service.runtime import open_service
+    from sync_service.verify import VerifyReport
+    from sync_service.verify import verify as run_verify
+
+    bar = _progress_bar()
+    job = bar.add_task("verify", total=None, detail="")
+
+    def show(stage: str, done: int, total: int) -> None:
+        bar.update(job, description=stage, completed=done, total=total or None, detail="")
+
+    async def main() -> VerifyReport:
+        async with open_service(settings) as service:
+            return await run_verify(
+                service,
+                collections=[c for c in collection if c.strip()] or None,
+                sample=sample,
+                repair=repair,
+                force=force,
+                on_progress=show,
+            )
+
+    try:
+        with bar:
+            report = run_async(main())
+    except DeleteGuardError as exc:
+        fail(str(exc))
+    except ValueError as exc:  # e.g. a collection nobody knows
+        fail(str(exc), 2)
+    for line in report.summary_lines():
+        out.print(line, highlight=False, markup=False)
+    raise typer.Exit(1 if report.drift else 0)
+
+
+def _progress_bar(*, enabled: bool = True) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )

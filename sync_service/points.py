@@ -186,7 +186,7 @@ def _plan_one(
         return _reject(feature, problem)
     payload = build_payload(feature, asset, task_id)
     try:
-        payload_json = json.dumps(payload, sort_keys=True, allow_nan=False, separators=(",", ":"))
+        payload_json = _canonical_json(payload)
     except (TypeError, ValueError) as exc:
         return _reject(feature, f"payload is not valid JSON for Qdrant: {exc}")
     vectors_fp = _vectors_fingerprint(vectors)
@@ -200,10 +200,23 @@ def _plan_one(
         modality=payload["modality"],
         vectors=vectors,
         payload=payload,
-        payload_fp=hashlib.sha256(payload_json.encode()).hexdigest(),
+        payload_fp=_sha256(payload_json),
         vectors_fp=vectors_fp,
         approx_bytes=len(payload_json) + floats * _BYTES_PER_FLOAT + 64,
     )
+
+
+def payload_fingerprint(payload: Mapping[str, Any]) -> str:
+    """The ledger's ``payload_fp`` of a payload (``verify`` recomputes it from Qdrant)."""
+    return _sha256(_canonical_json(payload))
+
+
+def _canonical_json(payload: Mapping[str, Any]) -> str:
+    return json.dumps(payload, sort_keys=True, allow_nan=False, separators=(",", ":"))
+
+
+def _sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def check_vectors(

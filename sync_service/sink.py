@@ -389,33 +389,42 @@ class QdrantSink:
             yield batch
 
     async def count(self, name: str) -> int:
-        if not await self.client.collection_exists(name):
-            return 0
-        return (await self.client.count(name, exact=True)).count
+        async with _reachable():
+            if not await self.client.collection_exists(name):
+                return 0
+            return (await self.client.count(name, exact=True)).count
 
     async def retrieve(self, name: str, point_ids: Sequence[str]) -> list[models.Record]:
-        return await self.client.retrieve(
-            name, list(point_ids), with_payload=True, with_vectors=True
-        )
+        async with _reachable():
+            return await self.client.retrieve(
+                name, list(point_ids), with_payload=True, with_vectors=True
+            )
+
+    async def pages(
+        self, name: str, *, limit: int = 256, with_vectors: bool = True
+    ) -> AsyncIterator[list[models.Record]]:
+        """Every point of a collection, a page at a time (vectors of a big one do not fit)."""
+        offset: Any = None
+        while True:
+            async with _reachable():
+                page, offset = await self.client.scroll(
+                    name, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors
+                )
+            yield page
+            if offset is None:
+                return
 
     async def scroll_all(self, name: str) -> list[models.Record]:
         """Every point of a collection with payload and vectors (for checks and small tools)."""
-        records: list[models.Record] = []
-        offset: Any = None
-        while True:
-            page, offset = await self.client.scroll(
-                name, limit=256, offset=offset, with_payload=True, with_vectors=True
-            )
-            records.extend(page)
-            if offset is None:
-                return records
+        return [record async for page in self.pages(name) for record in page]
 
     async def search(
         self, name: str, vector_name: str, vector: list[float], limit: int = 5
     ) -> list[models.ScoredPoint]:
-        response = await self.client.query_points(
-            name, query=vector, using=vector_name, limit=limit, with_payload=True
-        )
+        async with _reachable():
+            response = await self.client.query_points(
+                name, query=vector, using=vector_name, limit=limit, with_payload=True
+            )
         return response.points
 
     async def ping(self) -> None:

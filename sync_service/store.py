@@ -185,13 +185,21 @@ class Store(LedgerQueries):
             await conn.execute(self._insert(tasks).on_conflict_do_nothing(), rows)
             return len(ids) - before
 
-    async def claim_due(self, owner: str, limit: int, lease_seconds: float) -> list[Claim]:
+    async def claim_due(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        task_ids: Iterable[str] | None = None,
+    ) -> list[Claim]:
         """Lease up to ``limit`` pending tasks whose poll time has come.
 
         One ``UPDATE … WHERE task_id IN (SELECT …) RETURNING`` statement: SQLite serialises
         writers, so two claimers can never lease the same row; on PostgreSQL the inner SELECT
         also takes ``FOR UPDATE SKIP LOCKED`` so concurrent claimers skip each other's rows
         instead of waiting (SQLAlchemy silently drops that clause on SQLite, design.md §8.3).
+        ``task_ids`` limits the claim to those tasks.
         """
         due = (
             select(tasks.c.task_id)
@@ -203,6 +211,8 @@ class Store(LedgerQueries):
             .order_by(tasks.c.next_poll_at)
             .limit(limit)
         )
+        if task_ids is not None:  # only these (e.g. verify --repair's own jobs)
+            due = due.where(tasks.c.task_id.in_(list(task_ids)))
         if self.dialect == "postgresql":
             due = due.with_for_update(skip_locked=True)
         stmt = (

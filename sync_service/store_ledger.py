@@ -168,6 +168,7 @@ class LedgerQueries:
                     index_elements=[tasks.c.task_id],
                     set_={
                         "state": "pending",
+                        "source": stmt.excluded.source,
                         "attempts": 0,
                         "error": None,
                         "next_poll_at": stmt.excluded.next_poll_at,

@@ -13,7 +13,18 @@ import pytest
 from sync_service.emulator import EmulatorServer
 from tests.conftest import API_KEY
 
-COMMANDS = ["run", "track", "submit", "status", "migrate", "emulator", "demo", "backfill", "forget"]
+COMMANDS = [
+    "run",
+    "track",
+    "submit",
+    "status",
+    "migrate",
+    "emulator",
+    "demo",
+    "backfill",
+    "forget",
+    "verify",
+]
 
 
 def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from qdrant_client import QdrantClient
 
 from sync_service.emulator import EmulatorServer
 from tests.conftest import API_KEY
@@ -171,3 +172,37 @@ def test_forget_dry_run_guard_and_force(tmp_path: Path, emulator: EmulatorServer
     assert len(svc.points()) == 2
     status = json.loads(svc.cli("status", "--json").stdout)
     assert status["counts"]["synced"] == 5  # forgetting points does not rewrite history
+
+
+def test_verify_reports_drift_and_repair_fixes_it(tmp_path: Path, emulator: EmulatorServer) -> None:
+    seeded = seed(emulator, 4)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    clean = svc.cli("verify")
+    assert "drift: no" in clean.stdout
+
+    # Drift: a point lost in Qdrant (e.g. restored from an old snapshot) and an asset
+    # re-indexed upstream while nothing was tracking it.
+    victim = str(svc.points()[0].id)
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        client.delete(COLLECTION, [victim], wait=True)
+    finally:
+        client.close()
+    httpx.post(
+        f"{emulator.url}/_emulator/assets/{seeded['asset_ids'][1]}/reindex",
+        json={"mode": "vectors"},
+    ).raise_for_status()
+    drift = svc.cli("verify", "--sample", "4", check=False)
+    assert drift.returncode == 1, drift.stdout + drift.stderr
+    assert "missing: 1" in drift.stdout and "drift: yes" in drift.stdout
+
+    repaired = svc.cli("verify", "--sample", "4", "--repair")
+    assert "drift: no" in repaired.stdout
+    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }
+    assert svc.cli("verify", "--collection", "nope", check=False).returncode == 2
