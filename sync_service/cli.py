@@ -38,6 +38,7 @@ app.command("emulator", help="Serve the Mixpeek emulator (for trying things out 
 app.command("backfill")(cli_keep.backfill)
 app.command("forget")(cli_keep.forget)
 app.command("verify")(cli_keep.verify)
+app.command("reindex")(cli_keep.reindex)
 
 
 @app.command()

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sync_service.cli_common import err, fail, load_settings, out, run_async
+from sync_service.settings import Distance
 
 _EMBEDDED_LOCKED = "already accessed by another instance"
 
@@ -188,3 +189,43 @@ def _progress_bar(*, enabled: bool = True) -> Progress:
         disable=not enabled,
         transient=False,
     )
+
+
+def reindex(
+    collection: str = typer.Option(..., "--collection", help="The collection (alias) to rebuild."),
+    distance: Distance | None = typer.Option(
+        None, "--distance", help="Distance of the new build (default: SYNC_DISTANCE)."
+    ),
+    rollback: bool = typer.Option(
+        False, "--rollback", help="Point the alias back at the build the last re-index replaced."
+    ),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+) -> None:
+    """Rebuild a collection behind its alias from upstream, check it, swap atomically."""
+    settings = load_settings()
+    if rollback and distance is not None:
+        fail("--rollback takes no --distance", 2)
+    from sync_service import reindex as rx
+    from sync_service.runtime import open_service
+
+    bar = _progress_bar(enabled=progress and not rollback)
+    job = bar.add_task("reindex", total=None, detail="")
+
+    def show(stage: str, done: int, total: int) -> None:
+        bar.update(job, description=stage, completed=done, total=total or None)
+
+    async def main() -> list[str]:
+        async with open_service(settings) as service:
+            if rollback:
+                previous = await rx.rollback(service, collection)
+                return [f"{collection} -> {previous} (rolled back)"]
+            report = await rx.reindex(service, collection, distance=distance, on_progress=show)
+            return report.summary_lines()
+
+    try:
+        with bar:
+            lines = run_async(main())
+    except rx.ReindexError as exc:
+        fail(str(exc))
+    for line in lines:
+        out.print(line, highlight=False, markup=False)

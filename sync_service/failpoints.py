@@ -19,6 +19,7 @@ STEPS = (
     "after_upsert",
     "after_record",
     "after_backfill_page",
+    "after_reindex_asset",
 )
 
 

@@ -101,7 +101,8 @@ reindexes = Table(
     "reindexes",
     metadata,
     Column("alias", String(255), primary_key=True),
-    Column("state", String(16), nullable=False),  # filling | swapped | rolled_back
+    # filling | check_failed | swapped | rolled_back
+    Column("state", String(16), nullable=False),
     Column("physical", String(255), nullable=False),
     Column("previous", String(255)),
     Column("started_at", Float, nullable=False),

@@ -141,12 +141,15 @@ class QdrantSink:
             await self._create(name, new)
             return []
         refused = []
+        # A new vector name takes the collection's distance (a re-index may have changed it
+        # from SYNC_DISTANCE), so one collection never mixes metrics by accident.
+        metric = await self._distance(name)
         for vector_name, spec in new.items():
             if vector_name in current:
                 continue
             try:
                 await self.client.create_vector_name(
-                    name, vector_name, self._vector_name_config(spec), wait=True
+                    name, vector_name, self._vector_name_config(spec, metric), wait=True
                 )
             except (UnexpectedResponse, ValueError) as exc:
                 if not _already_exists(exc):
@@ -245,6 +248,11 @@ class QdrantSink:
         params = next(iter(dense.values()), None) if isinstance(dense, Mapping) else dense
         return str(params.distance.value).lower() if params is not None else None
 
+    async def _distance(self, name: str) -> models.Distance:
+        """The collection's distance, or the configured one when it has no dense vector."""
+        held = await self.distance_of(name)
+        return models.Distance(held.capitalize()) if held else self.distance
+
     async def _alias_target(self, alias: str) -> str | None:
         for description in (await self.client.get_aliases()).aliases:
             if description.alias_name == alias:
@@ -252,12 +260,12 @@ class QdrantSink:
         return None
 
     def _vector_name_config(
-        self, spec: VectorSpec
+        self, spec: VectorSpec, metric: models.Distance
     ) -> models.DenseVectorNameConfig | models.SparseVectorNameConfig:
         if spec.sparse:
             return models.SparseVectorNameConfig(sparse=models.SparseVectorConfig())
         return models.DenseVectorNameConfig(
-            dense=models.DenseVectorConfig(size=spec.size or 0, distance=self.distance)
+            dense=models.DenseVectorConfig(size=spec.size or 0, distance=metric)
         )
 
     # -- points -------------------------------------------------------------------------
@@ -413,6 +421,19 @@ class QdrantSink:
             yield page
             if offset is None:
                 return
+
+    async def point_ids(self, name: str) -> list[str]:
+        """Every point id of a collection (no payload, no vectors)."""
+        ids: list[str] = []
+        offset: Any = None
+        while True:
+            async with _reachable():
+                page, offset = await self.client.scroll(
+                    name, limit=1024, offset=offset, with_payload=False, with_vectors=False
+                )
+            ids.extend(str(r.id) for r in page)
+            if offset is None:
+                return ids
 
     async def scroll_all(self, name: str) -> list[models.Record]:
         """Every point of a collection with payload and vectors (for checks and small tools)."""

@@ -53,7 +53,7 @@ class Backfill:
 @dataclass(frozen=True)
 class Reindex:
     alias: str
-    state: str  # filling | swapped | rolled_back
+    state: str  # filling | check_failed | swapped | rolled_back
     physical: str
     previous: str | None
     started_at: float
@@ -294,11 +294,10 @@ class LedgerQueries:
                 "finished_at": None if state == "filling" else now,
             }
             stmt = self._insert(reindexes).values(alias=alias, started_at=now, **values)
-            if state != "filling":
-                values.pop("started_at", None)
+            # A run starts when it begins filling; later states keep that start time.
             stmt = stmt.on_conflict_do_update(
                 index_elements=[reindexes.c.alias],
-                set_=values if state != "filling" else {**values, "started_at": now},
+                set_={**values, "started_at": now} if state == "filling" else values,
             )
             await conn.execute(stmt)
         run = await self.reindex(alias)

@@ -24,6 +24,7 @@ COMMANDS = [
     "backfill",
     "forget",
     "verify",
+    "reindex",
 ]
 
 

@@ -206,3 +206,57 @@ def test_verify_reports_drift_and_repair_fixes_it(tmp_path: Path, emulator: Emul
         "duplicated": 0,
     }
     assert svc.cli("verify", "--collection", "nope", check=False).returncode == 2
+
+
+def test_reindex_survives_a_kill_and_swaps_then_rolls_back(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 12)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    before = {str(p.id) for p in svc.points()}
+
+    # SIGKILL half-way through the fill: the alias still serves the old build, whole.
+    crashed = svc.cli(
+        "reindex",
+        "--collection",
+        COLLECTION,
+        "--distance",
+        "dot",
+        check=False,
+        SYNC_FAILPOINTS="after_reindex_asset=kill@5",
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert {str(p.id) for p in svc.points()} == before
+    assert aliases(tmp_path) == {COLLECTION: f"{COLLECTION}__v1"}
+
+    done = svc.cli("reindex", "--collection", COLLECTION, "--distance", "dot")
+    assert f"{COLLECTION}__v1 -> {COLLECTION}__v2, distance dot (resumed)" in done.stdout
+    assert aliases(tmp_path) == {COLLECTION: f"{COLLECTION}__v2"}
+    expected = expected_for(emulator, seeded["task_ids"])
+    # The emulator's vectors are unit length, so the oracle's cosine normalisation is a no-op
+    # and the dot build must hold them exactly as sent.
+    assert compare_points(expected, svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }
+
+    back = svc.cli("reindex", "--collection", COLLECTION, "--rollback")
+    assert f"{COLLECTION} -> {COLLECTION}__v1 (rolled back)" in back.stdout
+    assert aliases(tmp_path) == {COLLECTION: f"{COLLECTION}__v1"}
+    assert compare_points(expected, svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }
+
+
+def aliases(root: Path) -> dict[str, str]:
+    client = QdrantClient(path=str(root / "qdrant"))
+    try:
+        return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
+    finally:
+        client.close()

@@ -1,0 +1,347 @@
+"""Re-index an alias into a fresh physical collection, then swap the alias atomically.
+
+Users query ``NAME`` (an alias); its points live in ``NAME__vN``. A run:
+
+1. finds what serves ``NAME``: the alias's collection, or a plain collection ``NAME`` (an install
+   from before aliases, which this run migrates); nothing at all is an error;
+2. records the run as ``filling`` *before* creating ``NAME__v{N+1}``, so a crash shows; a run a
+   crash left ``filling`` (or a failed check left ``check_failed``) is resumed instead, in the
+   same collection: point ids are deterministic, so filling again is idempotent;
+3. creates it with the current vector names and sizes and the requested distance;
+4. fills it from upstream, every asset the ledger lists for ``NAME``, straight into the physical
+   name (the daemon meanwhile keeps writing through the alias into the old collection);
+5. checks it: point count as planned, and a sample against what upstream served. A failed check
+   leaves the alias alone, records ``check_failed`` and raises :class:`ReindexError`;
+6. points the alias at it in one request (searches see old or new, never neither), records
+   ``swapped``, and catches up the assets the daemon wrote into the old collection meanwhile.
+
+The old collection is kept for :func:`rollback`. Migrating a plain collection cannot be atomic:
+Qdrant refuses an alias named like a collection, so the plain collection is deleted and the alias
+created in the very next request; searches of ``NAME`` fail in that gap (milliseconds), and a
+pre-alias install has no old collection to roll back to. The run is recorded ``swapped`` before
+the gap, so after a crash inside it running ``reindex`` again creates the alias.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from sync_service.failpoints import failpoint
+from sync_service.forget import remove_assets
+from sync_service.mixpeek_errors import MixpeekNotFound
+from sync_service.points import Plan, PlannedPoint, Rejected, plan_points, point_id_for
+from sync_service.runtime import Service
+from sync_service.settings import Distance
+from sync_service.sink import VERSION_FIELD
+from sync_service.store_ledger import ASSET_JOB_PREFIX, LedgerRow, db_time
+from sync_service.verify import same_vectors
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str, int, int], None]
+FILL_CONCURRENCY = 8
+SAMPLE_POINTS = 20
+#: A daemon write can land in Qdrant just before the swap and reach the ledger just after the
+#: first catch-up read it; a second read this much later catches those.
+CATCH_UP_SETTLE = 1.0
+#: States whose collection was never served: a new run resumes filling it.
+RESUMABLE = ("filling", "check_failed")
+
+
+class ReindexError(Exception):
+    """A re-index that cannot start, or whose new collection failed its check (not swapped)."""
+
+    def __init__(self, message: str, report: ReindexReport | None = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+@dataclass
+class ReindexReport:
+    alias: str
+    old_physical: str  # the plain collection itself when migrated
+    new_physical: str
+    distance: str
+    resumed: bool = False
+    migrated: bool = False  # from a plain collection: deleted, so no rollback
+    assets: int = 0
+    points: int = 0
+    skipped: int = 0  # assets gone upstream
+    rejected: int = 0  # features the mapping or Qdrant refused (as the daemon would)
+    caught_up: int = 0
+    seconds: float = 0.0
+    check: str = "not run"
+    check_passed: bool = False
+
+    def summary_lines(self) -> list[str]:
+        kept = "no rollback (migrated)" if self.migrated else f"kept {self.old_physical}"
+        return [
+            f"{self.alias}: {self.old_physical} -> {self.new_physical}, distance {self.distance}"
+            + (" (resumed)" if self.resumed else ""),
+            f"filled: {self.assets} asset(s), {self.points} point(s); skipped {self.skipped} "
+            f"asset(s) gone upstream; {self.rejected} feature(s) refused",
+            f"check: {'passed' if self.check_passed else 'FAILED'}: {self.check}",
+            f"caught up: {self.caught_up} asset(s) synced during the fill; {kept}",
+            f"took {self.seconds:.1f}s",
+        ]
+
+
+@dataclass
+class _Written:
+    """What a pass wrote, and a uniform random sample of it to check (a reservoir)."""
+
+    expected: set[str] = field(default_factory=set)
+    sample: list[PlannedPoint] = field(default_factory=list)
+    done: int = 0
+    skipped: int = 0
+    rejected: int = 0
+
+    def add(self, plan: Plan, rng: random.Random) -> None:
+        self.rejected += len(plan.rejected)
+        for point in plan.points:
+            self.expected.add(point.point_id)
+            if len(self.sample) < SAMPLE_POINTS:
+                self.sample.append(point)
+            elif (slot := rng.randrange(len(self.expected))) < SAMPLE_POINTS:
+                self.sample[slot] = point
+
+
+async def reindex(
+    service: Service,
+    alias: str,
+    *,
+    distance: Distance | None = None,
+    on_progress: Progress | None = None,
+) -> ReindexReport:
+    """Rebuild ``alias`` from upstream into a new physical collection and swap to it.
+
+    ``distance`` defaults to SYNC_DISTANCE, or when resuming to the resumed collection's.
+    """
+    began = time.monotonic()
+    store, sink = service.store, service.sink
+    run = await store.reindex(alias)
+    resumable = run is not None and run.state in RESUMABLE
+    current = await sink.alias_target(alias)
+    migrated = current is None and await sink.exists(alias)
+    current = alias if migrated else current
+    if current is None:
+        if run is not None and run.state == "swapped" and await sink.exists(run.physical):
+            # A migration died between dropping the plain collection and creating the alias.
+            await sink.point_alias(alias, run.physical)
+            metric = await sink.distance_of(run.physical) or "-"
+            report = ReindexReport(alias, alias, run.physical, metric, resumed=True, migrated=True)
+            report.check, report.check_passed = "passed before the interrupted swap", True
+            report.caught_up = await _catch_up(service, alias, run.started_at, set(), None)
+            return report
+        raise ReindexError(f"nothing to re-index: {alias!r} is no alias or collection in Qdrant")
+    schema = await sink.schema(current)
+    if not schema:
+        raise ReindexError(f"{current} has no vectors: nothing to re-index")
+    resumed = run is not None and resumable and run.physical not in (current, alias)
+    new = run.physical if run is not None and resumed else await _next_physical(service, alias)
+    if resumed and await sink.exists(new):
+        held = Distance(await sink.distance_of(new) or service.settings.distance)
+        if distance is not None and held != distance:
+            await sink.drop(new)  # never served (not swapped): rebuild at the asked distance
+        distance = distance or held
+    distance = distance or service.settings.distance
+    report = ReindexReport(alias, current, new, distance.value, resumed=resumed, migrated=migrated)
+    started = await store.save_reindex(alias, state="filling", physical=new, previous=current)
+    await sink.create_physical(new, schema, distance)
+    log.info("re-index filling", extra={"event": "reindex_fill", "alias": alias, "physical": new})
+
+    tasks = _latest_tasks(await store.ledger(collection=alias))
+    # Fill writes carry the run's start as their version: a write the daemon claims later is
+    # newer and wins over them, and the catch-up's (versioned later still) replace them.
+    fill = await _write_assets(service, new, tasks, started.started_at, "fill", on_progress)
+    report.assets, report.skipped = len(tasks) - fill.skipped, fill.skipped
+    report.points, report.rejected = len(fill.expected), fill.rejected
+    report.check, report.check_passed = await _check(service, current, new, fill, distance)
+    report.seconds = time.monotonic() - began
+    if not report.check_passed:
+        await store.save_reindex(alias, state="check_failed", physical=new, previous=current)
+        raise ReindexError(
+            f"{new} failed its check ({report.check}); {alias} still serves {current}. "
+            "Running reindex again fills it again.",
+            report,
+        )
+
+    if migrated:
+        # Recorded first: a crash in the gap below leaves a run that says where NAME belongs.
+        await store.save_reindex(alias, state="swapped", physical=new, previous=None)
+        await sink.drop(alias)  # the gap the module docstring describes starts here...
+    await sink.point_alias(alias, new)  # ...and ends here
+    if not migrated:  # before the catch-up: from now on the run can be rolled back
+        await store.save_reindex(alias, state="swapped", physical=new, previous=current)
+    log.info("re-index swapped", extra={"event": "reindex_swap", "alias": alias, "physical": new})
+    report.caught_up = await _catch_up(service, alias, started.started_at, set(tasks), on_progress)
+    report.seconds = time.monotonic() - began
+    return report
+
+
+async def rollback(service: Service, alias: str) -> str:
+    """Point ``alias`` back at the collection its last re-index replaced; returns that name.
+
+    The run's record keeps its names; its state becomes ``rolled_back``. Assets the daemon
+    synced since the swap (into the new collection) are synced into the old one again.
+    """
+    store, sink = service.store, service.sink
+    run = await store.reindex(alias)
+    if run is None or run.state != "swapped":
+        state = run.state if run is not None else "none"
+        raise ReindexError(f"no swapped re-index of {alias!r} to roll back (last run: {state})")
+    if run.previous is None:
+        raise ReindexError(f"{alias} was migrated from a plain collection: nothing to go back to")
+    if not await sink.exists(run.previous):
+        raise ReindexError(f"cannot roll back {alias}: {run.previous} no longer exists")
+    await sink.point_alias(alias, run.previous)
+    await store.save_reindex(
+        alias, state="rolled_back", physical=run.physical, previous=run.previous
+    )
+    log.info("re-index rolled back", extra={"event": "reindex_rollback", "alias": alias})
+    await _catch_up(service, alias, run.finished_at or run.started_at, set(), None)
+    return run.previous
+
+
+async def _next_physical(service: Service, alias: str) -> str:
+    pattern = re.compile(re.escape(alias) + r"__v(\d+)")
+    names = await service.sink.physical_collections()
+    versions = [int(m[1]) for name in names if (m := pattern.fullmatch(name))]
+    return f"{alias}__v{max(versions, default=0) + 1}"
+
+
+def _latest_tasks(rows: Iterable[LedgerRow]) -> dict[str, str]:
+    """Asset id → the task id of its latest sync (what its points' payloads carry)."""
+    latest: dict[str, LedgerRow] = {}
+    for row in sorted(rows, key=lambda r: r.synced_at):
+        if row.asset_id is not None:
+            latest[row.asset_id] = row
+    return {asset_id: row.task_id for asset_id, row in sorted(latest.items())}
+
+
+async def _write_assets(
+    service: Service,
+    target: str,
+    tasks: dict[str, str],
+    version: float,
+    stage: str,
+    on_progress: Progress | None,
+    prune: bool = False,
+) -> _Written:
+    """Fetch, plan and upsert each asset into ``target``, a few assets at a time."""
+    written, todo, rng = _Written(), iter(tasks), random.Random()
+
+    async def worker() -> None:
+        for asset_id in todo:  # one shared iterator: each asset goes to exactly one worker
+            plan = await _write_asset(service, target, asset_id, tasks[asset_id], version, prune)
+            if plan is None:
+                written.skipped += 1
+            else:
+                written.add(plan, rng)
+            written.done += 1
+            await failpoint("after_reindex_asset")
+            if on_progress is not None:
+                on_progress(stage, written.done, len(tasks))
+
+    try:
+        async with asyncio.TaskGroup() as group:
+            for _ in range(min(FILL_CONCURRENCY, len(tasks))):
+                group.create_task(worker())
+    except ExceptionGroup as failed:  # the first error stops the others: raise it as itself
+        raise failed.exceptions[0] from None
+    return written
+
+
+async def _write_asset(
+    service: Service, target: str, asset_id: str, task_id: str, version: float, prune: bool
+) -> Plan | None:
+    """One asset as upstream serves it now, into ``target``; None if it is gone upstream.
+
+    With ``prune`` (a catch-up, into a collection the daemon may have changed), an asset gone
+    upstream is removed as the daemon removes one, and so are points of features gone upstream.
+    """
+    sink = service.sink
+    try:
+        fetched = await service.pipeline.fetch_asset(asset_id)
+    except MixpeekNotFound:
+        if prune:
+            await remove_assets(service.store, sink, [asset_id])
+        return None
+    if task_id.startswith(ASSET_JOB_PREFIX):  # the pipeline's rule for an asset job's points
+        task_id = str(fetched.asset.get("task_id") or task_id)
+    plan = plan_points(fetched.features, fetched.asset, task_id, await sink.schema(target))
+    # A vector name upstream serves now and the collection lacks is added, as the pipeline does.
+    lacking = set(await sink.ensure_vectors(target, plan.new_vectors))
+    refused = {p.point_id: "vector name refused" for p in plan.points if lacking & set(p.vectors)}
+    kept = [p for p in plan.points if p.point_id not in refused]
+    refused |= {r.point.point_id: r.reason for r in await sink.upsert(target, kept, version)}
+    dropped = [p for p in plan.points if p.point_id in refused]
+    plan.rejected += [Rejected(p.feature_id, refused[p.point_id], "") for p in dropped]
+    plan.points[:] = [p for p in plan.points if p.point_id not in refused]
+    if prune:  # a feature refused now keeps its point, as in the pipeline: only gone ones go
+        keep = {point_id_for(f) for f in fetched.upstream_ids}
+        held = await sink.asset_point_ids(target, asset_id)
+        await sink.delete_points(target, [i for i in held if i not in keep])
+    return plan
+
+
+async def _check(
+    service: Service, current: str, physical: str, fill: _Written, distance: Distance
+) -> tuple[str, bool]:
+    """Whether ``physical`` holds exactly the planned points, and the sample as planned."""
+    sink, guard = service.sink, service.settings.delete_guard
+    held = set(await sink.point_ids(physical))
+    # Points a crashed fill wrote for features gone upstream since: no ledger would know them.
+    await sink.delete_points(physical, sorted(held - fill.expected))
+    count, before = await sink.count(physical), await sink.count(current)
+    if before and (before - count) / before > guard:
+        # Upstream 404ing most assets is likelier a wrong key or namespace than a mass deletion.
+        return f"{count} point(s) where {current} has {before}: over SYNC_DELETE_GUARD", False
+    if count != len(fill.expected):
+        lost = sorted(fill.expected - held)[:3]
+        return f"{count} point(s), {len(fill.expected)} planned (lost e.g. {lost})", False
+    ids = [p.point_id for p in fill.sample]
+    records = {str(r.id): r for r in await sink.retrieve(physical, ids)} if ids else {}
+    cosine = distance is Distance.cosine
+    wrong = [
+        p.point_id
+        for p in fill.sample
+        if (r := records.get(p.point_id)) is None
+        or {k: v for k, v in (r.payload or {}).items() if k != VERSION_FIELD} != p.payload
+        or not same_vectors(p.vectors, r.vector, cosine=cosine)
+    ]
+    if wrong:
+        return f"{len(wrong)} of {len(ids)} sampled point(s) differ: {wrong[:3]}", False
+    return f"{count} point(s) as planned; {len(ids)} sampled point(s) match upstream", True
+
+
+async def _catch_up(
+    service: Service, alias: str, since: float, filled: set[str], on_progress: Progress | None
+) -> int:
+    """Sync into ``alias`` again the assets the ledger recorded at or after ``since``.
+
+    The daemon wrote them into the collection the alias served before; their points in the one
+    it serves now may be older. Assets ``filled`` that the ledger no longer lists were removed
+    by the daemon meanwhile (gone upstream): their points go too. Returns the assets synced.
+    """
+    store, caught = service.store, set[str]()
+    for settle in (0.0, CATCH_UP_SETTLE):
+        await asyncio.sleep(settle)
+        async with store.engine.connect() as conn:
+            # Versioned at the read: a daemon write claimed after it holds newer data and wins.
+            version = await db_time(conn)
+        rows = await store.ledger(collection=alias)
+        for gone in sorted(filled - {r.asset_id for r in rows}):
+            await service.sink.delete_points(alias, await service.sink.asset_point_ids(alias, gone))
+        filled = set()
+        tasks = _latest_tasks(r for r in rows if r.synced_at >= since)
+        await _write_assets(service, alias, tasks, version, "catch-up", on_progress, prune=True)
+        caught |= set(tasks)
+        since = version
+    return len(caught)
