@@ -27,6 +27,7 @@ from rich.table import Table
 
 from bench.common import Row
 from bench.freshness import freshness
+from bench.keep_in_step import keep_in_step
 from bench.scenarios import FULL, QUICK, Size, rate_limited, throughput
 from bench.store_bench import store_scale
 from bench.write_path import write_path
@@ -48,6 +49,7 @@ SCENARIOS: dict[str, tuple[set[int], Scenario]] = {
     "write_path": ({4}, _write_path),
     "store_scale": ({5}, lambda size, tmp: store_scale(size.pending, tmp)),
     "freshness": ({6}, freshness),
+    "keep_in_step": ({7}, lambda size, tmp: keep_in_step(size.keep_assets, tmp)),
 }
 
 
@@ -89,7 +91,7 @@ def print_table(rows: list[Row], console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run < 1 min")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="scenario numbers, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="scenario numbers, e.g. 1,4")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     args = parser.parse_args(argv)
     only = {int(x) for x in args.only.split(",") if x.strip()}

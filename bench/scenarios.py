@@ -44,10 +44,11 @@ class Size:
     rest_points: int  # scenario 4, REST stand-in (it parses every body with pydantic: slow)
     pending: int  # scenario 5
     fresh_variants: int = 2  # scenario 6: as shipped, then without poll backoff
+    keep_assets: int = 1000  # scenario 7
 
 
 FULL = Size(200, 20, 50, 40, (5.0, 25.0), 20_000, 5_000, 100_000)
-QUICK = Size(30, 3, 6, 6, (3.0, 6.0), 2_000, 0, 20_000, fresh_variants=1)
+QUICK = Size(30, 3, 6, 6, (3.0, 6.0), 2_000, 0, 20_000, fresh_variants=1, keep_assets=100)
 
 
 def _cpu_self() -> float:
