@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer
-from sync_service.failpoints import STEPS
+from sync_service.failpoints import PIPELINE_STEPS
 from tests.conftest import API_KEY
 from tests.harness import Service
 from tests.support import compare_points
@@ -44,7 +44,7 @@ def outcome(service: Service, task_ids: list[str]) -> dict[str, int]:
     return compare_points(service.expected(task_ids), service.points())
 
 
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize("step", PIPELINE_STEPS)
 def test_kill_at_each_step_then_restart_loses_and_doubles_nothing(
     tmp_path: Path,
     emulator: EmulatorServer,
