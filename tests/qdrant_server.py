@@ -568,6 +568,13 @@ def create_app(location: str = ":memory:") -> FastAPI:
         state.call(client.overwrite_payload, name, body.payload, selector)
         return ok(state.update_result(request), t)
 
+    @app.post("/collections/{name}/points/batch")
+    async def batch_update(name: str, request: Request) -> Response:
+        t = time.perf_counter()
+        body: models.UpdateOperations = await parse_body(request, models.UpdateOperations)
+        state.call(client.batch_update_points, name, body.operations)
+        return ok([state.update_result(request) for _ in body.operations], t)
+
     # -- test hooks (no faults, not logged)
 
     @app.post("/_test/faults")

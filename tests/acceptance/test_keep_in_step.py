@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,31 @@ def aliases(root: Path) -> dict[str, str]:
         return {a.alias_name: a.collection_name for a in client.get_aliases().aliases}
     finally:
         client.close()
+
+
+def test_backfill_beside_a_running_daemon_queues_the_assets_for_it(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 6)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    daemon = svc.start("run")
+    try:
+        assert daemon.stderr is not None
+        for line in daemon.stderr:  # the daemon holds the embedded Qdrant from here on
+            if "daemon started" in line:
+                break
+        result = svc.cli("backfill", "--collection-id", COLLECTION)
+        assert "queued 6 asset(s) from 1 collection(s)" in result.stderr
+        deadline = time.monotonic() + 60
+        while svc.status()["counts"]["synced"] < 6:
+            assert time.monotonic() < deadline, svc.status()
+            time.sleep(0.2)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
+    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }

@@ -449,6 +449,17 @@ async def test_product_sink_end_to_end(qdrant: QdrantStandIn) -> None:
         assert set(replaced.vector or {}) == {"text-v2"}
         assert replaced.payload == more.points[0].payload
         assert await sink.count(unique("missing")) == 0
+
+        # A re-sync's payload-only write (one batch request) and its deletions, over REST.
+        captioned = more.points[1]
+        captioned.payload["description"] = "a new caption"
+        await sink.set_payloads(name, [captioned], version=7.0)
+        changed = (await sink.retrieve(name, [captioned.point_id]))[0]
+        assert changed.payload == {**captioned.payload, "_sync_version": 7.0}
+        assert set(changed.vector or {}) == {"text-v2"}  # vectors untouched
+        await sink.delete_points(name, [more.points[2].point_id])
+        assert await sink.count(name) == 9
+        assert len(await sink.point_ids(name)) == 9
         await sink.ping()
     finally:
         await sink.close()
