@@ -49,6 +49,8 @@ tasks = Table(
     Column("synced_at", Float),
 )
 Index("ix_tasks_state_next_poll_at", tasks.c.state, tasks.c.next_poll_at)
+#: The column values that hand a task's lease back.
+RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 #: One row per feature whose point landed in Qdrant (the ledger).
 synced_features = Table(

@@ -22,13 +22,14 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sync_service.schema import db_now, dead_letters, synced_features, tasks
+from sync_service.schema import RELEASED, db_now, dead_letters, synced_features, tasks
 from sync_service.settings import Settings, async_database_url
 from sync_service.store_ledger import LedgerQueries, db_time
+from sync_service.store_views import STATES, ViewQueries
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
-PENDING, SYNCED, FAILED = "pending", "synced", "failed"
+PENDING, SYNCED, FAILED = STATES
 
 #: What a state store that is down, restarting or locked raises.
 STORE_ERRORS: tuple[type[BaseException], ...] = (SQLAlchemyError, OSError, asyncio.TimeoutError)
@@ -90,20 +91,12 @@ class SyncResult:
     removed: Sequence[str] = field(default_factory=tuple)
 
 
-@dataclass(frozen=True)
-class StoreStats:
-    """The shared figures behind the metrics gauges."""
-
-    counts: dict[str, int]
-    oldest_pending_age: float | None
-    dead_letters: int
-
-
-class Store(LedgerQueries):
+class Store(LedgerQueries, ViewQueries):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
     The task queue's queries are here; the ledger's, backfill's and re-index's are inherited
-    from :class:`~sync_service.store_ledger.LedgerQueries`.
+    from :class:`~sync_service.store_ledger.LedgerQueries`, the operator's (listings, counts,
+    dead letters) from :class:`~sync_service.store_views.ViewQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -264,7 +257,7 @@ class Store(LedgerQueries):
             upstream_status=upstream_status,
             polls=tasks.c.polls + 1,
             next_poll_at=db_now() + delay,
-            **_RELEASED,
+            **RELEASED,
         )
 
     async def retry_later(
@@ -296,14 +289,14 @@ class Store(LedgerQueries):
             error=error,
             next_poll_at=db_now() + delay,
             **seen,
-            **_RELEASED,
+            **RELEASED,
         )
         return False
 
     async def mark_failed(
         self, claim: Claim, error: str, *, upstream_status: str | None = None
     ) -> None:
-        values: dict[str, Any] = {"state": FAILED, "error": error, **_RELEASED}
+        values: dict[str, Any] = {"state": FAILED, "error": error, **RELEASED}
         if upstream_status is not None:
             values["upstream_status"] = upstream_status
         await self._fenced_update(claim, **values)
@@ -331,7 +324,7 @@ class Store(LedgerQueries):
                 dead_letters=len(result.dead_letters),
                 synced_at=db_now(),
                 upstream_done_at=_first_seen_done(claim),
-                **_RELEASED,
+                **RELEASED,
             )
             await self._upsert_ledger(conn, claim.task_id, result)
             if result.removed and result.qdrant_collection is not None:
@@ -363,7 +356,7 @@ class Store(LedgerQueries):
 
     async def release(self, claim: Claim) -> None:
         """Give a lease back without recording anything (graceful shutdown)."""
-        await self._fenced_update(claim, **_RELEASED)
+        await self._fenced_update(claim, **RELEASED)
 
     async def _upsert_ledger(self, conn: AsyncConnection, task_id: str, result: SyncResult) -> None:
         if not result.features or result.qdrant_collection is None:
@@ -430,83 +423,6 @@ class Store(LedgerQueries):
             raise LeaseLost(f"task {claim.task_id}: lease {claim.token} is no longer held")
         return rows[0][0]
 
-    # -- dead letters -----------------------------------------------------------------------
-
-    async def retry_dead_letter(self, letter_id: int) -> str | None:
-        """Make the dead letter's task pending again; its redo re-syncs the whole asset.
-
-        Features that land this time leave the dead-letter list (the redo replaces the task's
-        dead letters). Returns the task id, or None if there is no such dead letter.
-        """
-        async with self._writing() as conn:
-            task_id = (
-                await conn.execute(
-                    select(dead_letters.c.task_id).where(dead_letters.c.id == letter_id)
-                )
-            ).scalar_one_or_none()
-            if task_id is None:
-                return None
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id == task_id)
-                .values(
-                    state=PENDING,
-                    attempts=0,
-                    error=None,
-                    next_poll_at=db_now(),
-                    updated_at=db_now(),
-                    **_RELEASED,
-                )
-            )
-        return str(task_id)
-
-    async def drop_dead_letter(self, letter_id: int) -> bool:
-        """Forget a dead letter for good (the feature stays out of Qdrant)."""
-        async with self._writing() as conn:
-            task_id = (
-                await conn.execute(
-                    delete(dead_letters)
-                    .where(dead_letters.c.id == letter_id)
-                    .returning(dead_letters.c.task_id)
-                )
-            ).scalar_one_or_none()
-            if task_id is None:
-                return False
-            await conn.execute(
-                update(tasks)
-                .where(tasks.c.task_id == task_id, tasks.c.dead_letters > 0)
-                .values(dead_letters=tasks.c.dead_letters - 1)
-            )
-        return True
-
-    # -- reading ----------------------------------------------------------------------------
-
-    async def counts(self) -> dict[str, int]:
-        """Tasks by state; every state is present."""
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state))
-            ).all()
-        found: dict[str, int] = {str(state): int(count) for state, count in rows}
-        return {state: found.get(state, 0) for state in (PENDING, SYNCED, FAILED)}
-
-    async def stats(self) -> StoreStats:
-        async with self.engine.connect() as conn:
-            rows = (
-                await conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state))
-            ).all()
-            oldest = (
-                await conn.execute(
-                    select(db_now() - func.min(tasks.c.created_at)).where(tasks.c.state == PENDING)
-                )
-            ).scalar_one_or_none()
-            letters = (
-                await conn.execute(select(func.count()).select_from(dead_letters))
-            ).scalar_one()
-        found = {str(state): int(count) for state, count in rows}
-        counts = {state: found.get(state, 0) for state in (PENDING, SYNCED, FAILED)}
-        return StoreStats(counts, float(oldest) if oldest is not None else None, int(letters))
-
     async def ping(self) -> None:
         """Raise if the state store does not answer."""
         async with self.engine.connect() as conn:
@@ -525,41 +441,6 @@ class Store(LedgerQueries):
     async def pending_count(self) -> int:
         async with self.engine.connect() as conn:
             return await _count(conn, tasks.c.state == PENDING)
-
-    async def list_tasks(
-        self, task_id: str | None = None, *, newest: int | None = None
-    ) -> list[dict[str, Any]]:
-        """Task rows, oldest first: all of them, one, or only the ``newest`` n."""
-        stmt = select(tasks)
-        if task_id is not None:
-            stmt = stmt.where(tasks.c.task_id == task_id)
-        if newest is not None:
-            stmt = stmt.order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc()).limit(newest)
-        sub = stmt.subquery()
-        stmt = select(sub).order_by(sub.c.created_at, sub.c.task_id)
-        async with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
-
-    async def synced_features(self, task_id: str | None = None) -> list[dict[str, Any]]:
-        stmt = select(synced_features).order_by(synced_features.c.feature_id)
-        if task_id is not None:
-            stmt = stmt.where(synced_features.c.task_id == task_id)
-        async with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
-
-    async def dead_letters(
-        self, task_id: str | None = None, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        stmt = select(dead_letters).order_by(dead_letters.c.id)
-        if task_id is not None:
-            stmt = stmt.where(dead_letters.c.task_id == task_id)
-        if limit is not None:
-            stmt = stmt.limit(limit)
-        async with self.engine.connect() as conn:
-            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
-
-
-_RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
 
 def _fenced(task_id: str, token: int) -> Any:

@@ -1,0 +1,147 @@
+"""State-store queries for the operator: task listings, counts, and the dead-letter queue.
+
+Part of the state store: :class:`~sync_service.store.Store` inherits these, so every SQL
+statement lives in ``store.py``, ``store_ledger.py`` and this module.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from sync_service.schema import RELEASED, db_now, dead_letters, synced_features, tasks
+
+#: Task states, exactly (design.md §3).
+STATES = ("pending", "synced", "failed")
+
+
+@dataclass(frozen=True)
+class StoreStats:
+    """The shared figures behind the metrics gauges."""
+
+    counts: dict[str, int]
+    oldest_pending_age: float | None
+    dead_letters: int
+
+
+class ViewQueries:
+    """Mixed into :class:`sync_service.store.Store`, which provides the connection plumbing."""
+
+    engine: AsyncEngine
+
+    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        raise NotImplementedError
+
+    # -- dead letters -----------------------------------------------------------------------
+
+    async def retry_dead_letter(self, letter_id: int) -> str | None:
+        """Make the dead letter's task pending again; its redo re-syncs the whole asset.
+
+        Features that land this time leave the dead-letter list (the redo replaces the task's
+        dead letters). Returns the task id, or None if there is no such dead letter.
+        """
+        async with self._writing() as conn:
+            task_id = (
+                await conn.execute(
+                    select(dead_letters.c.task_id).where(dead_letters.c.id == letter_id)
+                )
+            ).scalar_one_or_none()
+            if task_id is None:
+                return None
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task_id)
+                .values(
+                    state="pending",
+                    attempts=0,
+                    error=None,
+                    next_poll_at=db_now(),
+                    updated_at=db_now(),
+                    **RELEASED,
+                )
+            )
+        return str(task_id)
+
+    async def drop_dead_letter(self, letter_id: int) -> bool:
+        """Forget a dead letter for good (the feature stays out of Qdrant)."""
+        async with self._writing() as conn:
+            task_id = (
+                await conn.execute(
+                    delete(dead_letters)
+                    .where(dead_letters.c.id == letter_id)
+                    .returning(dead_letters.c.task_id)
+                )
+            ).scalar_one_or_none()
+            if task_id is None:
+                return False
+            await conn.execute(
+                update(tasks)
+                .where(tasks.c.task_id == task_id, tasks.c.dead_letters > 0)
+                .values(dead_letters=tasks.c.dead_letters - 1)
+            )
+        return True
+
+    # -- reading ----------------------------------------------------------------------------
+
+    async def counts(self) -> dict[str, int]:
+        """Tasks by state; every state is present."""
+        async with self.engine.connect() as conn:
+            return await _counts(conn)
+
+    async def stats(self) -> StoreStats:
+        async with self.engine.connect() as conn:
+            counts = await _counts(conn)
+            oldest = (
+                await conn.execute(
+                    select(db_now() - func.min(tasks.c.created_at)).where(
+                        tasks.c.state == "pending"
+                    )
+                )
+            ).scalar_one_or_none()
+            letters = (
+                await conn.execute(select(func.count()).select_from(dead_letters))
+            ).scalar_one()
+        return StoreStats(counts, float(oldest) if oldest is not None else None, int(letters))
+
+    async def list_tasks(
+        self, task_id: str | None = None, *, newest: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Task rows, oldest first: all of them, one, or only the ``newest`` n."""
+        stmt = select(tasks)
+        if task_id is not None:
+            stmt = stmt.where(tasks.c.task_id == task_id)
+        if newest is not None:
+            stmt = stmt.order_by(tasks.c.created_at.desc(), tasks.c.task_id.desc()).limit(newest)
+        sub = stmt.subquery()
+        stmt = select(sub).order_by(sub.c.created_at, sub.c.task_id)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+    async def synced_features(self, task_id: str | None = None) -> list[dict[str, Any]]:
+        stmt = select(synced_features).order_by(synced_features.c.feature_id)
+        if task_id is not None:
+            stmt = stmt.where(synced_features.c.task_id == task_id)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+    async def dead_letters(
+        self, task_id: str | None = None, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        stmt = select(dead_letters).order_by(dead_letters.c.id)
+        if task_id is not None:
+            stmt = stmt.where(dead_letters.c.task_id == task_id)
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        async with self.engine.connect() as conn:
+            return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+
+async def _counts(conn: AsyncConnection) -> dict[str, int]:
+    """Tasks by state; every state is present."""
+    rows = (await conn.execute(select(tasks.c.state, func.count()).group_by(tasks.c.state))).all()
+    found = {str(state): int(count) for state, count in rows}
+    return {state: found.get(state, 0) for state in STATES}
