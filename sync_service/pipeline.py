@@ -58,7 +58,7 @@ class FetchedAsset:
     features: list[Mapping[str, Any]]
     vanished: list[Rejected]
     #: Every feature id the asset lists upstream (fetched or not), minus those that 404ed.
-    upstream_ids: frozenset[str] = frozenset()
+    upstream_ids: frozenset[str]
 
 
 class Pipeline:
@@ -159,7 +159,7 @@ class Pipeline:
             status = status or str(fetched.asset.get("status") or "DONE")
             await failpoint("after_fetch")
             target = collection_name(self.settings.qdrant_collection_for(fetched.collection_id))
-            task_id = claim.task_id if task is not None else _asset_task_id(fetched, claim)
+            task_id = payload_task_id(claim.task_id, fetched.asset)
             plan = plan_points(
                 fetched.features, fetched.asset, task_id, await self.sink.schema(target)
             )
@@ -406,9 +406,12 @@ async def _persist(step: Callable[[], Awaitable[T]], *, patience: float = 30.0) 
             delay = min(delay * 2, 5.0)
 
 
-def _asset_task_id(fetched: FetchedAsset, claim: Claim) -> str:
-    """The task id an asset job's points carry: the asset's own task if upstream names it."""
-    return str(fetched.asset.get("task_id") or claim.task_id)
+def payload_task_id(job_id: str, asset: Mapping[str, Any]) -> str:
+    """The ``task_id`` a job's points carry: the tracked task's own id; for an asset job
+    (backfill, repair), the task upstream names on the asset, if any."""
+    if job_id.startswith(ASSET_JOB_PREFIX):
+        return str(asset.get("task_id") or job_id)
+    return job_id
 
 
 def _describe(exc: BaseException) -> str:

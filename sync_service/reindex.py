@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 from sync_service.failpoints import failpoint
 from sync_service.forget import remove_assets
 from sync_service.mixpeek_errors import MixpeekNotFound
+from sync_service.pipeline import payload_task_id
 from sync_service.points import Plan, PlannedPoint, Rejected, plan_points, point_id_for
 from sync_service.runtime import Service
 from sync_service.settings import Distance
-from sync_service.sink import VERSION_FIELD
-from sync_service.store_ledger import ASSET_JOB_PREFIX, LedgerRow, db_time
+from sync_service.sink import synced_payload
+from sync_service.store_ledger import LedgerRow
 from sync_service.verify import same_vectors
 
 log = logging.getLogger(__name__)
@@ -273,8 +274,7 @@ async def _write_asset(
         if prune:
             await remove_assets(service.store, sink, [asset_id])
         return None
-    if task_id.startswith(ASSET_JOB_PREFIX):  # the pipeline's rule for an asset job's points
-        task_id = str(fetched.asset.get("task_id") or task_id)
+    task_id = payload_task_id(task_id, fetched.asset)
     plan = plan_points(fetched.features, fetched.asset, task_id, await sink.schema(target))
     # A vector name upstream serves now and the collection lacks is added, as the pipeline does.
     lacking = set(await sink.ensure_vectors(target, plan.new_vectors))
@@ -313,7 +313,7 @@ async def _check(
         p.point_id
         for p in fill.sample
         if (r := records.get(p.point_id)) is None
-        or {k: v for k, v in (r.payload or {}).items() if k != VERSION_FIELD} != p.payload
+        or synced_payload(r) != p.payload
         or not same_vectors(p.vectors, r.vector, cosine=cosine)
     ]
     if wrong:
@@ -333,9 +333,8 @@ async def _catch_up(
     store, caught = service.store, set[str]()
     for settle in (0.0, CATCH_UP_SETTLE):
         await asyncio.sleep(settle)
-        async with store.engine.connect() as conn:
-            # Versioned at the read: a daemon write claimed after it holds newer data and wins.
-            version = await db_time(conn)
+        # Versioned at the read: a daemon write claimed after it holds newer data and wins.
+        version = await store.now()
         rows = await store.ledger(collection=alias)
         for gone in sorted(filled - {r.asset_id for r in rows}):
             await service.sink.delete_points(alias, await service.sink.asset_point_ids(alias, gone))

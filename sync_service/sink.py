@@ -467,6 +467,11 @@ def _to_struct(point: PlannedPoint, version: float | None = None) -> models.Poin
     )
 
 
+def synced_payload(record: models.Record) -> dict[str, Any]:
+    """A stored point's payload as it was synced: without the sink's own version field."""
+    return {k: v for k, v in (record.payload or {}).items() if k != VERSION_FIELD}
+
+
 def _payload(point: PlannedPoint, version: float | None) -> dict[str, Any]:
     return dict(point.payload) if version is None else {**point.payload, VERSION_FIELD: version}
 

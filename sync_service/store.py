@@ -428,6 +428,19 @@ class Store(LedgerQueries, ViewQueries):
         async with self.engine.connect() as conn:
             await conn.execute(select(1))
 
+    async def now(self) -> float:
+        """The database clock (epoch seconds): the clock leases and write versions use."""
+        async with self.engine.connect() as conn:
+            return await db_time(conn)
+
+    async def held_leases(self) -> set[tuple[str, int]]:
+        """(task id, fencing token) of every lease held now (expired ones excluded)."""
+        stmt = select(tasks.c.task_id, tasks.c.lease_token).where(
+            tasks.c.lease_owner.is_not(None), tasks.c.lease_expires_at >= db_now()
+        )
+        async with self.engine.connect() as conn:
+            return {(str(t), int(k)) for t, k in (await conn.execute(stmt)).all()}
+
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest unleased pending task is due (≤ 0: due now), or None."""
         stmt = select(func.min(tasks.c.next_poll_at) - db_now()).where(

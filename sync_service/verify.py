@@ -28,11 +28,11 @@ from qdrant_client import models
 
 from sync_service.forget import apply_removal, check_guard, plan_removal
 from sync_service.mixpeek_errors import MixpeekError, MixpeekNotFound
-from sync_service.pipeline import FatalError
+from sync_service.pipeline import FatalError, payload_task_id
 from sync_service.points import SparseValues, Vector, payload_fingerprint, plan_points
 from sync_service.runtime import Service
 from sync_service.scheduler import worker_name
-from sync_service.sink import VERSION_FIELD
+from sync_service.sink import synced_payload
 from sync_service.store import FAILED, PENDING, SYNCED, LeaseLost, Store
 from sync_service.store_ledger import asset_job_id
 
@@ -224,8 +224,8 @@ async def _against_upstream(
         check.errors.append(f"asset {asset_id}: {exc}")
         return
     # The pipeline's rule for an asset job: the asset's own task id, else the job's.
-    task_id = fetched.asset.get("task_id") or (ledger[0].task_id if ledger else None)
-    task_id = str(task_id or asset_job_id(asset_id))
+    newest = max(ledger, key=lambda row: row.synced_at) if ledger else None
+    task_id = payload_task_id(newest.task_id if newest else asset_job_id(asset_id), fetched.asset)
     plan = plan_points(fetched.features, fetched.asset, task_id, await sink.schema(name))
     # By id too: a point whose payload lost its asset_id is still this asset's.
     ids = sorted(held | {p.point_id for p in plan.points})
@@ -322,7 +322,7 @@ async def _nothing() -> AsyncIterator[list[models.Record]]:
 
 def _payload(record: models.Record) -> dict[str, Any]:
     """The payload as synced: without the version field the sink adds to every write."""
-    return {k: v for k, v in (record.payload or {}).items() if k != VERSION_FIELD}
+    return synced_payload(record)
 
 
 def _sizes(record: models.Record) -> dict[str, int]:
