@@ -152,7 +152,7 @@ class Pipeline:
         """
         status = task.status if task is not None else None
         try:
-            fetched = await self.fetch_asset(asset_id)
+            fetched = await self.fetch_asset(asset_id, only_if_done=task is None)
             if task is None and (outcome := self._asset_outcome(fetched)) is not None:
                 await outcome(claim)
                 return
@@ -169,6 +169,12 @@ class Pipeline:
                 await self.store.ledger(asset_id=asset_id, collection=target),
                 fetched.upstream_ids,
             )
+            if writes.payload_only:
+                # The ledger says these points exist; one lost in Qdrant needs its vectors too.
+                ids = [p.point_id for p in writes.payload_only]
+                present = await self.sink.existing(target, ids)
+                writes.upsert += [p for p in writes.payload_only if p.point_id not in present]
+                writes.payload_only = [p for p in writes.payload_only if p.point_id in present]
             refused = await self.sink.upsert(target, writes.upsert, version=claim.claimed_at)
             await self.sink.set_payloads(target, writes.payload_only, version=claim.claimed_at)
         except MixpeekAuthError as exc:
@@ -220,6 +226,8 @@ class Pipeline:
             ],
             dead_letters=[DeadLetter(r.reason, r.feature_id, r.payload_excerpt) for r in rejected],
             removed=[r.feature_id for r in writes.removed],
+            version=claim.claimed_at,
+            written=frozenset(p.feature_id for p in writes.upsert + writes.payload_only),
         )
         lag = await _persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
@@ -251,10 +259,16 @@ class Pipeline:
 
     # -- steps ------------------------------------------------------------------------------
 
-    async def fetch_asset(self, asset_id: str) -> FetchedAsset:
-        """The asset, its features of every modality, and each feature with its vectors."""
+    async def fetch_asset(self, asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+        """The asset, its features of every modality, and each feature with its vectors.
+
+        ``only_if_done``: an asset that is not DONE upstream comes back without its features
+        (an asset job polling a processing asset must not download every vector each time).
+        """
         grouped = await self.client.get_asset_features(asset_id)
         listed = grouped.all_features()
+        if only_if_done and _classify_asset(grouped.asset.raw) is not TaskOutcome.SUCCEEDED:
+            listed = []
         # The client bounds the requests in flight; gathering them all keeps that pool full.
         answers = await asyncio.gather(
             *(self.client.get_feature(f.feature_id) for f in listed), return_exceptions=True
@@ -286,7 +300,7 @@ class Pipeline:
     def _asset_outcome(self, fetched: FetchedAsset) -> Callable[[Claim], Awaitable[None]] | None:
         """For an asset job: what to do instead of syncing when the asset is not DONE."""
         status = fetched.asset.get("status")
-        outcome = classify_status(str(status)) if status else TaskOutcome.SUCCEEDED
+        outcome = _classify_asset(fetched.asset)
         if outcome is TaskOutcome.SUCCEEDED:
             return None
         if outcome is TaskOutcome.FAILED:
@@ -303,7 +317,8 @@ class Pipeline:
     async def _asset_gone(self, claim: Claim, asset_id: str, status: str | None) -> None:
         """The asset is gone upstream (404): its points go too, then the task is failed."""
         try:
-            removed = await remove_assets(self.store, self.sink, [asset_id])
+            # Only where its ledger rows are: scanning every collection per 404 would not scale.
+            removed = await remove_assets(self.store, self.sink, [asset_id], every_collection=False)
         except SinkUnavailable as exc:
             await self._retry_later(claim, str(exc), count_attempt=False)
             return
@@ -404,6 +419,12 @@ async def _persist(step: Callable[[], Awaitable[T]], *, patience: float = 30.0) 
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _classify_asset(asset: Mapping[str, Any]) -> TaskOutcome:
+    """An asset's status classified; an asset that states none counts as DONE."""
+    status = asset.get("status")
+    return classify_status(str(status)) if status else TaskOutcome.SUCCEEDED
 
 
 def payload_task_id(job_id: str, asset: Mapping[str, Any]) -> str:

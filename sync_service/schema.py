@@ -66,6 +66,10 @@ synced_features = Table(
     Column("payload_fp", String(64), nullable=False),
     Column("vectors_fp", String(64), nullable=False),
     Column("synced_at", Float, nullable=False),
+    # The version (claim time) of the write that put this content in Qdrant: like the point's
+    # ``_sync_version``, a row is only replaced by a newer write, so the two agree whatever
+    # order concurrent writers finish in.
+    Column("version", Float),
 )
 Index("ix_synced_features_task_id", synced_features.c.task_id)
 Index("ix_synced_features_asset_id", synced_features.c.asset_id)

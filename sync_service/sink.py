@@ -309,16 +309,9 @@ class QdrantSink:
     ) -> None:
         started = time.perf_counter()
         structs = [_to_struct(p, version) for p in batch]
-        guard = None
-        if version is not None:
-            # Replace a point only if it holds an older version (or none); new points are
-            # inserted regardless of the filter.
-            guard = models.Filter(
-                should=[
-                    models.FieldCondition(key=VERSION_FIELD, range=models.Range(lt=version)),
-                    models.IsEmptyCondition(is_empty=models.PayloadField(key=VERSION_FIELD)),
-                ]
-            )
+        # Replace a point only if it holds an older version (or none); new points are
+        # inserted regardless of the filter.
+        guard = _older_than(version) if version is not None else None
         try:
             await self.client.upsert(name, structs, wait=True, update_filter=guard)
         except UnexpectedResponse as exc:
@@ -338,19 +331,31 @@ class QdrantSink:
         """Replace the payload of existing points, leaving their vectors alone.
 
         For features whose payload changed but whose vectors did not: re-sending 1,408 floats
-        per point to change a caption would cost more than the whole payload write.
+        per point to change a caption would cost more than the whole payload write. With a
+        ``version`` the write is guarded like :meth:`upsert`: a point holding a newer version
+        keeps its payload. A point that does not exist is left alone (not created).
         """
         for batch in self.batches(points):
             operations = [
                 models.OverwritePayloadOperation(
                     overwrite_payload=models.SetPayload(
-                        payload=_payload(p, version), points=[p.point_id]
+                        payload=_payload(p, version), filter=_only_older(p.point_id, version)
                     )
                 )
                 for p in batch
             ]
             async with _reachable():
                 await self.client.batch_update_points(name, operations, wait=True)
+
+    async def existing(self, name: str, point_ids: Sequence[str]) -> set[str]:
+        """Which of ``point_ids`` exist in ``name``."""
+        if not point_ids:
+            return set()
+        async with _reachable():
+            found = await self.client.retrieve(
+                name, list(point_ids), with_payload=False, with_vectors=False
+            )
+        return {str(r.id) for r in found}
 
     async def delete_points(self, name: str, point_ids: Sequence[str]) -> None:
         """Delete points by id (``wait=True``); ids that are not there are ignored."""
@@ -465,6 +470,24 @@ def _to_struct(point: PlannedPoint, version: float | None = None) -> models.Poin
     return models.PointStruct.model_construct(
         id=point.point_id, vector=vectors, payload=_payload(point, version)
     )
+
+
+def _older_than(version: float) -> models.Filter:
+    """Points holding an older write version than ``version``, or none at all."""
+    return models.Filter(
+        should=[
+            models.FieldCondition(key=VERSION_FIELD, range=models.Range(lt=version)),
+            models.IsEmptyCondition(is_empty=models.PayloadField(key=VERSION_FIELD)),
+        ]
+    )
+
+
+def _only_older(point_id: str, version: float | None) -> models.Filter:
+    """The point ``point_id``, if it holds an older version than ``version`` (or none)."""
+    has_id = models.HasIdCondition(has_id=[point_id])
+    if version is None:
+        return models.Filter(must=[has_id])
+    return models.Filter(must=[has_id, _older_than(version)])
 
 
 def synced_payload(record: models.Record) -> dict[str, Any]:

@@ -89,6 +89,11 @@ class SyncResult:
     dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
     #: Features of the asset that are gone upstream and whose points were deleted.
     removed: Sequence[str] = field(default_factory=tuple)
+    #: The version the points were written with (the claim's time); None: not versioned.
+    version: float | None = None
+    #: Feature ids actually written now; None: all. Unchanged points keep their ledger rows
+    #: (and versions) as they are, exactly like their points in Qdrant.
+    written: frozenset[str] | None = None
 
 
 class Store(LedgerQueries, ViewQueries):
@@ -361,6 +366,11 @@ class Store(LedgerQueries, ViewQueries):
     async def _upsert_ledger(self, conn: AsyncConnection, task_id: str, result: SyncResult) -> None:
         if not result.features or result.qdrant_collection is None:
             return
+        features = [
+            f for f in result.features if result.written is None or f.feature_id in result.written
+        ]
+        if not features:
+            return
         now = await db_time(conn)
         rows = [
             {
@@ -374,8 +384,9 @@ class Store(LedgerQueries, ViewQueries):
                 "payload_fp": f.payload_fp,
                 "vectors_fp": f.vectors_fp,
                 "synced_at": now,
+                "version": result.version,
             }
-            for f in result.features
+            for f in features
         ]
         stmt = self._insert(synced_features)
         replaced = (
@@ -387,10 +398,16 @@ class Store(LedgerQueries, ViewQueries):
             "payload_fp",
             "vectors_fp",
             "synced_at",
+            "version",
         )
+        current = synced_features.c.version
         stmt = stmt.on_conflict_do_update(
             index_elements=[synced_features.c.feature_id, synced_features.c.qdrant_collection],
             set_={name: stmt.excluded[name] for name in replaced},
+            # Newest write wins, as in Qdrant's guarded upsert (an unversioned write always).
+            where=current.is_(None)
+            | stmt.excluded.version.is_(None)
+            | (current < stmt.excluded.version),
         )
         await conn.execute(stmt, rows)
 

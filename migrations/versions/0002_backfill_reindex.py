@@ -1,4 +1,4 @@
-"""Backfill cursors and re-index runs.
+"""Backfill cursors, re-index runs, and the version of each ledger row.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,6 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("synced_features") as batch:
+        batch.add_column(sa.Column("version", sa.Float()))
     op.create_table(
         "backfills",
         sa.Column("collection_id", sa.String(255), nullable=False),
@@ -44,5 +46,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("synced_features") as batch:
+        batch.drop_column("version")
     op.drop_table("reindexes")
     op.drop_table("backfills")

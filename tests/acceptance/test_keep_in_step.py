@@ -289,3 +289,29 @@ def test_backfill_beside_a_running_daemon_queues_the_assets_for_it(
         "wrong": 0,
         "duplicated": 0,
     }
+
+
+def test_a_caption_change_on_a_point_lost_in_qdrant_rewrites_the_whole_point(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    seeded = seed(emulator, 2)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    asset_id = seeded["asset_ids"][0]
+    lost = next(str(p.id) for p in svc.points() if p.payload["asset_id"] == asset_id)
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        client.delete(COLLECTION, [lost], wait=True)  # the ledger still lists it
+    finally:
+        client.close()
+    httpx.post(
+        f"{emulator.url}/_emulator/assets/{asset_id}/reindex", json={"mode": "payload"}
+    ).raise_for_status()
+    result = svc.cli("backfill", "--collection-id", COLLECTION)
+    assert "2 synced, 0 failed" in result.stderr
+    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == {
+        "lost": 0,
+        "extra": 0,
+        "wrong": 0,
+        "duplicated": 0,
+    }

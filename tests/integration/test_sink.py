@@ -207,3 +207,22 @@ async def test_an_older_version_never_overwrites_a_newer_point(sink: QdrantSink)
     await sink.upsert("demo", older, version=300.0)  # a genuinely newer write does replace
     records = {str(r.id): r.payload for r in await sink.scroll_all("demo")}
     assert all(p["asset"]["url"] == "https://x/old.mp4" for p in records.values())  # type: ignore[index]
+
+
+async def test_payload_only_writes_are_guarded_and_never_create_points(sink: QdrantSink) -> None:
+    await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
+    [current] = plan_points(features(1), {**ASSET, "url": "https://x/new.mp4"}, "t2", {}).points
+    [stale] = plan_points(features(1), {**ASSET, "url": "https://x/old.mp4"}, "t1", {}).points
+    await sink.upsert("demo", [current], version=200.0)
+    await sink.set_payloads("demo", [stale], version=100.0)  # a stalled worker's caption edit
+    [record] = await sink.retrieve("demo", [current.point_id])
+    assert record.payload == {**current.payload, "_sync_version": 200.0}
+    await sink.set_payloads("demo", [stale], version=300.0)  # a newer one does apply
+    [record] = await sink.retrieve("demo", [current.point_id])
+    assert record.payload == {**stale.payload, "_sync_version": 300.0}
+    assert record.vector == (await sink.retrieve("demo", [current.point_id]))[0].vector
+    # A payload-only write to a point Qdrant lost is a no-op, not an error (the pipeline
+    # checks existence first and sends such points whole).
+    [lost] = plan_points(features(2), ASSET, "t1", {}).points[1:]
+    await sink.set_payloads("demo", [lost], version=400.0)
+    assert await sink.existing("demo", [current.point_id, lost.point_id]) == {current.point_id}

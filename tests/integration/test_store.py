@@ -177,3 +177,45 @@ async def test_reindex_runs_are_recorded_per_alias(store: Store) -> None:
     )
     assert done.state == "swapped" and done.finished_at is not None
     assert done.started_at == run.started_at
+
+
+async def test_the_newest_write_owns_a_ledger_row_whatever_order_they_record_in(
+    store: Store,
+) -> None:
+    await store.track(["old", "new"])
+    claims = {c.task_id: c for c in await store.claim_due("w", 10, 30)}
+    newer = SyncResult("DONE", "asset-1", "c", "c", [ledger_row("1", fp="new")], version=200.0)
+    older = SyncResult("DONE", "asset-1", "c", "c", [ledger_row("1", fp="old")], version=100.0)
+    await store.mark_synced(claims["new"], newer)
+    await store.mark_synced(claims["old"], older)  # recorded last, written first
+    [row] = await store.ledger(collection="c")
+    assert (row.payload_fp, row.task_id) == ("new", "new")
+
+
+async def test_unchanged_features_keep_their_ledger_rows(store: Store) -> None:
+    await store.track(["t1", "t2"])
+    claims = {c.task_id: c for c in await store.claim_due("w", 10, 30)}
+    first = SyncResult("DONE", "a", "c", "c", [ledger_row("1"), ledger_row("2")], version=1.0)
+    await store.mark_synced(claims["t1"], first)
+    again = SyncResult(
+        "DONE", "a", "c", "c", [ledger_row("1", fp="x"), ledger_row("2", fp="y")],
+        version=2.0, written=frozenset({"2"}),
+    )  # fmt: skip
+    await store.mark_synced(claims["t2"], again)
+    rows = {r.feature_id: (r.payload_fp, r.task_id) for r in await store.ledger(collection="c")}
+    assert rows == {"1": ("p", "t1"), "2": ("y", "t2")}
+
+
+async def test_a_requeued_asset_job_starts_a_new_run(store: Store) -> None:
+    await store.enqueue_assets(["a"], collection_id="col")
+    [claim] = await store.claim_due("w", 10, 30)
+    await store.reschedule(claim, upstream_status="PROCESSING", delay=0)
+    [claim] = await store.claim_due("w", 10, 30)
+    assert claim.polls == 1
+    await store.mark_failed(claim, "x")
+    await asyncio.sleep(0.05)
+    await store.enqueue_assets(["a"], collection_id="col")
+    [again] = await store.claim_due("w", 10, 30)
+    # Its timeout and poll backoff count from the new run, not from the first one.
+    assert again.polls == 0 and again.created_at > claim.created_at
+    assert again.upstream_done_at is None
