@@ -1,7 +1,9 @@
 """Removing points from Qdrant: assets gone upstream, ``forget``, and the delete guard.
 
-Every deletion goes Qdrant first, then the ledger: a crash in between leaves ledger rows for
-points already gone, which the next removal (or ``verify --repair``) deletes again harmlessly.
+Every removal forgets the ledger rows first, then deletes the points: a crash in between
+leaves points the ledger does not know, which the next removal finds by ``asset_id`` and
+``verify --repair`` reports as extras to delete. The other order would leave ledger rows for
+points already gone, which ``verify --repair`` would take for lost points and re-sync back.
 """
 
 from __future__ import annotations
@@ -38,15 +40,20 @@ class Removal:
         return sum(self.count(c) for c in self.collections)
 
 
-async def plan_removal(store: Store, sink: QdrantSink, asset_ids: Iterable[str]) -> Removal:
+async def plan_removal(
+    store: Store, sink: QdrantSink, asset_ids: Iterable[str], *, every_collection: bool = True
+) -> Removal:
     """What removing these assets deletes: their ledger rows, plus any point Qdrant holds
-    with their ``asset_id`` in a collection the ledger names."""
+    with their ``asset_id`` in a collection the ledger names (``every_collection``), or only
+    in the collections their own ledger rows name (the daemon's cheap path)."""
     removal = Removal()
     wanted = list(dict.fromkeys(asset_ids))
     for asset_id in wanted:
         for row in await store.ledger(asset_id=asset_id):
             removal.points[row.qdrant_collection][row.feature_id] = row.point_id
-    collections = set(removal.points) | set(await store.ledger_collections())
+    collections = set(removal.points)
+    if every_collection:
+        collections |= set(await store.ledger_collections())
     for collection in sorted(collections):
         if not await sink.exists(collection):
             continue
@@ -83,12 +90,15 @@ async def apply_removal(store: Store, sink: QdrantSink, removal: Removal) -> int
     for collection in removal.collections:
         by_feature = removal.points.get(collection, {})
         ids: Sequence[str] = [*by_feature.values(), *sorted(removal.strays.get(collection, ()))]
-        await sink.delete_points(collection, ids)
         await store.forget_features(collection, by_feature)
+        await sink.delete_points(collection, ids)
         deleted += len(ids)
     return deleted
 
 
-async def remove_assets(store: Store, sink: QdrantSink, asset_ids: Iterable[str]) -> int:
+async def remove_assets(
+    store: Store, sink: QdrantSink, asset_ids: Iterable[str], *, every_collection: bool = True
+) -> int:
     """Remove assets gone upstream, unguarded (one asset at a time, from the daemon)."""
-    return await apply_removal(store, sink, await plan_removal(store, sink, asset_ids))
+    removal = await plan_removal(store, sink, asset_ids, every_collection=every_collection)
+    return await apply_removal(store, sink, removal)

@@ -32,7 +32,7 @@ from sync_service.pipeline import FatalError, payload_task_id
 from sync_service.points import SparseValues, Vector, payload_fingerprint, plan_points
 from sync_service.runtime import Service
 from sync_service.scheduler import worker_name
-from sync_service.sink import synced_payload
+from sync_service.sink import VERSION_FIELD, synced_payload
 from sync_service.store import FAILED, PENDING, SYNCED, LeaseLost, Store
 from sync_service.store_ledger import asset_job_id
 
@@ -61,7 +61,9 @@ class CollectionCheck:
     errors: list[str] = field(default_factory=list)
     resync: dict[str, str | None] = field(default_factory=dict)  # asset id → collection id
     forget: set[str] = field(default_factory=set)  # feature ids whose ledger rows mislead
-    extras: set[str] = field(default_factory=set)  # point ids
+    extras: dict[str, str | None] = field(default_factory=dict)  # point id → its asset id
+    #: Unknown points written moments ago: likely a daemon's write not recorded yet.
+    in_flight: int = 0
     gone: set[str] = field(default_factory=set)  # asset ids
 
     @property
@@ -145,11 +147,14 @@ async def verify(
         if name not in known and not await service.sink.exists(name):
             raise ValueError(f"unknown collection {name!r}: not in the ledger nor in Qdrant")
     report = VerifyReport([])
+    # A point the ledger does not know but written within a lease of now may be a running
+    # daemon's write that is not recorded yet: reported, neither drift nor deleted.
+    fresh_after = await service.store.now() - service.settings.lease_seconds
     for name in names:
         rows = await service.store.ledger(collection=name)
         assets = sorted({r.asset_id for r in rows if r.asset_id is not None})
         chosen = random.sample(assets, min(max(sample, 0), len(assets)))
-        report.checks.append(await _check(service, name, chosen, on_progress))
+        report.checks.append(await _check(service, name, chosen, fresh_after, on_progress))
     report.timings["check"] = (mark := time.perf_counter()) - started
     if repair:
         report.repaired = await _repair(service, report.checks, force=force)
@@ -157,7 +162,8 @@ async def verify(
         mark = time.perf_counter()
         # Same sample again: the assets just repaired are the ones worth re-checking.
         report.after = [
-            await _check(service, c.collection, c.sampled, on_progress) for c in report.checks
+            await _check(service, c.collection, c.sampled, fresh_after, on_progress)
+            for c in report.checks
         ]
         report.timings["recheck"] = time.perf_counter() - mark
     report.timings["total"] = time.perf_counter() - started
@@ -165,12 +171,16 @@ async def verify(
 
 
 async def _check(
-    service: Service, name: str, assets: Sequence[str], on_progress: Progress | None
+    service: Service,
+    name: str,
+    assets: Sequence[str],
+    fresh_after: float,
+    on_progress: Progress | None,
 ) -> CollectionCheck:
     check = CollectionCheck(name, sampled=list(assets))
     exists = await service.sink.exists(name)
     cosine = exists and await service.sink.distance_of(name) == "cosine"
-    await _against_ledger(service, check, exists, on_progress)
+    await _against_ledger(service, check, exists, fresh_after, on_progress)
     for done, asset_id in enumerate(assets, 1):
         await _against_upstream(service, check, asset_id, exists, cosine)
         if on_progress is not None:
@@ -179,7 +189,11 @@ async def _check(
 
 
 async def _against_ledger(
-    service: Service, check: CollectionCheck, exists: bool, on_progress: Progress | None
+    service: Service,
+    check: CollectionCheck,
+    exists: bool,
+    fresh_after: float,
+    on_progress: Progress | None,
 ) -> None:
     """Every Qdrant point against its ledger row, a page at a time (vectors are big)."""
     rows = {r.point_id: r for r in await service.store.ledger(collection=check.collection)}
@@ -192,8 +206,13 @@ async def _against_ledger(
             seen.add(point_id := str(record.id))
             row, payload = rows.get(point_id), _payload(record)
             if row is None:
+                version = (record.payload or {}).get(VERSION_FIELD)
+                if isinstance(version, int | float) and version >= fresh_after:
+                    check.in_flight += 1
+                    continue
                 check.add("extra", point_id)
-                check.extras.add(point_id)
+                asset_id = payload.get("asset_id")
+                check.extras[point_id] = str(asset_id) if asset_id is not None else None
             elif payload_fingerprint(payload) != row.payload_fp or row.vectors != _sizes(record):
                 check.add("differ", point_id)
                 check.needs_resync(row.asset_id, payload.get("collection_id"), row.feature_id)
@@ -255,12 +274,21 @@ async def _repair(
     store, sink = service.store, service.sink
     gone = {a for c in checks for a in c.gone}
     removal = await plan_removal(store, sink, gone)
+    later: dict[str, set[str]] = {}  # extras of known assets: deleted after their re-sync
     for c in checks:
+        rows = await store.ledger(collection=c.collection)
         # A daemon running beside us may have recorded a point since the scan: not an extra.
-        recorded = {r.point_id for r in await store.ledger(collection=c.collection)}
-        removal.strays[c.collection] |= c.extras - recorded
+        recorded, known_assets = {r.point_id for r in rows}, {r.asset_id for r in rows}
+        extras = {p: a for p, a in c.extras.items() if p not in recorded}
+        # An extra of an asset the ledger still knows may be a feature upstream added (e.g.
+        # written by a re-index's fill): re-sync the asset, then delete what is still unknown.
+        later[c.collection] = {p for p, a in extras.items() if a in known_assets and a not in gone}
+        for asset_id in {extras[p] for p in later[c.collection]}:
+            c.needs_resync(asset_id, None, None)
+        removal.strays[c.collection] |= set(extras) - later[c.collection]
     # Guard first: a refused repair changes nothing at all, re-syncs included.
-    deletions = {c: removal.count(c) for c in removal.collections}
+    deletions = {c: removal.count(c) + len(later.get(c, ())) for c in removal.collections}
+    deletions.update({c: n for c, p in later.items() if (n := len(p)) and c not in deletions})
     await check_guard(sink, deletions, service.settings.delete_guard, force=force)
     deleted = await apply_removal(store, sink, removal)
     jobs: set[str] = set()
@@ -278,6 +306,11 @@ async def _repair(
         # hold as described would make it skip exactly the points to rewrite.
         await store.forget_features(c.collection, c.forget)
     states = await _run_jobs(service, jobs)
+    for collection, points in later.items():
+        known = {r.point_id for r in await store.ledger(collection=collection)}
+        if unknown := sorted(points - known):
+            await sink.delete_points(collection, unknown)
+            deleted += len(unknown)
     return {
         "deleted points": deleted,
         "re-synced assets": states[SYNCED],

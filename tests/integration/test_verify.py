@@ -7,6 +7,7 @@ result matches what the emulator serves (the independent oracle of ``tests/suppo
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -18,11 +19,12 @@ import pytest
 from qdrant_client import models
 
 from sync_service.emulator import EmulatorServer
-from sync_service.forget import DeleteGuardError
+from sync_service.forget import DeleteGuardError, apply_removal, plan_removal
 from sync_service.points import SparseValues
 from sync_service.runtime import Service, open_service
 from sync_service.scheduler import Daemon
 from sync_service.settings import Settings
+from sync_service.sink import SinkUnavailable
 from sync_service.verify import VerifyReport, same_vectors, verify
 from tests.conftest import API_KEY
 from tests.support import compare_points, expected_point, served
@@ -91,6 +93,8 @@ async def synced(
         SYNC_MAX_POLL_INTERVAL=0.1,
         SYNC_API_PORT=0,
         SYNC_DELETE_GUARD=guard,
+        # Unknown points written within a lease of now count as in flight, not as extras.
+        SYNC_LEASE_SECONDS=1.0,
         SYNC_DISTANCE=distance,
     )
     # 20 s videos: two segments, so two points per asset and eight in all.
@@ -321,3 +325,44 @@ def _wait_done(synced: Synced, asset_id: str) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"asset {asset_id} did not become DONE again")
+
+
+async def test_a_forget_cut_short_leaves_extras_that_repair_deletes(
+    synced: Synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """forget drops the ledger rows first: a crash before the Qdrant delete leaves extras (which
+    repair deletes), never rows for missing points (which repair would re-sync back)."""
+    sink, store, gone = synced.service.sink, synced.service.store, synced.asset_ids[0]
+
+    async def qdrant_down(name: str, ids: object) -> None:
+        raise SinkUnavailable("Qdrant unreachable")
+
+    removal = await plan_removal(store, sink, [gone])
+    monkeypatch.setattr(sink, "delete_points", qdrant_down)
+    with pytest.raises(SinkUnavailable):
+        await apply_removal(store, sink, removal)
+    monkeypatch.undo()
+    assert len(await synced.points(gone)) == 2 and not await store.ledger(asset_id=gone)
+
+    # Right away they may be a running daemon's writes not recorded yet: left alone.
+    report = await verify(synced.service, collections=[COLLECTION], sample=0, repair=True)
+    assert counts(report) == {} and report.checks[0].in_flight == 2
+    assert len(await synced.points(gone)) == 2
+    await asyncio.sleep(1.2)  # older than a lease: no writer can still record them
+    report = await verify(synced.service, collections=[COLLECTION], sample=0, repair=True)
+    assert counts(report) == {"extra": 2}
+    assert not report.drift and await synced.points(gone) == []
+
+
+async def test_an_unknown_point_of_a_known_asset_is_resynced_not_deleted(synced: Synced) -> None:
+    """E.g. a feature a re-index's fill wrote that no ledger row describes yet: still upstream,
+    so the repair re-syncs its asset (which records it) instead of deleting it."""
+    store, asset_id = synced.service.store, synced.asset_ids[1]
+    row = (await store.ledger(asset_id=asset_id))[0]
+    await store.forget_features(COLLECTION, [row.feature_id])
+    await asyncio.sleep(1.2)  # older than a lease
+    report = await verify(synced.service, collections=[COLLECTION], sample=0, repair=True)
+    assert counts(report) == {"extra": 1} and not report.drift
+    assert report.repaired is not None and report.repaired["deleted points"] == 0
+    assert row.point_id in {str(p.id) for p in await synced.points(asset_id)}
+    assert row.feature_id in {r.feature_id for r in await store.ledger(asset_id=asset_id)}
