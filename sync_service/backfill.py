@@ -32,6 +32,8 @@ class Progress:
     synced: int = 0
     failed: int = 0
     pending: int = 0
+    #: The wait was given up: no job finished for ``stall_after`` seconds.
+    stalled: bool = False
 
     @property
     def finished(self) -> int:
@@ -59,9 +61,15 @@ async def list_into_store(
             "resuming backfill",
             extra={"event": "backfill_resumed", "collection_id": collection_id, "page": page},
         )
+    previous: list[str] | None = None
     while True:
         answer = await client.list_assets(collection_id, page=page, page_size=page_size)
         ids = [asset.asset_id for asset in answer.results]
+        if ids and ids == previous:  # a server ignoring ?page= would make this loop forever
+            log.warning("Mixpeek repeated page %d of assets; stopping the listing", page)
+            await store.finish_backfill(collection_id)
+            return listed
+        previous = ids
         await store.enqueue_assets(
             ids, collection_id=collection_id, cursor=(page + 1, answer.total_pages)
         )
@@ -69,7 +77,7 @@ async def list_into_store(
         listed += len(ids)
         if on_page is not None:
             on_page(listed, answer.total)
-        if not ids or not answer.has_next:
+        if not answer.has_next:
             await store.finish_backfill(collection_id)
             return listed
         page += 1
@@ -94,10 +102,12 @@ async def backfill(
     page_size: int = 100,
     on_progress: Callable[[Progress], None] | None = None,
     refresh: float = 0.5,
+    stall_after: float = 300.0,
 ) -> Progress:
     """List the collections into the store and, with a ``daemon``, sync them until none is
     pending. Without one (another process owns the embedded Qdrant), only queue them."""
     state = Progress()
+    loop = asyncio.get_running_loop()
     runner = asyncio.create_task(daemon.run()) if daemon is not None else None
     try:
         expected: dict[str, int | None] = {}
@@ -116,6 +126,7 @@ async def backfill(
             await list_into_store(
                 client, store, collection_id, page_size=page_size, on_page=on_page
             )
+        last_change, finished = loop.time(), -1
         while runner is not None and not runner.done():
             current = await progress_of(store, collection_ids, state.listed)
             current.expected = state.expected
@@ -124,6 +135,13 @@ async def backfill(
                 on_progress(state)
             if state.pending == 0:
                 break
+            if state.finished != finished:
+                last_change, finished = loop.time(), state.finished
+            elif loop.time() - last_change > stall_after:
+                # E.g. Qdrant down: the jobs wait for it without giving up. Stop waiting here;
+                # they stay pending for a running daemon or the next backfill.
+                state.stalled = True
+                break
             await asyncio.sleep(refresh)
     finally:
         if daemon is not None and runner is not None:
@@ -131,7 +149,7 @@ async def backfill(
                 daemon.request_stop()  # graceful: work in flight finishes, leases released
             await runner
     final = await progress_of(store, collection_ids, state.listed)
-    final.expected = state.expected
+    final.expected, final.stalled = state.expected, state.stalled
     if on_progress is not None:
         on_progress(final)
     return final

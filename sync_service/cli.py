@@ -364,9 +364,16 @@ def main() -> None:
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError
 
-        if not isinstance(exc, SQLAlchemyError):
-            raise
-        _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")
+        from sync_service.mixpeek_errors import MixpeekError
+        from sync_service.sink import SinkUnavailable
+
+        if isinstance(exc, SQLAlchemyError):
+            _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")
+        if isinstance(exc, SinkUnavailable):
+            _die(f"Qdrant failed: {_first_line(exc)}")
+        if isinstance(exc, MixpeekError):  # its text never holds the key (redacted)
+            _die(f"Mixpeek failed: {_first_line(exc)}")
+        raise
 
 
 def _die(message: str) -> NoReturn:

@@ -84,6 +84,12 @@ def backfill(
             "daemon (which holds the embedded Qdrant) syncs them: see `sync-service status`"
         )
         raise typer.Exit(0)
+    if state.stalled:
+        err.print(
+            f"no asset finished syncing for 5 minutes (is Qdrant or Mixpeek down? see the "
+            f"log): stopped waiting; {state.pending} asset(s) stay queued for a daemon or the "
+            "next backfill"
+        )
     err.print(
         f"backfill: {state.listed} asset(s) listed, {state.synced} synced, "
         f"{state.failed} failed, {state.pending} pending, in {seconds:.1f}s "

@@ -118,7 +118,11 @@ class Daemon:
             scheduler.pause()
             if self._wake is not None:
                 self._wake.cancel()
-            # A kick may be half-way through a claim: let it finish adding its work first.
+            # A tick or a kick may be half-way through a claim: let it finish adding its work
+            # first (shutting the scheduler down would cancel a running tick mid-statement).
+            with suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._tick_lock.acquire(), self.shutdown_grace)
+                self._tick_lock.release()
             await asyncio.gather(*self._kicks, return_exceptions=True)
             await self._finish_in_flight()
             scheduler.shutdown(wait=False)

@@ -167,10 +167,15 @@ class LedgerQueries:
                 stmt = stmt.on_conflict_do_update(
                     index_elements=[tasks.c.task_id],
                     set_={
+                        # A new run of the job: its timeout, poll backoff and lag start over.
                         "state": "pending",
                         "source": stmt.excluded.source,
                         "attempts": 0,
+                        "polls": 0,
                         "error": None,
+                        "created_at": stmt.excluded.created_at,
+                        "upstream_done_at": None,
+                        "synced_at": None,
                         "next_poll_at": stmt.excluded.next_poll_at,
                         "updated_at": stmt.excluded.updated_at,
                     },
