@@ -7,19 +7,22 @@ Users query ``NAME`` (an alias); its points live in ``NAME__vN``. A run:
 2. records the run as ``filling`` *before* creating ``NAME__v{N+1}``, so a crash shows; a run a
    crash left ``filling`` (or a failed check left ``check_failed``) is resumed instead, in the
    same collection: point ids are deterministic, so filling again is idempotent;
-3. creates it with the current vector names and sizes and the requested distance;
+3. creates it with the requested distance and the vector sizes upstream serves now (a sample
+   asset's), the current collection's for names the sample lacks;
 4. fills it from upstream, every asset the ledger lists for ``NAME``, straight into the physical
    name (the daemon meanwhile keeps writing through the alias into the old collection);
 5. checks it: point count as planned, and a sample against what upstream served. A failed check
    leaves the alias alone, records ``check_failed`` and raises :class:`ReindexError`;
-6. points the alias at it in one request (searches see old or new, never neither), records
-   ``swapped``, and catches up the assets the daemon wrote into the old collection meanwhile.
+6. records ``catching_up``, points the alias at it in one request (searches see old or new,
+   never neither), catches up what the daemon did to the old collection meanwhile, and records
+   ``swapped``. The next ``reindex`` finishes a run a crash left ``catching_up``.
 
-The old collection is kept for :func:`rollback`. Migrating a plain collection cannot be atomic:
-Qdrant refuses an alias named like a collection, so the plain collection is deleted and the alias
+:func:`rollback` goes back the same way (``rolling_back``, catch-up, ``rolled_back``; the next
+rollback finishes an interrupted one). Migrating a plain collection cannot be atomic: Qdrant
+refuses an alias named like a collection, so the plain collection is deleted and the alias
 created in the very next request; searches of ``NAME`` fail in that gap (milliseconds), and a
-pre-alias install has no old collection to roll back to. The run is recorded ``swapped`` before
-the gap, so after a crash inside it running ``reindex`` again creates the alias.
+pre-alias install has no old collection to roll back to. Nothing stops two runs of one alias
+at once yet: that needs a lease on the run's record in the state store.
 """
 
 from __future__ import annotations
@@ -29,18 +32,18 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from sync_service.failpoints import failpoint
 from sync_service.forget import remove_assets
 from sync_service.mixpeek_errors import MixpeekNotFound
 from sync_service.pipeline import payload_task_id
-from sync_service.points import Plan, PlannedPoint, Rejected, plan_points, point_id_for
+from sync_service.points import Plan, PlannedPoint, Rejected, VectorSpec, plan_points, point_id_for
 from sync_service.runtime import Service
 from sync_service.settings import Distance
-from sync_service.sink import synced_payload
-from sync_service.store_ledger import LedgerRow
+from sync_service.sink import VERSION_FIELD, synced_payload
+from sync_service.store_ledger import LedgerRow, Reindex
 from sync_service.verify import same_vectors
 
 log = logging.getLogger(__name__)
@@ -48,9 +51,11 @@ log = logging.getLogger(__name__)
 Progress = Callable[[str, int, int], None]
 FILL_CONCURRENCY = 8
 SAMPLE_POINTS = 20
-#: A daemon write can land in Qdrant just before the swap and reach the ledger just after the
-#: first catch-up read it; a second read this much later catches those.
-CATCH_UP_SETTLE = 1.0
+#: Assets fetched at most, in search of one with vectors, to size the new collection.
+SIZE_SAMPLE = 5
+#: How often the catch-up looks whether the leases held at the swap are released, and how
+#: long past SYNC_LEASE_SECONDS it waits for them at most.
+LEASE_POLL, LEASE_MARGIN = 0.2, 5.0
 #: States whose collection was never served: a new run resumes filling it.
 RESUMABLE = ("filling", "check_failed")
 
@@ -76,6 +81,7 @@ class ReindexReport:
     skipped: int = 0  # assets gone upstream
     rejected: int = 0  # features the mapping or Qdrant refused (as the daemon would)
     caught_up: int = 0
+    pruned: int = 0  # points of assets removed while the old collection was served
     seconds: float = 0.0
     check: str = "not run"
     check_passed: bool = False
@@ -88,7 +94,9 @@ class ReindexReport:
             f"filled: {self.assets} asset(s), {self.points} point(s); skipped {self.skipped} "
             f"asset(s) gone upstream; {self.rejected} feature(s) refused",
             f"check: {'passed' if self.check_passed else 'FAILED'}: {self.check}",
-            f"caught up: {self.caught_up} asset(s) synced during the fill; {kept}",
+            f"caught up: {self.caught_up} asset(s) synced during the fill"
+            + (f", pruned {self.pruned} point(s) of removed assets" if self.pruned else "")
+            + f"; {kept}",
             f"took {self.seconds:.1f}s",
         ]
 
@@ -127,37 +135,39 @@ async def reindex(
     began = time.monotonic()
     store, sink = service.store, service.sink
     run = await store.reindex(alias)
-    resumable = run is not None and run.state in RESUMABLE
+    if run is not None and run.state == "rolling_back":
+        # A new build would start from whichever collection is served and skip its catch-up.
+        raise ReindexError(f"a rollback of {alias} was interrupted: run reindex --rollback first")
+    if run is not None and run.state == "catching_up":
+        report = await _unfinished(service, run, distance)
+        await _swap_and_catch_up(service, report, run.started_at, on_progress)
+        report.seconds = time.monotonic() - began
+        return report
     current = await sink.alias_target(alias)
     migrated = current is None and await sink.exists(alias)
     current = alias if migrated else current
     if current is None:
-        if run is not None and run.state == "swapped" and await sink.exists(run.physical):
-            # A migration died between dropping the plain collection and creating the alias.
-            await sink.point_alias(alias, run.physical)
-            metric = await sink.distance_of(run.physical) or "-"
-            report = ReindexReport(alias, alias, run.physical, metric, resumed=True, migrated=True)
-            report.check, report.check_passed = "passed before the interrupted swap", True
-            report.caught_up = await _catch_up(service, alias, run.started_at, set(), None)
-            return report
         raise ReindexError(f"nothing to re-index: {alias!r} is no alias or collection in Qdrant")
     schema = await sink.schema(current)
     if not schema:
         raise ReindexError(f"{current} has no vectors: nothing to re-index")
-    resumed = run is not None and resumable and run.physical not in (current, alias)
+    resumed = run is not None and run.state in RESUMABLE and run.physical not in (current, alias)
     new = run.physical if run is not None and resumed else await _next_physical(service, alias)
+    kept: Distance | None = None  # the distance of the collection a resumed run filled
     if resumed and await sink.exists(new):
-        held = Distance(await sink.distance_of(new) or service.settings.distance)
-        if distance is not None and held != distance:
-            await sink.drop(new)  # never served (not swapped): rebuild at the asked distance
-        distance = distance or held
-    distance = distance or service.settings.distance
+        kept = Distance(await sink.distance_of(new) or service.settings.distance)
+    distance = distance or kept or service.settings.distance
     report = ReindexReport(alias, current, new, distance.value, resumed=resumed, migrated=migrated)
     started = await store.save_reindex(alias, state="filling", physical=new, previous=current)
+    tasks = _latest_tasks(await store.ledger(collection=alias))
+    schema = await _upstream_schema(service, tasks, schema)
+    if kept is not None:  # never served (not swapped): rebuilt unless it is as asked
+        built = await sink.schema(new)
+        if kept != distance or any(built.get(n, s) != s for n, s in schema.items()):
+            await sink.drop(new)
     await sink.create_physical(new, schema, distance)
     log.info("re-index filling", extra={"event": "reindex_fill", "alias": alias, "physical": new})
 
-    tasks = _latest_tasks(await store.ledger(collection=alias))
     # Fill writes carry the run's start as their version: a write the daemon claims later is
     # newer and wins over them, and the catch-up's (versioned later still) replace them.
     fill = await _write_assets(service, new, tasks, started.started_at, "fill", on_progress)
@@ -172,16 +182,11 @@ async def reindex(
             "Running reindex again fills it again.",
             report,
         )
-
-    if migrated:
-        # Recorded first: a crash in the gap below leaves a run that says where NAME belongs.
-        await store.save_reindex(alias, state="swapped", physical=new, previous=None)
-        await sink.drop(alias)  # the gap the module docstring describes starts here...
-    await sink.point_alias(alias, new)  # ...and ends here
-    if not migrated:  # before the catch-up: from now on the run can be rolled back
-        await store.save_reindex(alias, state="swapped", physical=new, previous=current)
-    log.info("re-index swapped", extra={"event": "reindex_swap", "alias": alias, "physical": new})
-    report.caught_up = await _catch_up(service, alias, started.started_at, set(tasks), on_progress)
+    # Recorded before the swap: from here on a crash leaves a run the next reindex finishes.
+    await store.save_reindex(
+        alias, state="catching_up", physical=new, previous=None if migrated else current
+    )
+    await _swap_and_catch_up(service, report, started.started_at, on_progress)
     report.seconds = time.monotonic() - began
     return report
 
@@ -190,24 +195,61 @@ async def rollback(service: Service, alias: str) -> str:
     """Point ``alias`` back at the collection its last re-index replaced; returns that name.
 
     The run's record keeps its names; its state becomes ``rolled_back``. Assets the daemon
-    synced since the swap (into the new collection) are synced into the old one again.
+    synced since the run began are synced into the old collection again, and the points of
+    assets removed since (forgotten, gone upstream) are pruned from it.
     """
     store, sink = service.store, service.sink
     run = await store.reindex(alias)
-    if run is None or run.state != "swapped":
+    if run is None or run.state not in ("swapped", "catching_up", "rolling_back"):
         state = run.state if run is not None else "none"
         raise ReindexError(f"no swapped re-index of {alias!r} to roll back (last run: {state})")
     if run.previous is None:
         raise ReindexError(f"{alias} was migrated from a plain collection: nothing to go back to")
     if not await sink.exists(run.previous):
         raise ReindexError(f"cannot roll back {alias}: {run.previous} no longer exists")
+    # Recorded before the alias moves: a crash below leaves a run the next rollback finishes.
+    await store.save_reindex(
+        alias, state="rolling_back", physical=run.physical, previous=run.previous
+    )
     await sink.point_alias(alias, run.previous)
+    log.info("re-index rolled back", extra={"event": "reindex_rollback", "alias": alias})
+    # Since the run began (a resumed one's start time is kept): a superset of what the daemon
+    # wrote into the new collection after the swap, and syncing again is idempotent.
+    await _catch_up(service, alias, run.started_at, None)
     await store.save_reindex(
         alias, state="rolled_back", physical=run.physical, previous=run.previous
     )
-    log.info("re-index rolled back", extra={"event": "reindex_rollback", "alias": alias})
-    await _catch_up(service, alias, run.finished_at or run.started_at, set(), None)
     return run.previous
+
+
+async def _unfinished(service: Service, run: Reindex, distance: Distance | None) -> ReindexReport:
+    """The report of a run a crash left ``catching_up``: checked, maybe not yet swapped."""
+    metric = await service.sink.distance_of(run.physical) or "-"
+    if distance is not None and distance.value != metric:
+        raise ReindexError(f"finish the run to {run.physical} ({metric}) first: omit --distance")
+    old, migrated = run.previous or run.alias, run.previous is None
+    report = ReindexReport(run.alias, old, run.physical, metric, resumed=True, migrated=migrated)
+    report.check, report.check_passed = "passed before the run was interrupted", True
+    return report
+
+
+async def _swap_and_catch_up(
+    service: Service, report: ReindexReport, since: float, on_progress: Progress | None
+) -> None:
+    """Point the alias at the new collection, catch it up, record ``swapped`` (re-runnable)."""
+    store, sink, alias, new = service.store, service.sink, report.alias, report.new_physical
+    previous = None if report.migrated else report.old_physical
+    target = await sink.alias_target(alias)
+    plain = target is None and await sink.exists(alias)
+    if (plain and previous is not None) or target not in (None, new, previous):
+        raise ReindexError(f"{alias} is not what this run replaces ({target or 'a collection'})")
+    if plain:
+        await sink.drop(alias)  # the gap the module docstring describes starts here...
+    if target != new:
+        await sink.point_alias(alias, new)  # ...and ends here
+    log.info("re-index swapped", extra={"event": "reindex_swap", "alias": alias, "physical": new})
+    report.caught_up, report.pruned = await _catch_up(service, alias, since, on_progress)
+    await store.save_reindex(alias, state="swapped", physical=new, previous=previous)
 
 
 async def _next_physical(service: Service, alias: str) -> str:
@@ -322,25 +364,75 @@ async def _check(
 
 
 async def _catch_up(
-    service: Service, alias: str, since: float, filled: set[str], on_progress: Progress | None
-) -> int:
-    """Sync into ``alias`` again the assets the ledger recorded at or after ``since``.
+    service: Service, alias: str, since: float, on_progress: Progress | None
+) -> tuple[int, int]:
+    """Bring the collection ``alias`` serves now (just swapped to) in step with the ledger.
 
-    The daemon wrote them into the collection the alias served before; their points in the one
-    it serves now may be older. Assets ``filled`` that the ledger no longer lists were removed
-    by the daemon meanwhile (gone upstream): their points go too. Returns the assets synced.
+    The daemon wrote into the collection the alias served before: the assets the ledger
+    recorded at or after ``since`` are synced again, and the points of assets it no longer
+    lists (forgotten or gone upstream meanwhile) are pruned. Returns (assets, points pruned).
     """
-    store, caught = service.store, set[str]()
-    for settle in (0.0, CATCH_UP_SETTLE):
-        await asyncio.sleep(settle)
-        # Versioned at the read: a daemon write claimed after it holds newer data and wins.
-        version = await store.now()
-        rows = await store.ledger(collection=alias)
-        for gone in sorted(filled - {r.asset_id for r in rows}):
-            await service.sink.delete_points(alias, await service.sink.asset_point_ids(alias, gone))
-        filled = set()
-        tasks = _latest_tasks(r for r in rows if r.synced_at >= since)
-        await _write_assets(service, alias, tasks, version, "catch-up", on_progress, prune=True)
-        caught |= set(tasks)
-        since = version
-    return len(caught)
+    store = service.store
+    swapped_at = await store.now()  # before the snapshot: every claim older is in it, or done
+    # A lease held at the swap may have written into the old collection and not yet recorded
+    # it. Once released, its ledger rows are committed (or it lost the lease, and the redo
+    # writes through the alias, here); a lease claimed after the swap writes here too.
+    await _leases_released(service, await store.held_leases())
+    # Versioned at the read: a daemon write claimed after it holds newer data and wins.
+    version = await store.now()
+    rows = await store.ledger(collection=alias)
+    tasks = _latest_tasks(r for r in rows if r.synced_at >= since)
+    await _write_assets(service, alias, tasks, version, "catch-up", on_progress, prune=True)
+    listed = {r.asset_id for r in rows if r.asset_id is not None}
+    return len(tasks), await _prune(service, alias, listed, swapped_at)
+
+
+async def _leases_released(service: Service, held: set[tuple[str, int]]) -> None:
+    """Wait until none of ``held`` is held any more (a lease expires if its worker died)."""
+    deadline = time.monotonic() + service.settings.lease_seconds + LEASE_MARGIN
+    while held := held & await service.store.held_leases():
+        if time.monotonic() > deadline:
+            # Heartbeats kept them: still working, so likely not written yet (a write is
+            # recorded right after it lands); `verify` finds any write left behind.
+            tasks = sorted(t for t, _ in held)
+            log.warning("catch-up stopped waiting for leases held at the swap: %s", tasks)
+            return
+        await asyncio.sleep(LEASE_POLL)
+
+
+async def _prune(service: Service, alias: str, listed: set[str], before: float) -> int:
+    """Delete the points of assets not ``listed`` whose write is versioned ``before``.
+
+    A later write is the daemon's, claimed after the swap: its ledger row may not be committed
+    yet. No delete guard: the ledger is what the fill was built from and checked against, and
+    the collection served meanwhile has lost these points already.
+    """
+    stale: list[str] = []
+    async for page in service.sink.pages(alias, with_vectors=False):
+        for record in page:
+            payload = record.payload or {}
+            asset_id, version = payload.get("asset_id"), payload.get(VERSION_FIELD)
+            old = not isinstance(version, int | float) or version < before
+            if asset_id is not None and asset_id not in listed and old:
+                stale.append(str(record.id))
+    await service.sink.delete_points(alias, stale)
+    return len(stale)
+
+
+async def _upstream_schema(
+    service: Service, tasks: Mapping[str, str], current: Mapping[str, VectorSpec]
+) -> dict[str, VectorSpec]:
+    """The new collection's vectors as upstream serves them now, else as in ``current``.
+
+    A re-index may be what moves a collection to a new embedding size, so the sizes of the
+    collection it replaces are only a fallback for names the sampled asset lacks.
+    """
+    for asset_id in list(tasks)[:SIZE_SAMPLE]:
+        try:
+            fetched = await service.pipeline.fetch_asset(asset_id)
+        except MixpeekNotFound:
+            continue  # the fill skips it too
+        plan = plan_points(fetched.features, fetched.asset, tasks[asset_id], {})
+        if plan.new_vectors:
+            return {**current, **plan.new_vectors}
+    return dict(current)

@@ -107,7 +107,7 @@ reindexes = Table(
     "reindexes",
     metadata,
     Column("alias", String(255), primary_key=True),
-    # filling | check_failed | swapped | rolled_back
+    # filling | check_failed | catching_up | swapped | rolling_back | rolled_back
     Column("state", String(16), nullable=False),
     Column("physical", String(255), nullable=False),
     Column("previous", String(255)),

@@ -53,7 +53,7 @@ class Backfill:
 @dataclass(frozen=True)
 class Reindex:
     alias: str
-    state: str  # filling | check_failed | swapped | rolled_back
+    state: str  # filling | check_failed | catching_up | swapped | rolling_back | rolled_back
     physical: str
     previous: str | None
     started_at: float

@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 from qdrant_client import QdrantClient, models
 
-from sync_service import reindex as reindex_module
 from sync_service.emulator import EmulatorServer
 from sync_service.emulator.lifecycle import ReindexMode
+from sync_service.forget import apply_removal, plan_removal
 from sync_service.mixpeek_errors import MixpeekNotFound
 from sync_service.pipeline import FetchedAsset
-from sync_service.reindex import ReindexError, reindex, rollback
+from sync_service.reindex import ReindexError, ReindexReport, reindex, rollback
 from sync_service.runtime import Service, open_service
 from sync_service.scheduler import Daemon
 from sync_service.settings import Distance, Settings
@@ -106,12 +106,6 @@ async def synced_service(settings: Settings, emulator: EmulatorServer) -> AsyncI
         assert await service.sink.alias_target(ALIAS) == V1
         assert len(await state.points()) == POINTS
         yield state
-
-
-@pytest.fixture(autouse=True)
-def _no_settle(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Nothing writes behind the tests' backs: the catch-up's second look needs no wait.
-    monkeypatch.setattr(reindex_module, "CATCH_UP_SETTLE", 0.0)
 
 
 @pytest.fixture
@@ -247,6 +241,51 @@ async def test_queries_over_http_during_a_reindex_never_fail(
             assert await synced.oracle() == CLEAN
 
 
+async def _reindex_while_the_daemon_syncs(
+    synced: Synced,
+    monkeypatch: pytest.MonkeyPatch,
+    mode: ReindexMode,
+    *,
+    crash_catch_up: bool = False,
+) -> ReindexReport:
+    """Re-index while the daemon syncs a change of one asset into v1 half-way through the fill.
+
+    The fill's fetch of that asset (its old content) is held until the daemon's write is in
+    v1; with ``crash_catch_up`` the catch-up's fetch of it then fails as a crash would.
+    """
+    pipeline = synced.service.pipeline
+    real = pipeline.fetch_asset
+    changed = max(synced.asset_ids)  # the fill's last asset (sizing the vectors samples the first)
+    fetched, release = asyncio.Event(), asyncio.Event()
+    draining = False
+
+    async def held(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+        answer = await real(asset_id, only_if_done=only_if_done)
+        if asset_id == changed and not draining:
+            if not fetched.is_set():  # the fill's fetch: its write waits for the daemon's
+                fetched.set()
+                await release.wait()
+            elif crash_catch_up:
+                raise Crash("killed during the catch-up")
+        return answer
+
+    monkeypatch.setattr(pipeline, "fetch_asset", held)
+    run = asyncio.create_task(reindex(synced.service, ALIAS))
+    await asyncio.wait_for(fetched.wait(), 30)
+    task_id = synced.emulator.reindex(changed, mode)["task_id"]
+    await synced.service.store.track([task_id])
+    draining = True
+    await synced.drain()  # into v1, through the alias
+    draining = False
+    synced.tasks[changed] = task_id
+    assert await synced.oracle(V1) == CLEAN
+    release.set()
+    try:
+        return await asyncio.wait_for(run, 60)
+    finally:
+        monkeypatch.setattr(pipeline, "fetch_asset", real)
+
+
 @pytest.mark.parametrize("mode", ["payload", "features"])
 async def test_writes_during_the_fill_are_caught_up_after_the_swap(
     synced: Synced, monkeypatch: pytest.MonkeyPatch, mode: ReindexMode
@@ -256,35 +295,194 @@ async def test_writes_during_the_fill_are_caught_up_after_the_swap(
     ``features``: one feature of the asset is replaced by another, so the catch-up must also
     delete the point the fill wrote for the feature that is gone.
     """
-    pipeline = synced.service.pipeline
-    real = pipeline.fetch_asset
-    fetched, release = asyncio.Event(), asyncio.Event()
-    calls = 0
-
-    async def held(asset_id: str) -> FetchedAsset:
-        nonlocal calls
-        calls += 1
-        answer = await real(asset_id)
-        if calls == ASSETS:  # the fill has fetched every asset: hold it before the last write
-            fetched.set()
-            await release.wait()
-        return answer
-
-    monkeypatch.setattr(pipeline, "fetch_asset", held)
-    run = asyncio.create_task(reindex(synced.service, ALIAS))
-    await asyncio.wait_for(fetched.wait(), 30)
-    changed = synced.asset_ids[0]
-    task_id = synced.emulator.reindex(changed, mode)["task_id"]
-    await synced.service.store.track([task_id])
-    await synced.drain()  # into v1, through the alias
-    synced.tasks[changed] = task_id
-    assert await synced.oracle(V1) == CLEAN
-    release.set()
-    report = await asyncio.wait_for(run, 60)
-
+    report = await _reindex_while_the_daemon_syncs(synced, monkeypatch, mode)
     assert report.check_passed and report.caught_up >= 1
     assert await synced.sink.alias_target(ALIAS) == V2
     assert await synced.oracle(V2) == CLEAN
+    run = await synced.service.store.reindex(ALIAS)
+    assert run is not None and run.state == "swapped"
+
+
+async def test_a_crashed_catch_up_is_resumed_not_rebuilt(
+    synced: Synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, store = synced.sink, synced.service.store
+    with pytest.raises(Crash):
+        await _reindex_while_the_daemon_syncs(synced, monkeypatch, "payload", crash_catch_up=True)
+    assert await sink.alias_target(ALIAS) == V2
+    run = await store.reindex(ALIAS)
+    assert run is not None and (run.state, run.physical, run.previous) == ("catching_up", V2, V1)
+
+    report = await reindex(synced.service, ALIAS)
+    assert report.resumed and (report.old_physical, report.new_physical) == (V1, V2)
+    assert report.check_passed and report.caught_up >= 1
+    assert not await sink.exists(V3)  # no new build
+    assert await sink.alias_target(ALIAS) == V2 and await synced.oracle(V2) == CLEAN
+    run = await store.reindex(ALIAS)
+    assert run is not None and (run.state, run.physical, run.previous) == ("swapped", V2, V1)
+
+
+async def test_the_catch_up_waits_for_leases_held_at_the_swap(
+    synced: Synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon writes a new asset into v1 before the swap but records it in the ledger only
+    after it, later than any fixed wait: the catch-up must wait for its lease, then sync it."""
+    service, sink, store = synced.service, synced.sink, synced.service.store
+    seeded = synced.emulator.seed(ALIAS, 1, modality="video", duration=10)
+    [asset_id], [task_id] = seeded["asset_ids"], seeded["task_ids"]
+    await store.track([task_id])
+    [claim] = await store.claim_due("slow", 1, service.settings.lease_seconds, task_ids=[task_id])
+    wrote, swapped = asyncio.Event(), asyncio.Event()
+    record, swap = store.mark_synced, sink.point_alias
+
+    async def record_late(claim: Any, result: Any) -> float | None:
+        wrote.set()  # its points are in v1 by now
+        await swapped.wait()
+        await asyncio.sleep(1.5)  # longer than the old fixed settle (1 s)
+        return await record(claim, result)
+
+    async def swapping(alias: str, physical: str) -> None:
+        await swap(alias, physical)
+        swapped.set()
+
+    monkeypatch.setattr(store, "mark_synced", record_late)
+    monkeypatch.setattr(sink, "point_alias", swapping)
+    daemon = asyncio.create_task(service.pipeline.process(claim))
+    await asyncio.wait_for(wrote.wait(), 30)
+    assert await sink.asset_point_ids(V1, asset_id)  # written before the swap, into v1
+
+    report = await asyncio.wait_for(reindex(service, ALIAS), 60)
+    await asyncio.wait_for(daemon, 30)
+    synced.tasks[asset_id] = task_id
+    assert report.check_passed and report.assets == ASSETS and report.caught_up >= 1
+    assert await sink.asset_point_ids(V2, asset_id)
+    assert await sink.alias_target(ALIAS) == V2 and await synced.oracle(V2) == CLEAN
+
+
+async def test_the_catch_up_spares_a_write_claimed_after_the_swap(
+    synced: Synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A daemon claims a new asset right after the swap and writes it into v2, but records it
+    only after the catch-up read the ledger: the pruning of unlisted assets must spare it."""
+    service, sink, store = synced.service, synced.sink, synced.service.store
+    seeded = synced.emulator.seed(ALIAS, 1, modality="video", duration=10)
+    [asset_id], [task_id] = seeded["asset_ids"], seeded["task_ids"]
+    await store.track([task_id])
+    snapshot, record = store.held_leases, store.mark_synced
+    wrote, finished = asyncio.Event(), asyncio.Event()
+    daemon: list[asyncio.Task[None]] = []
+
+    async def claim_after_the_snapshot() -> set[tuple[str, int]]:
+        leases = await snapshot()
+        if not daemon:  # the catch-up's look at the leases held at the swap
+            [claim] = await store.claim_due("late", 1, 60, task_ids=[task_id])
+            daemon.append(asyncio.create_task(service.pipeline.process(claim)))
+            await asyncio.wait_for(wrote.wait(), 30)
+        return leases
+
+    async def record_late(claim: Any, result: Any) -> float | None:
+        wrote.set()  # its points are in v2 by now
+        await finished.wait()
+        return await record(claim, result)
+
+    monkeypatch.setattr(store, "held_leases", claim_after_the_snapshot)
+    monkeypatch.setattr(store, "mark_synced", record_late)
+    report = await asyncio.wait_for(reindex(service, ALIAS), 60)
+    finished.set()
+    await asyncio.wait_for(daemon[0], 30)
+    synced.tasks[asset_id] = task_id
+    assert report.check_passed and report.pruned == 0
+    assert await sink.asset_point_ids(V2, asset_id)
+    assert await sink.alias_target(ALIAS) == V2 and await synced.oracle(V2) == CLEAN
+
+
+async def test_a_reindex_takes_the_vector_size_upstream_serves_now(synced: Synced) -> None:
+    """The emulator's embedding size changes (a new model): the rebuild is sized for it."""
+    sink = synced.sink
+    [(name, spec)] = (await sink.schema(V1)).items()
+    assert spec.size == 1408
+    synced.emulator.update_config(vector_size=64)
+
+    report = await reindex(synced.service, ALIAS)
+    assert report.check_passed and (report.points, report.rejected) == (POINTS, 0)
+    assert (await sink.schema(V2))[name].size == 64
+    assert await sink.alias_target(ALIAS) == V2 and await synced.oracle(V2) == CLEAN
+    assert (await sink.schema(V1))[name].size == 1408  # kept as it was, for rollback
+
+
+async def test_a_resumed_fill_is_rebuilt_at_the_size_upstream_serves_now(
+    synced: Synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink, pipeline = synced.sink, synced.service.pipeline
+    [name] = await sink.schema(V1)
+    real = pipeline.fetch_asset
+    calls = 0
+
+    async def crashing(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+        nonlocal calls
+        calls += 1
+        if calls > 2:
+            raise Crash("upstream fell over")
+        return await real(asset_id, only_if_done=only_if_done)
+
+    monkeypatch.setattr(pipeline, "fetch_asset", crashing)
+    with pytest.raises(Crash):
+        await reindex(synced.service, ALIAS)
+    assert (await sink.schema(V2))[name].size == 1408
+    monkeypatch.setattr(pipeline, "fetch_asset", real)
+    synced.emulator.update_config(vector_size=64)
+
+    report = await reindex(synced.service, ALIAS)
+    assert report.resumed and report.new_physical == V2 and report.check_passed
+    assert (await sink.schema(V2))[name].size == 64 and report.points == POINTS
+    assert await sink.alias_target(ALIAS) == V2 and await synced.oracle(V2) == CLEAN
+
+
+async def test_rollback_does_not_bring_back_assets_forgotten_after_the_swap(
+    synced: Synced,
+) -> None:
+    sink, store = synced.sink, synced.service.store
+    await reindex(synced.service, ALIAS)
+    forgotten = synced.asset_ids[1]
+    await apply_removal(store, sink, await plan_removal(store, sink, [forgotten]))
+    del synced.tasks[forgotten]
+    assert await sink.asset_point_ids(V1, forgotten)  # the old build still holds it
+
+    assert await rollback(synced.service, ALIAS) == V1
+    assert await sink.asset_point_ids(ALIAS, forgotten) == []
+    assert await synced.oracle() == CLEAN
+
+
+async def test_an_interrupted_rollback_is_resumed(
+    synced: Synced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Upstream falls over during the rollback's catch-up: running it again finishes it."""
+    sink, store, pipeline = synced.sink, synced.service.store, synced.service.pipeline
+    await reindex(synced.service, ALIAS)
+    changed = synced.asset_ids[0]
+    task_id = synced.emulator.reindex(changed, "payload")["task_id"]
+    await store.track([task_id])
+    await synced.drain()  # into v2, through the alias: the rollback must bring it to v1
+    synced.tasks[changed] = task_id
+    real = pipeline.fetch_asset
+
+    async def down(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+        raise Crash("upstream fell over")
+
+    monkeypatch.setattr(pipeline, "fetch_asset", down)
+    with pytest.raises(Crash):
+        await rollback(synced.service, ALIAS)
+    assert await sink.alias_target(ALIAS) == V1
+    run = await store.reindex(ALIAS)
+    assert run is not None and (run.state, run.physical, run.previous) == ("rolling_back", V2, V1)
+    with pytest.raises(ReindexError, match="--rollback"):
+        await reindex(synced.service, ALIAS)  # would build from v1 and lose the catch-up
+
+    monkeypatch.setattr(pipeline, "fetch_asset", real)
+    assert await rollback(synced.service, ALIAS) == V1
+    run = await store.reindex(ALIAS)
+    assert run is not None and run.state == "rolled_back"
+    assert await sink.alias_target(ALIAS) == V1 and await synced.oracle() == CLEAN
 
 
 @pytest.mark.parametrize("how", ["error", "cancel"])
@@ -296,7 +494,7 @@ async def test_a_crashed_fill_keeps_the_alias_and_the_next_run_resumes(
     stuck = asyncio.Event()
     calls = 0
 
-    async def crashing(asset_id: str) -> FetchedAsset:
+    async def crashing(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
         nonlocal calls
         calls += 1
         if calls > 2:
@@ -429,7 +627,7 @@ async def test_upstream_losing_most_assets_does_not_swap(
 ) -> None:
     """Every asset 404s (a wrong key or namespace, most likely): the delete guard holds."""
 
-    async def gone(asset_id: str) -> FetchedAsset:
+    async def gone(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
         raise MixpeekNotFound(f"asset {asset_id} not found", status=404)
 
     monkeypatch.setattr(synced.service.pipeline, "fetch_asset", gone)
