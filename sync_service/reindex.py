@@ -21,8 +21,8 @@ Users query ``NAME`` (an alias); its points live in ``NAME__vN``. A run:
 rollback finishes an interrupted one). Migrating a plain collection cannot be atomic: Qdrant
 refuses an alias named like a collection, so the plain collection is deleted and the alias
 created in the very next request; searches of ``NAME`` fail in that gap (milliseconds), and a
-pre-alias install has no old collection to roll back to. Nothing stops two runs of one alias
-at once yet: that needs a lease on the run's record in the state store.
+pre-alias install has no old collection to roll back to. One run or rollback per alias at a
+time: it holds a lock in the state store (renewed while it runs, expiring if it dies).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
 from sync_service.failpoints import failpoint
@@ -41,8 +42,10 @@ from sync_service.mixpeek_errors import MixpeekNotFound
 from sync_service.pipeline import payload_task_id
 from sync_service.points import Plan, PlannedPoint, Rejected, VectorSpec, plan_points, point_id_for
 from sync_service.runtime import Service
+from sync_service.scheduler import worker_name
 from sync_service.settings import Distance
 from sync_service.sink import VERSION_FIELD, synced_payload
+from sync_service.store import STORE_ERRORS
 from sync_service.store_ledger import LedgerRow, Reindex
 from sync_service.verify import same_vectors
 
@@ -131,7 +134,19 @@ async def reindex(
     """Rebuild ``alias`` from upstream into a new physical collection and swap to it.
 
     ``distance`` defaults to SYNC_DISTANCE, or when resuming to the resumed collection's.
+    One run (or rollback) per alias at a time: another one raises :class:`ReindexError`.
     """
+    async with _exclusive(service, alias):
+        return await _reindex(service, alias, distance=distance, on_progress=on_progress)
+
+
+async def _reindex(
+    service: Service,
+    alias: str,
+    *,
+    distance: Distance | None,
+    on_progress: Progress | None,
+) -> ReindexReport:
     began = time.monotonic()
     store, sink = service.store, service.sink
     run = await store.reindex(alias)
@@ -198,6 +213,11 @@ async def rollback(service: Service, alias: str) -> str:
     synced since the run began are synced into the old collection again, and the points of
     assets removed since (forgotten, gone upstream) are pruned from it.
     """
+    async with _exclusive(service, alias):
+        return await _rollback(service, alias)
+
+
+async def _rollback(service: Service, alias: str) -> str:
     store, sink = service.store, service.sink
     run = await store.reindex(alias)
     if run is None or run.state not in ("swapped", "catching_up", "rolling_back"):
@@ -220,6 +240,34 @@ async def rollback(service: Service, alias: str) -> str:
         alias, state="rolled_back", physical=run.physical, previous=run.previous
     )
     return run.previous
+
+
+@asynccontextmanager
+async def _exclusive(service: Service, alias: str) -> AsyncIterator[None]:
+    """Hold the alias's re-index lock (in the state store, so across processes and replicas)
+    while the body runs, renewing it; a second run would fill and prune the same collection."""
+    store, name, owner = service.store, f"reindex:{alias}", worker_name()
+    seconds = service.settings.lease_seconds
+    if not await store.acquire_lock(name, owner, seconds):
+        raise ReindexError(
+            f"another reindex or rollback of {alias} is running; try again when it has ended"
+        )
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(seconds / 3)
+            with suppress(*STORE_ERRORS):  # a later renewal may succeed before it expires
+                await store.acquire_lock(name, owner, seconds)
+
+    keeper = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        keeper.cancel()
+        with suppress(asyncio.CancelledError):
+            await keeper
+        with suppress(*STORE_ERRORS):  # if this fails, the lock expires on its own
+            await store.release_lock(name, owner)
 
 
 async def _unfinished(service: Service, run: Reindex, distance: Distance | None) -> ReindexReport:

@@ -116,6 +116,16 @@ reindexes = Table(
     Column("updated_at", Float, nullable=False),
 )
 
+#: Named locks with an expiry (database clock): e.g. one ``reindex`` per alias at a time. A
+#: holder that dies loses its lock when it expires; a live one renews it.
+locks = Table(
+    "locks",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("owner", String(255), nullable=False),
+    Column("expires_at", Float, nullable=False),
+)
+
 
 class db_now(FunctionElement[float]):
     """The database server's current time in epoch seconds (sub-second precision)."""

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.schema import backfills, db_now, reindexes, synced_features, tasks
+from sync_service.schema import backfills, db_now, locks, reindexes, synced_features, tasks
 
 #: Task ids of asset jobs (backfill, repair): synced straight from the asset, no task to poll.
 ASSET_JOB_PREFIX = "asset:"
@@ -308,6 +308,24 @@ class LedgerQueries:
         run = await self.reindex(alias)
         assert run is not None
         return run
+
+    # -- named locks --------------------------------------------------------------------
+
+    async def acquire_lock(self, name: str, owner: str, seconds: float) -> bool:
+        """Take lock ``name`` for ``seconds`` if it is free, expired, or already ``owner``'s
+        (then this renews it). Returns whether ``owner`` holds it now."""
+        stmt = self._insert(locks).values(name=name, owner=owner, expires_at=db_now() + seconds)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[locks.c.name],
+            set_={"owner": stmt.excluded.owner, "expires_at": stmt.excluded.expires_at},
+            where=(locks.c.expires_at < db_now()) | (locks.c.owner == stmt.excluded.owner),
+        ).returning(locks.c.name)
+        async with self._writing() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def release_lock(self, name: str, owner: str) -> None:
+        async with self._writing() as conn:
+            await conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
 
 
 async def db_time(conn: AsyncConnection) -> float:

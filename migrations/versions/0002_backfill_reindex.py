@@ -1,4 +1,4 @@
-"""Backfill cursors, re-index runs, and the version of each ledger row.
+"""Backfill cursors, re-index runs, named locks, and the version of each ledger row.
 
 Revision ID: 0002
 Revises: 0001
@@ -43,9 +43,17 @@ def upgrade() -> None:
         sa.Column("updated_at", sa.Float(), nullable=False),
         sa.PrimaryKeyConstraint("alias", name="pk_reindexes"),
     )
+    op.create_table(
+        "locks",
+        sa.Column("name", sa.String(255), nullable=False),
+        sa.Column("owner", sa.String(255), nullable=False),
+        sa.Column("expires_at", sa.Float(), nullable=False),
+        sa.PrimaryKeyConstraint("name", name="pk_locks"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("locks")
     with op.batch_alter_table("synced_features") as batch:
         batch.drop_column("version")
     op.drop_table("reindexes")

@@ -165,6 +165,21 @@ async def test_nothing_to_reindex_is_an_error(synced: Synced) -> None:
         await rollback(synced.service, ALIAS)
 
 
+async def test_one_reindex_of_an_alias_at_a_time(synced: Synced) -> None:
+    store = synced.service.store
+    assert await store.acquire_lock(f"reindex:{ALIAS}", "another-process", 30)
+    with pytest.raises(ReindexError, match="another reindex or rollback"):
+        await reindex(synced.service, ALIAS, distance=Distance.dot)
+    with pytest.raises(ReindexError, match="another reindex or rollback"):
+        await rollback(synced.service, ALIAS)
+    assert await store.reindex(ALIAS) is None  # refused before anything was recorded
+    await store.release_lock(f"reindex:{ALIAS}", "another-process")
+    report = await reindex(synced.service, ALIAS, distance=Distance.dot)
+    assert report.new_physical == f"{ALIAS}__v2"
+    # The run released its lock: anyone may take it now.
+    assert await store.acquire_lock(f"reindex:{ALIAS}", "another-process", 30)
+
+
 async def test_queries_during_a_reindex_never_fail(synced: Synced) -> None:
     """Embedded Qdrant is one process: queries share the reindex's event loop."""
     sink = synced.sink

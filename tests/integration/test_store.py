@@ -219,3 +219,15 @@ async def test_a_requeued_asset_job_starts_a_new_run(store: Store) -> None:
     # Its timeout and poll backoff count from the new run, not from the first one.
     assert again.polls == 0 and again.created_at > claim.created_at
     assert again.upstream_done_at is None
+
+
+async def test_a_named_lock_is_held_by_one_owner_until_released_or_expired(store: Store) -> None:
+    assert await store.acquire_lock("reindex:docs", "a", 30)
+    assert not await store.acquire_lock("reindex:docs", "b", 30)
+    assert await store.acquire_lock("reindex:docs", "a", 30)  # its owner renews it
+    await store.release_lock("reindex:docs", "b")  # not b's to release
+    assert not await store.acquire_lock("reindex:docs", "b", 30)
+    await store.release_lock("reindex:docs", "a")
+    assert await store.acquire_lock("reindex:docs", "b", 0.2)
+    await asyncio.sleep(0.3)
+    assert await store.acquire_lock("reindex:docs", "a", 30)  # b's expired
