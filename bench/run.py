@@ -58,7 +58,7 @@ def _fmt(value: float | None, unit: str = "") -> str:
         return "-"
     if unit in ("", "calls") and abs(value) < 10:
         return f"{value:.3f}" if unit == "calls" else f"{value * 100:.1f} %"
-    if abs(value) >= 100:
+    if abs(value) >= 100 or isinstance(value, int):  # counts print as counts
         return f"{value:,.0f} {unit}".strip()
     return f"{value:.2f} {unit}".strip()
 
