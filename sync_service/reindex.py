@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import re
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
@@ -249,9 +251,16 @@ async def _exclusive(service: Service, alias: str) -> AsyncIterator[None]:
     store, name, owner = service.store, f"reindex:{alias}", worker_name()
     seconds = service.settings.lease_seconds
     if not await store.acquire_lock(name, owner, seconds):
-        raise ReindexError(
-            f"another reindex or rollback of {alias} is running; try again when it has ended"
-        )
+        holder = await store.lock_holder(name)
+        if holder is not None and _dead_here(holder[0]):
+            # Killed on this machine (e.g. kill -9): no need to wait for its lock to expire.
+            await store.release_lock(name, holder[0])
+        if not await store.acquire_lock(name, owner, seconds):
+            left = f" (its lock expires in {holder[1]:.0f}s)" if holder is not None else ""
+            raise ReindexError(
+                f"another reindex or rollback of {alias} is running{left}; "
+                "try again when it has ended"
+            )
 
     async def renew() -> None:
         while True:
@@ -268,6 +277,21 @@ async def _exclusive(service: Service, alias: str) -> AsyncIterator[None]:
             await keeper
         with suppress(*STORE_ERRORS):  # if this fails, the lock expires on its own
             await store.release_lock(name, owner)
+
+
+def _dead_here(owner: str) -> bool:
+    """Whether lock owner ``owner`` (host:pid:…) was a process of this host that is gone."""
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 async def _unfinished(service: Service, run: Reindex, distance: Distance | None) -> ReindexReport:

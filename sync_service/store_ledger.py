@@ -323,6 +323,13 @@ class LedgerQueries:
         async with self._writing() as conn:
             return (await conn.execute(stmt)).first() is not None
 
+    async def lock_holder(self, name: str) -> tuple[str, float] | None:
+        """Who holds lock ``name`` and for how many more seconds, or None."""
+        stmt = select(locks.c.owner, locks.c.expires_at - db_now()).where(locks.c.name == name)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(stmt)).first()
+        return None if row is None else (str(row[0]), float(row[1]))
+
     async def release_lock(self, name: str, owner: str) -> None:
         async with self._writing() as conn:
             await conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))

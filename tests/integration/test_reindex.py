@@ -8,6 +8,9 @@ Each test syncs a few seeded assets through the real daemon (the alias ``reindex
 from __future__ import annotations
 
 import asyncio
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -178,6 +181,15 @@ async def test_one_reindex_of_an_alias_at_a_time(synced: Synced) -> None:
     assert report.new_physical == f"{ALIAS}__v2"
     # The run released its lock: anyone may take it now.
     assert await store.acquire_lock(f"reindex:{ALIAS}", "another-process", 30)
+
+
+async def test_the_lock_of_a_killed_run_on_this_host_is_taken_over(synced: Synced) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:abc123"
+    assert await synced.service.store.acquire_lock(f"reindex:{ALIAS}", dead, 600)
+    report = await reindex(synced.service, ALIAS, distance=Distance.dot)
+    assert report.new_physical == f"{ALIAS}__v2"
 
 
 async def test_queries_during_a_reindex_never_fail(synced: Synced) -> None:
