@@ -167,7 +167,9 @@ class Store(LedgerQueries, ViewQueries):
         if not ids:
             return 0
         async with self._writing() as conn:
-            before = await _count(conn, tasks.c.task_id.in_(ids))
+            before = (
+                await conn.execute(select(func.count()).where(tasks.c.task_id.in_(ids)))
+            ).scalar_one()
             now = await db_time(conn)
             rows = [
                 {
@@ -440,38 +442,6 @@ class Store(LedgerQueries, ViewQueries):
             raise LeaseLost(f"task {claim.task_id}: lease {claim.token} is no longer held")
         return rows[0][0]
 
-    async def ping(self) -> None:
-        """Raise if the state store does not answer."""
-        async with self.engine.connect() as conn:
-            await conn.execute(select(1))
-
-    async def now(self) -> float:
-        """The database clock (epoch seconds): the clock leases and write versions use."""
-        async with self.engine.connect() as conn:
-            return await db_time(conn)
-
-    async def held_leases(self) -> set[tuple[str, int]]:
-        """(task id, fencing token) of every lease held now (expired ones excluded)."""
-        stmt = select(tasks.c.task_id, tasks.c.lease_token).where(
-            tasks.c.lease_owner.is_not(None), tasks.c.lease_expires_at >= db_now()
-        )
-        async with self.engine.connect() as conn:
-            return {(str(t), int(k)) for t, k in (await conn.execute(stmt)).all()}
-
-    async def next_due_in(self) -> float | None:
-        """Seconds until the earliest unleased pending task is due (≤ 0: due now), or None."""
-        stmt = select(func.min(tasks.c.next_poll_at) - db_now()).where(
-            tasks.c.state == PENDING,
-            (tasks.c.lease_expires_at.is_(None)) | (tasks.c.lease_expires_at < db_now()),
-        )
-        async with self.engine.connect() as conn:
-            value = (await conn.execute(stmt)).scalar_one_or_none()
-        return None if value is None else float(value)
-
-    async def pending_count(self) -> int:
-        async with self.engine.connect() as conn:
-            return await _count(conn, tasks.c.state == PENDING)
-
 
 def _fenced(task_id: str, token: int) -> Any:
     return (tasks.c.task_id == task_id) & (tasks.c.lease_token == token)
@@ -493,12 +463,6 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
 
 def _rowcount(result: Any) -> int:
     return result.rowcount if isinstance(result, CursorResult) else 0
-
-
-async def _count(conn: AsyncConnection, where: Any) -> int:
-    return int(
-        (await conn.execute(select(func.count()).select_from(tasks).where(where))).scalar_one()
-    )
 
 
 def _first_seen_done(claim: Claim) -> Any:

@@ -1,4 +1,4 @@
-"""State-store queries for the operator: task listings, counts, and the dead-letter queue.
+"""State-store reads and the dead-letter queue: listings, counts, the clock, leases held.
 
 Part of the state store: :class:`~sync_service.store.Store` inherits these, so every SQL
 statement lives in ``store.py``, ``store_ledger.py`` and this module.
@@ -138,6 +138,40 @@ class ViewQueries:
             stmt = stmt.limit(limit)
         async with self.engine.connect() as conn:
             return [dict(row._mapping) for row in (await conn.execute(stmt)).all()]
+
+    # -- the clock, due times, health ----------------------------------------------------
+
+    async def ping(self) -> None:
+        """Raise if the state store does not answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(select(1))
+
+    async def now(self) -> float:
+        """The database clock (epoch seconds): the clock leases and write versions use."""
+        async with self.engine.connect() as conn:
+            return float((await conn.execute(select(db_now()))).scalar_one())
+
+    async def held_leases(self) -> set[tuple[str, int]]:
+        """(task id, fencing token) of every lease held now (expired ones excluded)."""
+        stmt = select(tasks.c.task_id, tasks.c.lease_token).where(
+            tasks.c.lease_owner.is_not(None), tasks.c.lease_expires_at >= db_now()
+        )
+        async with self.engine.connect() as conn:
+            return {(str(t), int(k)) for t, k in (await conn.execute(stmt)).all()}
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest unleased pending task is due (≤ 0: due now), or None."""
+        stmt = select(func.min(tasks.c.next_poll_at) - db_now()).where(
+            tasks.c.state == "pending",
+            (tasks.c.lease_expires_at.is_(None)) | (tasks.c.lease_expires_at < db_now()),
+        )
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+        return None if value is None else float(value)
+
+    async def pending_count(self) -> int:
+        async with self.engine.connect() as conn:
+            return (await _counts(conn))["pending"]
 
 
 async def _counts(conn: AsyncConnection) -> dict[str, int]:
