@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,6 +44,11 @@ from sync_service.store_ledger import ASSET_JOB_PREFIX
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+#: The removal breaker: of the last GONE_WINDOW asset fetches, more than GONE_SHARE (and at
+#: least GONE_MIN) answering 404 stops removals of "gone" assets.
+GONE_WINDOW, GONE_SHARE, GONE_MIN = 50, 0.5, 5
 
 
 class FatalError(Exception):
@@ -77,6 +83,8 @@ class Pipeline:
         self.client = client
         self.sink = sink
         self.metrics = metrics or Metrics()
+        # Recent asset fetches: True where upstream answered 404 (the removal breaker's view).
+        self._gone: deque[bool] = deque(maxlen=GONE_WINDOW)
 
     async def process(self, claim: Claim) -> None:
         """Advance one claimed task as far as it can go now."""
@@ -153,6 +161,7 @@ class Pipeline:
         status = task.status if task is not None else None
         try:
             fetched = await self.fetch_asset(asset_id, only_if_done=task is None)
+            self._gone.append(False)
             if task is None and (outcome := self._asset_outcome(fetched)) is not None:
                 await outcome(claim)
                 return
@@ -315,7 +324,22 @@ class Pipeline:
         return later
 
     async def _asset_gone(self, claim: Claim, asset_id: str, status: str | None) -> None:
-        """The asset is gone upstream (404): its points go too, then the task is failed."""
+        """The asset is gone upstream (404): its points go too, then the task is failed.
+
+        Unless most assets fetched lately were "gone": that is likelier a wrong API URL, key or
+        namespace than a mass deletion, so the points are kept and the task fails saying why;
+        ``forget`` (or ``verify --repair``, under the delete guard) removes them on purpose.
+        """
+        self._gone.append(True)
+        gone = sum(self._gone)
+        if gone >= GONE_MIN and gone / len(self._gone) > GONE_SHARE:
+            reason = (
+                f"asset not found upstream (404); its points were kept: {gone} of the last "
+                f"{len(self._gone)} assets fetched were not found either (check "
+                "MIXPEEK_API_URL / MIXPEEK_NAMESPACE; `sync-service forget` removes assets)"
+            )
+            await self._fail(claim, reason, status)
+            return
         try:
             # Only where its ledger rows are: scanning every collection per 404 would not scale.
             removed = await remove_assets(self.store, self.sink, [asset_id], every_collection=False)

@@ -315,3 +315,26 @@ def test_a_caption_change_on_a_point_lost_in_qdrant_rewrites_the_whole_point(
         "wrong": 0,
         "duplicated": 0,
     }
+
+
+def test_when_most_assets_answer_404_their_points_are_kept(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    """A wrong namespace or URL looks like every asset deleted: removals stop after a few."""
+    seeded = seed(emulator, 8)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    gone = seeded["asset_ids"][:6]
+    for asset_id in gone:
+        httpx.delete(f"{emulator.url}/assets/{asset_id}", headers=HEADERS).raise_for_status()
+    svc.cli("track", *seeded["task_ids"][:6])  # their tasks, polled again: 404 on the asset
+    svc.cli("run", "--drain", SYNC_MAX_CONCURRENCY="1", SYNC_CLAIM_BATCH="1")
+    tasks = {t["task_id"]: t for t in svc.status()["tasks"]}
+    errors = [tasks[t]["error"] for t in seeded["task_ids"][:6]]
+    removed = [e for e in errors if "were removed" in e]
+    kept = [e for e in errors if "its points were kept" in e]
+    assert (len(removed), len(kept)) == (4, 2), errors
+    assert len(svc.points()) == 2 * (8 - 4)
+    # Removing them on purpose still works.
+    svc.cli("forget", *gone, "--force")
+    assert {p.payload["asset_id"] for p in svc.points()} == set(seeded["asset_ids"][6:])
