@@ -50,6 +50,13 @@ def _utf8(value: str) -> str:
     return value
 
 
+def _not_blank(value: str) -> str:
+    # Mixpeek (and the client) refuse a text of only whitespace: say so as a 422 here.
+    if not value.strip():
+        raise ValueError("must contain more than whitespace")
+    return value
+
+
 def _strict_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
     # NaN, Infinity or 1e400 parse from JSON but cannot be sent on to Mixpeek.
     try:
@@ -79,7 +86,12 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["video", "image", "text"]
     url: HttpUrl | None = None
-    text: Annotated[Text, StringConstraints(min_length=1, max_length=100_000)] | None = None
+    text: (
+        Annotated[
+            Text, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_not_blank)
+        ]
+        | None
+    ) = None
     metadata: Metadata = None
 
     @model_validator(mode="after")

@@ -251,6 +251,7 @@ async def test_not_ready_when_qdrant_is_gone(stack: Stack) -> None:
         '{"collection_id": "c", "items": [{"kind": "text", "text": "t", "metadata": {"x": NaN}}]}',
         '{"collection_id": "c", "items": [{"kind": "text", "text": "t", "metadata": {"x": 1e400}}]}',  # noqa: E501
         '{"collection_id": "c", "items": [{"kind": "text", "text": "\\ud800"}]}',
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "\\r \\n"}]}',
         '{"task_ids": ["\\udfff"]}',
     ],
 )
