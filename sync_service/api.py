@@ -50,13 +50,6 @@ def _utf8(value: str) -> str:
     return value
 
 
-def _not_blank(value: str) -> str:
-    # Mixpeek (and the client) refuse a text of only whitespace: say so as a 422 here.
-    if not value.strip():
-        raise ValueError("must contain more than whitespace")
-    return value
-
-
 def _strict_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
     # NaN, Infinity or 1e400 parse from JSON but cannot be sent on to Mixpeek.
     try:
@@ -86,11 +79,9 @@ class Item(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Literal["video", "image", "text"]
     url: HttpUrl | None = None
+    # Not only whitespace (``pattern`` so that the OpenAPI schema says so too).
     text: (
-        Annotated[
-            Text, StringConstraints(min_length=1, max_length=100_000), AfterValidator(_not_blank)
-        ]
-        | None
+        Annotated[Text, StringConstraints(min_length=1, max_length=100_000, pattern=r"\S")] | None
     ) = None
     metadata: Metadata = None
 
@@ -207,7 +198,7 @@ def create_api(
         for number, item in enumerate(body.items):
             try:
                 task_id = await _index(client, item, body.collection_id, body.prevent_duplicate)
-            except MixpeekError as exc:
+            except (MixpeekError, ValueError) as exc:  # ValueError: the client refused the item
                 errors.append(f"item {number}: {exc}")
                 continue
             await store.track([task_id], source="submit")
