@@ -60,14 +60,7 @@ def run(
         async with open_service(settings) as service, serve_control_api(service) as url:
             if url is not None:
                 log.info("control API listening", extra={"event": "api_started", "url": url})
-            daemon = Daemon(
-                service.store,
-                service.pipeline,
-                poll_interval=settings.poll_interval,
-                claim_batch=settings.claim_batch,
-                lease_seconds=settings.lease_seconds,
-                shutdown_grace=settings.shutdown_grace,
-            )
+            daemon = Daemon.from_settings(service.store, service.pipeline, settings)
             return await daemon.run(drain=drain)
 
     try:

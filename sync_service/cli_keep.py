@@ -51,14 +51,7 @@ def backfill(
 
     async def with_daemon() -> tuple[bf.Progress, int]:
         async with open_service(settings) as service:
-            daemon = Daemon(
-                service.store,
-                service.pipeline,
-                poll_interval=settings.poll_interval,
-                claim_batch=settings.claim_batch,
-                lease_seconds=settings.lease_seconds,
-                shutdown_grace=settings.shutdown_grace,
-            )
+            daemon = Daemon.from_settings(service.store, service.pipeline, settings)
             state = await bf.backfill(
                 service.client, service.store, daemon, ids, page_size=page_size, on_progress=show
             )

@@ -94,14 +94,7 @@ async def _submit(service: Service) -> list[str]:
 
 async def _sync_with_progress(service: Service, total: int, console: Console) -> None:
     settings = service.settings
-    daemon = Daemon(
-        service.store,
-        service.pipeline,
-        poll_interval=settings.poll_interval,
-        claim_batch=settings.claim_batch,
-        lease_seconds=settings.lease_seconds,
-        shutdown_grace=settings.shutdown_grace,
-    )
+    daemon = Daemon.from_settings(service.store, service.pipeline, settings)
     columns = (TextColumn("syncing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("sync", total=total)

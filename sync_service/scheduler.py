@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync_service.pipeline import FatalError, Pipeline
+from sync_service.settings import Settings
 from sync_service.store import STORE_ERRORS, Claim, LeaseLost, Store
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,23 @@ class Daemon:
         self._tick_lock = asyncio.Lock()
         self._kicks: set[asyncio.Task[None]] = set()
         self._wake: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def from_settings(
+        cls,
+        store: Store,
+        pipeline: Pipeline,
+        settings: Settings,
+    ) -> Daemon:
+        """A daemon with the schedule, batch, lease and grace the settings name."""
+        return cls(
+            store,
+            pipeline,
+            poll_interval=settings.poll_interval,
+            claim_batch=settings.claim_batch,
+            lease_seconds=settings.lease_seconds,
+            shutdown_grace=settings.shutdown_grace,
+        )
 
     # -- control ----------------------------------------------------------------------------
 

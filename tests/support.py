@@ -58,6 +58,10 @@ def expected_point(task_id: str, asset: dict[str, Any], feature: dict[str, Any])
     }
 
 
+#: What :func:`compare_points` answers when Qdrant holds exactly the expected points.
+IN_STEP = {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+
+
 def compare_points(expected: list[dict[str, Any]], records: list[Any]) -> dict[str, int]:
     """Compare Qdrant records with the expected points: counts of lost, extra, wrong points."""
     by_id = {str(r.id): r for r in records}

@@ -18,7 +18,7 @@ from qdrant_client import QdrantClient
 from sync_service.emulator import EmulatorServer
 from tests.conftest import API_KEY
 from tests.harness import COLLECTION, Service
-from tests.support import compare_points, expected_point, served
+from tests.support import IN_STEP, compare_points, expected_point, served
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}
 
@@ -48,12 +48,7 @@ def test_backfill_syncs_every_asset_and_a_second_run_writes_nothing(
     assert "25 asset(s) listed, 25 synced, 0 failed" in result.stderr
     expected = expected_for(emulator, seeded["task_ids"])
     assert len(expected) == 25 * 2  # 20-second videos: two segments each
-    assert compare_points(expected, svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected, svc.points()) == IN_STEP
 
     # Again: every asset is re-synced (listed, fetched) but nothing changed, so no point is
     # rewritten: the points keep the write version of the first run.
@@ -87,12 +82,7 @@ def test_backfill_resumes_after_a_crash_at_its_stored_cursor(
     after = svc.stats()["requests"].get("POST /assets", {})
     assert sum(after.values()) - sum(before.values()) == 1
     expected = expected_for(emulator, seeded["task_ids"])
-    assert compare_points(expected, svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected, svc.points()) == IN_STEP
 
 
 def test_resync_writes_changes_first_and_deletes_vanished_features(
@@ -119,12 +109,7 @@ def test_resync_writes_changes_first_and_deletes_vanished_features(
     new_ids = {i for i, p in now.items() if p.payload["asset_id"] == changed}
     assert old_ids - new_ids, "a feature gone upstream must lose its point"
     assert new_ids - old_ids, "a new feature upstream must gain a point"
-    assert compare_points(expected_for(emulator, task_ids), points) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected_for(emulator, task_ids), points) == IN_STEP
     # The untouched asset cost no write; the payload-only one was written (its payload).
     for point_id, point in now.items():
         if point.payload["asset_id"] == untouched:
@@ -200,12 +185,7 @@ def test_verify_reports_drift_and_repair_fixes_it(tmp_path: Path, emulator: Emul
 
     repaired = svc.cli("verify", "--sample", "4", "--repair")
     assert "drift: no" in repaired.stdout
-    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == IN_STEP
     assert svc.cli("verify", "--collection", "nope", check=False).returncode == 2
 
 
@@ -237,22 +217,12 @@ def test_reindex_survives_a_kill_and_swaps_then_rolls_back(
     expected = expected_for(emulator, seeded["task_ids"])
     # The emulator's vectors are unit length, so the oracle's cosine normalisation is a no-op
     # and the dot build must hold them exactly as sent.
-    assert compare_points(expected, svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected, svc.points()) == IN_STEP
 
     back = svc.cli("reindex", "--collection", COLLECTION, "--rollback")
     assert f"{COLLECTION} -> {COLLECTION}__v1 (rolled back)" in back.stdout
     assert aliases(tmp_path) == {COLLECTION: f"{COLLECTION}__v1"}
-    assert compare_points(expected, svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected, svc.points()) == IN_STEP
 
 
 def aliases(root: Path) -> dict[str, str]:
@@ -283,12 +253,7 @@ def test_backfill_beside_a_running_daemon_queues_the_assets_for_it(
     finally:
         daemon.send_signal(signal.SIGTERM)
         assert daemon.wait(timeout=30) == 0
-    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == IN_STEP
 
 
 def test_a_caption_change_on_a_point_lost_in_qdrant_rewrites_the_whole_point(
@@ -309,12 +274,7 @@ def test_a_caption_change_on_a_point_lost_in_qdrant_rewrites_the_whole_point(
     ).raise_for_status()
     result = svc.cli("backfill", "--collection-id", COLLECTION)
     assert "2 synced, 0 failed" in result.stderr
-    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == IN_STEP
 
 
 def test_when_most_assets_answer_404_their_points_are_kept(

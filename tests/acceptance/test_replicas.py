@@ -26,7 +26,7 @@ from qdrant_client import QdrantClient
 from sync_service.emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import API_KEY
 from tests.qdrant_server import QdrantStandIn
-from tests.support import compare_points, expected_point, served
+from tests.support import IN_STEP, compare_points, expected_point, served
 
 TASKS = 200
 COLLECTION = "replicas"
@@ -206,7 +206,7 @@ def test_replicas_sync_every_task_once_and_fetch_every_feature_once(
     assert stats["requests"]["GET /assets/{asset_id}/features"] == {"200": TASKS}
     upstream_calls = stats["total"]
     assert cluster.counts() == {"pending": 0, "synced": TASKS, "failed": 0}
-    assert cluster.check_qdrant(task_ids) == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+    assert cluster.check_qdrant(task_ids) == IN_STEP
     print(
         f"\nreplicas={replicas} tasks={TASKS} features={3 * TASKS} "
         f"upstream_calls={upstream_calls} points={3 * TASKS} time={elapsed:.1f}s"
@@ -234,7 +234,7 @@ def test_a_replica_killed_midway_has_its_tasks_finished_by_the_others(cluster: C
     by_survivors = {t for i in (1, 2) for t in cluster.synced_by(i)}
     assert by_survivors & set(held), "the survivors finished none of the victim's tasks"
     assert cluster.counts() == {"pending": 0, "synced": TASKS, "failed": 0}
-    assert cluster.check_qdrant(task_ids) == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+    assert cluster.check_qdrant(task_ids) == IN_STEP
 
 
 def test_a_replica_stopped_past_its_lease_records_nothing_stale(cluster: Cluster) -> None:
@@ -260,4 +260,4 @@ def test_a_replica_stopped_past_its_lease_records_nothing_stale(cluster: Cluster
     assert Counter(synced) == Counter(task_ids)  # nothing recorded twice, nothing stale
     assert not set(lost) & set(cluster.synced_by(0))
     assert cluster.counts() == {"pending": 0, "synced": TASKS, "failed": 0}
-    assert cluster.check_qdrant(task_ids) == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+    assert cluster.check_qdrant(task_ids) == IN_STEP

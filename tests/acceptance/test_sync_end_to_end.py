@@ -15,7 +15,7 @@ import pytest
 from sync_service.emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import API_KEY
 from tests.harness import Service
-from tests.support import compare_points
+from tests.support import IN_STEP, compare_points
 
 
 @pytest.fixture
@@ -49,12 +49,7 @@ def test_submit_run_drain_lands_every_point_exactly(service: Service) -> None:
     assert status["counts"] == {"pending": 0, "synced": 5, "failed": 0}
     expected = service.expected(task_ids)
     assert len(expected) == 4 + 3 + 1 + 1 + 1  # 35 s and 21 s videos in 10 s segments
-    assert compare_points(expected, service.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected, service.points()) == IN_STEP
     by_task = {t["task_id"]: t for t in status["tasks"]}
     assert sum(t["features_synced"] for t in by_task.values()) == len(expected)
     assert set(by_task[task_ids[0]]) >= {
@@ -118,12 +113,7 @@ def test_poison_vectors_become_dead_letters_and_the_rest_land(
     assert status["counts"]["synced"] == 2  # a dead letter does not fail its task
     assert sum(t["dead_letters"] for t in status["tasks"]) == len(poisoned)
     expected = service.expected(task_ids, skip=poisoned)
-    assert compare_points(expected, service.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(expected, service.points()) == IN_STEP
     detail = service.cli("status", task_ids[0]).stdout
     assert "dead letter" in detail and ("not finite" in detail or "length" in detail)
 
@@ -141,12 +131,7 @@ def test_429s_and_5xx_from_upstream_are_ridden_out(
     statuses = {code for by_code in stats["requests"].values() for code in by_code}
     assert {"429"} & statuses and {"500", "502", "503"} & statuses
     assert service.status()["counts"] == {"pending": 0, "synced": 4, "failed": 0}
-    assert compare_points(service.expected(task_ids), service.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(service.expected(task_ids), service.points()) == IN_STEP
 
 
 def test_sigterm_mid_work_exits_0_and_a_restart_finishes_with_nothing_lost_or_doubled(
@@ -181,9 +166,4 @@ def test_sigterm_mid_work_exits_0_and_a_restart_finishes_with_nothing_lost_or_do
     service.patch(latency=0.0)
     service.cli("run", "--drain")
     assert service.status()["counts"] == {"pending": 0, "synced": 10, "failed": 0}
-    assert compare_points(service.expected(task_ids), service.points()) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert compare_points(service.expected(task_ids), service.points()) == IN_STEP

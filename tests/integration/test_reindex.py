@@ -32,13 +32,13 @@ from sync_service.scheduler import Daemon
 from sync_service.settings import Distance, Settings
 from tests.conftest import API_KEY
 from tests.qdrant_server import QdrantStandIn
-from tests.support import compare_points, expected_point, served
+from tests.support import IN_STEP, compare_points, expected_point, served
 
 ALIAS = "reindex-col"
 V1, V2, V3 = (f"{ALIAS}__v{n}" for n in (1, 2, 3))
 ASSETS = 4
 POINTS = 2 * ASSETS  # 20 s videos: two segments each
-CLEAN = {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+CLEAN = IN_STEP
 
 
 class Crash(Exception):
@@ -56,14 +56,7 @@ class Synced:
 
     async def drain(self) -> None:
         settings = self.service.settings
-        daemon = Daemon(
-            self.service.store,
-            self.service.pipeline,
-            poll_interval=settings.poll_interval,
-            claim_batch=settings.claim_batch,
-            lease_seconds=settings.lease_seconds,
-            shutdown_grace=settings.shutdown_grace,
-        )
+        daemon = Daemon.from_settings(self.service.store, self.service.pipeline, settings)
         assert await daemon.run(drain=True) == 0
 
     async def oracle(self, name: str = ALIAS) -> dict[str, int]:

@@ -27,7 +27,7 @@ from sync_service.settings import Settings
 from sync_service.sink import SinkUnavailable
 from sync_service.verify import VerifyReport, same_vectors, verify
 from tests.conftest import API_KEY
-from tests.support import compare_points, expected_point, served
+from tests.support import IN_STEP, compare_points, expected_point, served
 
 COLLECTION = "verify-col"
 ASSETS = 4
@@ -44,14 +44,7 @@ class Synced:
 
     async def drain(self) -> None:
         settings = self.service.settings
-        daemon = Daemon(
-            self.service.store,
-            self.service.pipeline,
-            poll_interval=settings.poll_interval,
-            claim_batch=settings.claim_batch,
-            lease_seconds=settings.lease_seconds,
-            shutdown_grace=settings.shutdown_grace,
-        )
+        daemon = Daemon.from_settings(self.service.store, self.service.pipeline, settings)
         assert await daemon.run(drain=True) == 0
 
     async def points(self, asset_id: str | None = None) -> list[models.Record]:
@@ -213,7 +206,7 @@ async def test_repair_fixes_every_kind_and_a_second_verify_is_clean(synced: Sync
     assert await service.store.ledger(asset_id=synced.asset_ids[2]) == []
     alive = dict(zip(synced.asset_ids, synced.task_ids, strict=True))
     del alive[synced.asset_ids[2]]
-    assert synced.oracle(alive, records) == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+    assert synced.oracle(alive, records) == IN_STEP
 
 
 @pytest.mark.parametrize("guard", [0.1])
@@ -277,12 +270,7 @@ async def test_a_reindexed_asset_is_drift_in_the_sample_and_is_repaired(
     }
     assert not report.drift
     records = await synced.points(asset_id)
-    assert synced.oracle({asset_id: task_id}, records) == {
-        "lost": 0,
-        "extra": 0,
-        "wrong": 0,
-        "duplicated": 0,
-    }
+    assert synced.oracle({asset_id: task_id}, records) == IN_STEP
     assert not (await verify(synced.service, sample=ASSETS)).drift
 
 

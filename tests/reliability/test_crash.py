@@ -18,7 +18,7 @@ from sync_service.emulator import EmulatorConfig, EmulatorServer
 from sync_service.failpoints import PIPELINE_STEPS
 from tests.conftest import API_KEY
 from tests.harness import Service
-from tests.support import compare_points
+from tests.support import IN_STEP, compare_points
 
 pytestmark = pytest.mark.reliability
 LEASE = "2"
@@ -71,7 +71,7 @@ def test_kill_at_each_step_then_restart_loses_and_doubles_nothing(
         f"dup={result['duplicated'] + result['extra']} wrong={result['wrong']} "
         f"recovered_in={recovered_in:.1f}s"
     )
-    assert result == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+    assert result == IN_STEP
     assert service.status()["counts"] == {"pending": 0, "synced": 4, "failed": 0}
 
 
@@ -104,5 +104,5 @@ def test_kills_at_random_moments_converge(
         f"dup={result['duplicated'] + result['extra']} wrong={result['wrong']} "
         f"recovered_in={recovered_in:.1f}s"
     )
-    assert result == {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+    assert result == IN_STEP
     assert service.status()["counts"] == {"pending": 0, "synced": 12, "failed": 0}

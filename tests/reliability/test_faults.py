@@ -23,10 +23,10 @@ from tests.conftest import API_KEY
 from tests.fault_proxy import FaultProxy
 from tests.harness import COLLECTION, Service
 from tests.qdrant_server import QdrantStandIn
-from tests.support import compare_points, point_id, served
+from tests.support import IN_STEP, compare_points, point_id, served
 
 pytestmark = pytest.mark.reliability
-CLEAN = {"lost": 0, "extra": 0, "wrong": 0, "duplicated": 0}
+CLEAN = IN_STEP
 VIDEOS = [
     "--video", "https://example.com/f1.mp4?duration=40",
     "--video", "https://example.com/f2.mp4?duration=30",
