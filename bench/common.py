@@ -219,7 +219,8 @@ class Service:
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=30) as conn:
             conn.row_factory = sqlite3.Row
             rows = conn.execute(
-                "SELECT task_id, state, features_synced, synced_at, upstream_done_at FROM tasks"
+                "SELECT task_id, state, polls, features_synced, synced_at, upstream_done_at"
+                " FROM tasks"
             ).fetchall()
         return [dict(r) for r in rows]
 

@@ -43,11 +43,11 @@ class Size:
     points: int  # scenario 4, embedded Qdrant
     rest_points: int  # scenario 4, REST stand-in (it parses every body with pydantic: slow)
     pending: int  # scenario 5
-    fresh_variants: int = 2  # scenario 6: as shipped, then without poll backoff
+    fresh_variants: int = 3  # scenario 6: as shipped (two cohorts), backoff only, no backoff
     keep_assets: int = 1000  # scenario 7
 
 
-FULL = Size(200, 20, 50, 40, (5.0, 25.0), 20_000, 5_000, 100_000)
+FULL = Size(200, 20, 50, 40, (5.0, 25.0), 20_000, 5_000, 100_000, fresh_variants=3)
 QUICK = Size(30, 3, 6, 6, (3.0, 6.0), 2_000, 0, 20_000, fresh_variants=1, keep_assets=100)
 
 

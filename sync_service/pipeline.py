@@ -29,6 +29,7 @@ from sync_service.mixpeek import MixpeekClient
 from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
 from sync_service.mixpeek_models import Task, TaskOutcome, classify_status
 from sync_service.points import Plan, Rejected, collection_name, excerpt, plan_points
+from sync_service.poll_schedule import PollSchedule, PollScheduleKind
 from sync_service.resync import plan_writes
 from sync_service.settings import Settings
 from sync_service.sink import QdrantSink, SinkUnavailable
@@ -68,7 +69,8 @@ class FetchedAsset:
 
 
 class Pipeline:
-    """Processes claimed tasks. Holds no state of its own between tasks."""
+    """Processes claimed tasks. Between tasks it keeps only what it learns (how long tasks
+    take, how many asset fetches answer 404); the truth about each task is in the store."""
 
     def __init__(
         self,
@@ -85,6 +87,11 @@ class Pipeline:
         self.metrics = metrics or Metrics()
         # Recent asset fetches: True where upstream answered 404 (the removal breaker's view).
         self._gone: deque[bool] = deque(maxlen=GONE_WINDOW)
+        self.poll_schedule = PollSchedule(
+            settings.poll_interval,
+            settings.max_poll_interval,
+            learn=settings.poll_schedule is PollScheduleKind.learned,
+        )
 
     async def process(self, claim: Claim) -> None:
         """Advance one claimed task as far as it can go now."""
@@ -113,6 +120,11 @@ class Pipeline:
         elif not task.asset_id:
             await self._fail(claim, "task is DONE but names no asset_id", task.status)
         else:
+            if claim.polls and claim.upstream_done_at is None:  # seen running, now DONE
+                self.poll_schedule.observe(
+                    seen_running_at=claim.updated_at - claim.created_at,
+                    seen_done_at=claim.claimed_at - claim.created_at,
+                )
             await self._sync(claim, task.asset_id, task)
 
     # -- the three outcomes ---------------------------------------------------------------
@@ -127,7 +139,7 @@ class Pipeline:
                 task.status,
             )
             return
-        delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 1.5**claim.polls)
+        delay = self.poll_schedule.delay(age=waited, polls=claim.polls)
         await _persist(
             lambda: self.store.reschedule(claim, upstream_status=task.status, delay=delay)
         )

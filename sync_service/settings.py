@@ -23,6 +23,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
+from sync_service.poll_schedule import PollScheduleKind
+
 PositiveSeconds = Annotated[float, Field(gt=0)]
 
 
@@ -72,6 +74,7 @@ class Settings(BaseSettings):
     # -- scheduler --------------------------------------------------------------------------
     poll_interval: PositiveSeconds = _env("SYNC_POLL_INTERVAL", default=2.0)
     max_poll_interval: PositiveSeconds = _env("SYNC_MAX_POLL_INTERVAL", default=30.0)
+    poll_schedule: PollScheduleKind = _env("SYNC_POLL_SCHEDULE", default=PollScheduleKind.learned)
     task_timeout: PositiveSeconds = _env("SYNC_TASK_TIMEOUT", default=3600.0)
     max_attempts: int = _env("SYNC_MAX_ATTEMPTS", default=8, ge=1)
     claim_batch: int = _env("SYNC_CLAIM_BATCH", default=100, ge=1, le=10_000)

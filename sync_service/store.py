@@ -51,6 +51,7 @@ class Claim:
     asset_id: str | None
     collection_id: str | None
     upstream_done_at: float | None
+    updated_at: float  # when the task was last recorded: its last poll, while it is pending
     #: The database clock when the lease was taken (compare with ``created_at``).
     claimed_at: float
 
@@ -232,6 +233,7 @@ class Store(LedgerQueries, ViewQueries):
                 tasks.c.asset_id,
                 tasks.c.collection_id,
                 tasks.c.upstream_done_at,
+                tasks.c.updated_at,
                 db_now(),
             )
         )

@@ -46,6 +46,7 @@ def test_collection_template_takes_the_mixpeek_collection_id() -> None:
         ("MIXPEEK_API_URL", "ftp://x", "MIXPEEK_API_URL: must be an http:// or https:// URL"),
         ("SYNC_API_PORT", "70000", "SYNC_API_PORT: Input should be less than or equal to 65535"),
         ("SYNC_DISTANCE", "hamming", "SYNC_DISTANCE: Input should be 'cosine', 'dot'"),
+        ("SYNC_POLL_SCHEDULE", "fast", "SYNC_POLL_SCHEDULE: Input should be 'learned' or 'back"),
         ("SYNC_DELETE_GUARD", "1.5", "SYNC_DELETE_GUARD: Input should be less than or equal to 1"),
     ],
 )
