@@ -27,7 +27,7 @@ from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
 from sync_service.admission import FETCH, Admission
-from sync_service.http_pool import pooled_transport
+from sync_service.http_transport import pooled_transport
 
 from .mixpeek_errors import (
     MixpeekBadResponse,
@@ -156,9 +156,9 @@ class MixpeekHttp:
             base_url=base_url,
             headers=headers,
             timeout=timeout or httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0),
-            # Several small pools: httpcore's per-request check of every pooled connection
-            # grows with the pool (see http_pool.py). With proxy variables set, httpx's own
-            # transport (built from ``limits``) is kept so that it honours them.
+            # aiohttp's pool and parser under httpx (see http_transport.py). With proxy
+            # variables set, httpx's own transport (built from ``limits``) is kept so that it
+            # honours them.
             limits=limits,
             transport=transport or pooled_transport(size),
             follow_redirects=True,

@@ -1,0 +1,138 @@
+"""The aiohttp transport under httpx, over real sockets: answers, reuse, and every failure
+arriving as the httpx error the client's retry policy knows."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import httpx
+import pytest
+
+from sync_service.emulator import EmulatorServer
+from sync_service.http_transport import AiohttpTransport, pooled_transport
+from tests.conftest import API_KEY
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class RawServer:
+    """A TCP server on loopback that answers with whatever bytes a test scripts."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.url = ""
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.handler(reader, writer)
+            finally:
+                writer.close()
+
+        self._server = await asyncio.start_server(serve, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+
+async def _read_request(reader: asyncio.StreamReader) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+
+
+def _answer(body: bytes, declared: int | None = None) -> bytes:
+    length = len(body) if declared is None else declared
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n"
+    return head.encode() + b"\r\n" + body
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    timeout = httpx.Timeout(connect=2.0, read=0.5, write=2.0, pool=2.0)
+    async with httpx.AsyncClient(transport=AiohttpTransport(4), timeout=timeout) as http:
+        yield http
+
+
+async def test_answers_bodies_and_headers_arrive_whole(emulator: EmulatorServer) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with httpx.AsyncClient(
+        base_url=emulator.url, transport=AiohttpTransport(4), headers=headers
+    ) as http:
+        answers = await asyncio.gather(*(http.get("/collections") for _ in range(12)))
+        assert {a.status_code for a in answers} == {200}
+        assert all("results" in a.json() for a in answers)
+        assert answers[0].headers["content-type"].startswith("application/json")
+        refused = await http.get("/collections", headers={"Authorization": "Bearer wrong"})
+        assert refused.status_code == 401 and refused.json()["error"]["type"]
+        posted = await http.post("/index/text", json={"text": "hi", "collection_id": "c"})
+        assert posted.status_code == 200 and posted.json()["task_id"]
+
+
+async def test_connections_are_bounded_and_reused(client: httpx.AsyncClient) -> None:
+    async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                await _read_request(reader)
+            except asyncio.IncompleteReadError:
+                return
+            await asyncio.sleep(0.02)
+            writer.write(_answer(b'{"ok": true}'))
+            await writer.drain()
+
+    async with RawServer(keep_alive) as server:
+        answers = await asyncio.gather(*(client.get(server.url) for _ in range(40)))
+        assert all(a.json() == {"ok": True} for a in answers)
+        assert server.connections <= 4  # 40 requests, at most four connections, kept alive
+
+
+@pytest.mark.parametrize(
+    ("reply", "error"),
+    [
+        (b"this is not HTTP\r\n\r\n", httpx.RemoteProtocolError),
+        (_answer(b'{"cut": ', declared=100), httpx.RemoteProtocolError),
+        (b"", httpx.RemoteProtocolError),  # hung up without answering
+    ],
+    ids=["garbage", "truncated body", "hang-up"],
+)
+async def test_a_broken_answer_is_an_httpx_transport_error(
+    client: httpx.AsyncClient, reply: bytes, error: type[httpx.TransportError]
+) -> None:
+    async def broken(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(reply)
+        await writer.drain()
+
+    async with RawServer(broken) as server:
+        with pytest.raises(error):
+            await client.get(server.url)
+
+
+async def test_a_server_that_never_answers_is_a_read_timeout(client: httpx.AsyncClient) -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        await asyncio.sleep(5)
+
+    async with RawServer(silent) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            await client.get(server.url)
+
+
+async def test_a_refused_connection_is_a_connect_error(client: httpx.AsyncClient) -> None:
+    with pytest.raises(httpx.ConnectError):
+        await client.get("http://127.0.0.1:9/")  # discard port: connection refused
+
+
+def test_proxy_variables_keep_httpx_own_transport(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    assert isinstance(pooled_transport(16), AiohttpTransport)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+    assert pooled_transport(16) is None
