@@ -27,7 +27,7 @@ FEATURES_PER_ASSET = 10
 CONCURRENCY = 16
 #: Scenario 1 runs at both: the ideal grows with C, and only C > 17.9 can be 20x the naive
 #: script at all (ideal / naive = 267 / 14.9 at C = 16).
-CONCURRENCIES = (16, 32)
+CONCURRENCIES = (16, 24, 32)
 LATENCY = 0.05
 RATE_LIMIT = 600
 RATE_BURST = 10

@@ -2,7 +2,8 @@
 
 Request pipeline for Mixpeek API routes, in this order:
 auth (401) -> storm (429) -> rate limit (429) -> error_rate (5xx)
--> wire fault (garbage | truncate | reset | slow_drip | hang) -> latency -> handler.
+-> wire fault (garbage | truncate | reset | slow_drip | hang) -> handler -> the rest of
+the latency (an answer takes ``latency`` seconds, the handler's own time included).
 Auth comes first so an unauthenticated client never spends rate-limit tokens, and a storm
 comes before the bucket so a storm 429 spends no token either. 429/5xx/garbage answer before
 any work, so they never leave a half-applied change behind. truncate, reset, slow_drip and
@@ -129,6 +130,7 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
         if path.startswith(CONTROL_PREFIX):
             return await call_next(request)
         key = _route_key(app, request)
+        arrived = time.perf_counter()
         response, fault = None, None
         if path != "/healthcheck":
             retry_key = (request.method, path, request.headers.get("authorization", ""))
@@ -145,8 +147,6 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
                     state.stats.fault(fault)
                 if fault == "garbage":
                     response = wire_faults.garbage()
-            if response is None and state.config.latency > 0:
-                await asyncio.sleep(state.config.latency)
             state.refresh()
         if response is None:
             try:
@@ -154,6 +154,11 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
             except Exception:
                 state.stats.record(key, 500)
                 raise
+            # The latency is the answer time, the handler's own work included, as a remote
+            # API's is: on a busy machine the emulator's CPU must not add to what it was told.
+            remaining = state.config.latency - (time.perf_counter() - arrived)
+            if path != "/healthcheck" and remaining > 0:
+                await asyncio.sleep(remaining)
             state.stats.record(key, response.status_code)
             if fault is not None:
                 response = await wire_faults.damage(fault, response, request.scope, state.config)

@@ -14,7 +14,9 @@ def emulator(
     api_key: str | None = typer.Option(
         None, envvar="EMULATOR_API_KEY", help="Bearer token to require (default: any token)."
     ),
-    latency: float = typer.Option(0.0, help="Seconds added to every API request."),
+    latency: float = typer.Option(
+        0.0, help="Seconds each API answer takes, its own work included."
+    ),
     processing_time: float = typer.Option(3.0, help="Seconds from task creation to DONE."),
     fail_rate: float = typer.Option(0.0, help="Share of tasks that end FAILED (0-1)."),
     error_rate: float = typer.Option(0.0, help="Share of API requests answered 5xx (0-1)."),

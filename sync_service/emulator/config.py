@@ -25,7 +25,9 @@ class EmulatorConfig(BaseModel):
     api_key: str | None = Field(
         default=None, description="Bearer token to require; None accepts any bearer token."
     )
-    latency: float = Field(default=0.0, ge=0.0, description="Seconds added to every API request.")
+    latency: float = Field(
+        default=0.0, ge=0.0, description="Seconds each API answer takes, its own work included."
+    )
     processing_time: float = Field(
         default=3.0, ge=0.0, description="Seconds a task takes from creation to DONE/FAILED."
     )
