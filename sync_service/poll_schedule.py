@@ -9,8 +9,10 @@ Tasks of one workload take similar times, so the learned schedule remembers how 
 tasks took and polls densely where tasks are finishing: a task of age ``a`` is next polled when
 ``SHARE`` of the remembered tasks that were still running at age ``a`` had finished, never
 sooner than the poll interval, and *never later than the blind schedule would*. It therefore
-only adds polls, where completions are likely, and cannot make freshness worse; a cold daemon
-(nothing remembered yet) and a task older than every remembered one poll exactly as before.
+only adds polls, where completions are likely, and cannot make freshness worse. A task older
+than every remembered one backs off again from the longest: the first cohort a cold daemon
+sees is followed from its first completions on, and a stuck task soon polls sparsely again.
+A daemon that has seen nothing finish yet polls exactly as the blind schedule does.
 
 A duration is learned only from a task seen unfinished at least once (one tracked after it was
 already DONE tells nothing about how long tasks take), as the span between the last poll that
@@ -77,8 +79,16 @@ class PollSchedule:
         blind = min(self.max_interval, self.interval * GROWTH**polls)
         if self._stale:
             self._rebuild()
-        if not self._ages or age >= self._ages[-1]:
-            return blind  # nothing learned, or older than every remembered task
+        if not self._ages:
+            return blind
+        if age >= self._ages[-1]:
+            # Older than every remembered task: back off again, but from the longest one, so a
+            # cohort still finishing is followed (each completion moves that end on) and a
+            # stuck task's interval grows as the blind one does. Never more often than every
+            # SHARE of the task's age: a cohort finishing over ten minutes is not polled every
+            # interval for ten minutes.
+            past = (age - self._ages[-1]) * (GROWTH - 1)
+            return min(blind, max(self.interval, past, age * self.share))
         done = self._finished_by(age)
         finishing = self._age_when(done + self.share * (len(self._spans) - done))
         return min(blind, max(self.interval, finishing - age))

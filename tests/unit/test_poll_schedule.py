@@ -3,6 +3,7 @@ later than the blind schedule (so learning can only make freshness better)."""
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 
@@ -41,8 +42,11 @@ def test_among_the_usual_durations_polls_come_every_interval() -> None:
     assert schedule.delay(age=1.0, polls=1) == blind(1)
     # ...but not past the start of the window: after 4.75 s the blind poll would be at 8.1 s.
     assert 4.75 + schedule.delay(age=4.75, polls=3) == pytest.approx(6.0, abs=0.1)
-    # Older than every task it remembers (a stuck task): the blind backoff again.
-    assert schedule.delay(age=40.0, polls=12) == blind(12)
+    # Older than every task it remembers (a stuck task): it backs off again from the longest,
+    # growing as the blind schedule does, capped by it, and never more often than 5 % of its age.
+    assert schedule.delay(age=25.5, polls=12) == pytest.approx(25.5 * 0.05)
+    assert schedule.delay(age=40.0, polls=12) == pytest.approx((40 - 25) * 0.5)
+    assert schedule.delay(age=400.0, polls=12) == blind(12)
 
 
 def test_a_duration_is_the_span_between_the_last_two_polls() -> None:
@@ -90,7 +94,8 @@ def test_it_follows_a_workload_that_changes() -> None:
     for _ in range(200):  # the workload is now short texts
         schedule.observe(seen_running_at=1.0, seen_done_at=2.0)
     assert schedule.learned == 200
-    assert schedule.delay(age=59.5, polls=30) == MAX  # the long tasks are forgotten
+    # The long tasks are forgotten: a 59.5 s old task is far past the short ones.
+    assert schedule.delay(age=59.5, polls=30) == pytest.approx((59.5 - 2.0) * 0.5)
 
 
 @given(
@@ -105,33 +110,49 @@ def test_never_sooner_than_the_interval_nor_later_than_the_blind_schedule(
     assert INTERVAL <= delay <= blind(polls)
 
 
-def _lags(schedule: PollSchedule, durations: list[float]) -> tuple[list[float], int]:
-    """Poll tasks of these durations (all started at 0) as the schedule says; learn from each."""
-    lags, polls_made = [], 0
-    for duration in durations:
-        age, polls, last = 0.0, 0, 0.0
-        while age < duration:  # the poll at ``age`` sees it still running
-            last, age = age, age + schedule.delay(age=age, polls=polls)
-            polls += 1
-        polls_made += polls + 1
-        lags.append(age - duration)
-        if polls:
-            schedule.observe(seen_running_at=last, seen_done_at=age)
-    return lags, polls_made
+def _cohort(schedule: PollSchedule, durations: list[float]) -> tuple[list[float], int]:
+    """Tasks of these durations, all started at 0 and polled concurrently as the schedule
+    says (learning from each as it is seen DONE): each one's lag, and the polls made."""
+    due = [(0.0, i, 0, 0.0) for i in range(len(durations))]  # (poll at, task, polls, last)
+    lags = [0.0] * len(durations)
+    made = 0
+    while due:
+        at, i, polls, last = heapq.heappop(due)
+        made += 1
+        if durations[i] <= at:
+            lags[i] = at - durations[i]
+            if polls:
+                schedule.observe(seen_running_at=last, seen_done_at=at)
+        else:
+            delay = schedule.delay(age=at, polls=polls)
+            heapq.heappush(due, (at + delay, i, polls + 1, at))
+    return lags, made
 
 
 def _p95(values: list[float]) -> float:
     return sorted(values)[int(0.95 * (len(values) - 1))]
 
 
-def test_once_warm_the_lag_stays_within_the_interval() -> None:
+def test_a_cohort_spread_over_minutes_is_not_polled_every_interval() -> None:
+    rng = random.Random(1)
+    first = [rng.uniform(10, 600) for _ in range(200)]
+    _, polls = _cohort(PollSchedule(2.0, MAX), first)
+    every_interval = sum(int(d / 2.0) + 2 for d in first)
+    assert polls < every_interval / 2
+
+
+def test_a_cold_daemon_follows_its_first_cohort_and_a_warm_one_keeps_up() -> None:
     rng = random.Random(6)
-    cohort = [rng.uniform(5, 25) for _ in range(200)]
-    cold, cold_polls = _lags(PollSchedule(INTERVAL, MAX, learn=False), cohort)
+    first = [rng.uniform(5, 25) for _ in range(200)]
+    second = [rng.uniform(5, 25) for _ in range(200)]
+    blind_lags, blind_polls = _cohort(PollSchedule(INTERVAL, MAX, learn=False), first)
     schedule = PollSchedule(INTERVAL, MAX)
-    _lags(schedule, cohort)  # the first cohort teaches it
-    warm, warm_polls = _lags(schedule, [rng.uniform(5, 25) for _ in range(200)])
-    assert _p95(cold) > 2 * INTERVAL  # the blind backoff: waits out grown intervals
-    assert _p95(warm) <= INTERVAL
-    # The price: more polls, but far fewer than polling every interval from the start.
-    assert cold_polls < warm_polls < sum(int(d / INTERVAL) + 1 for d in cohort)
+    cold, cold_polls = _cohort(schedule, first)
+    warm, warm_polls = _cohort(schedule, second)
+    assert _p95(blind_lags) > 5 * INTERVAL  # the blind backoff waits out grown intervals
+    # Cold: from the first completions on it polls densely (the ones before cost the backoff).
+    assert _p95(cold) < _p95(blind_lags) / 2
+    assert _p95(warm) <= 1.5 * INTERVAL
+    # The price: more polls, but fewer than polling every interval from the start.
+    every_interval = sum(int(d / INTERVAL) + 2 for d in second)
+    assert blind_polls < cold_polls and blind_polls < warm_polls < every_interval
