@@ -21,6 +21,9 @@ from contextlib import contextmanager
 
 import aiohttp
 import httpx
+import yarl
+
+_HEADER_BYTES = 100 * 1024
 
 #: aiohttp error -> the httpx error it is, most specific first (the first match wins).
 _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
@@ -35,6 +38,7 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (aiohttp.ClientOSError, httpx.ReadError),  # e.g. connection reset
     (aiohttp.ClientError, httpx.TransportError),
     (TimeoutError, httpx.TimeoutException),
+    (OSError, httpx.NetworkError),  # anything the socket raised that aiohttp let through
 )
 
 
@@ -44,7 +48,7 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
         yield
     except httpx.HTTPError:
         raise
-    except (TimeoutError, aiohttp.ClientError) as exc:
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
         kind = next(to for source, to in _ERRORS if isinstance(exc, source))
         raise kind(str(exc) or type(exc).__name__, request=request) from exc
 
@@ -86,18 +90,25 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             auto_decompress=False,  # httpx decodes, as with its own transport
             cookie_jar=aiohttp.DummyCookieJar(),  # httpx keeps the cookies
             trust_env=False,  # proxies: see pooled_transport
+            # aiohttp refuses a header line over 8 KiB; httpx's own transport takes 100 KiB
+            # of headers in all, and a large cookie or policy header is no error.
+            max_line_size=_HEADER_BYTES,
+            max_field_size=_HEADER_BYTES,
         )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
             self._session = self._open()
         timeout = request.extensions.get("timeout", {})
+        # A redirect's follow-up request comes with its body as an unread stream.
+        body = await request.aread()
         with _as_httpx_errors(request):
             response = await self._session.request(
                 request.method,
-                str(request.url),
+                # As httpx encoded it: yarl would otherwise re-quote the path and query.
+                yarl.URL(str(request.url), encoded=True),
                 headers=list(request.headers.multi_items()),
-                data=request.content or None,
+                data=body or None,
                 allow_redirects=False,  # httpx follows them
                 timeout=aiohttp.ClientTimeout(
                     total=None,

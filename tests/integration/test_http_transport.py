@@ -93,6 +93,55 @@ async def test_connections_are_bounded_and_reused(client: httpx.AsyncClient) -> 
         assert server.connections <= 4  # 40 requests, at most four connections, kept alive
 
 
+async def test_redirects_are_followed_with_their_body(client: httpx.AsyncClient) -> None:
+    seen: list[bytes] = []
+
+    async def redirecting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:  # keep-alive: the follow-up request may come on the same connection
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            length = next(
+                (int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                 if line.lower().startswith(b"content-length:")),
+                0,
+            )  # fmt: skip
+            body = await reader.readexactly(length)
+            seen.append(head.split(b"\r\n")[0] + b" " + body)
+            if head.startswith(b"POST /old"):
+                writer.write(b"HTTP/1.1 307 Temporary Redirect\r\nLocation: /new\r\n")
+                writer.write(b"Content-Length: 0\r\n\r\n")
+            else:
+                writer.write(_answer(b'{"moved": true}'))
+            await writer.drain()
+
+    async with RawServer(redirecting) as server:
+        client.follow_redirects = True
+        answer = await client.post(f"{server.url}/old", json={"text": "hi"})
+        assert answer.json() == {"moved": True}
+        # 307 repeats the method and the body at the new place.
+        assert seen == [b'POST /old HTTP/1.1 {"text":"hi"}', b'POST /new HTTP/1.1 {"text":"hi"}']
+
+
+async def test_the_url_and_headers_go_and_come_as_they_are(client: httpx.AsyncClient) -> None:
+    lines: list[bytes] = []
+    big = b"x" * 20_000  # a large cookie or policy header is not an error
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        lines.append((await reader.readuntil(b"\r\n\r\n")).split(b"\r\n")[0])
+        body = b'{"ok": true}'
+        writer.write(b"HTTP/1.1 200 OK\r\nX-Big: " + big + b"\r\n")
+        writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await writer.drain()
+
+    async with RawServer(echo) as server:
+        answer = await client.get(f"{server.url}/assets/a%2Fb", params={"q": "x:y,z/?~"})
+        assert answer.json() == {"ok": True} and len(answer.headers["x-big"]) == len(big)
+    # Sent as httpx encoded it, not re-quoted on the way out.
+    assert lines == [b"GET /assets/a%2Fb?q=x%3Ay%2Cz%2F%3F~ HTTP/1.1"]
+
+
 @pytest.mark.parametrize(
     ("reply", "error"),
     [
