@@ -120,9 +120,9 @@ class Pipeline:
         elif not task.asset_id:
             await self._fail(claim, "task is DONE but names no asset_id", task.status)
         else:
-            if claim.polls and claim.upstream_done_at is None:  # seen running, now DONE
+            if claim.polled_at is not None and claim.upstream_done_at is None:  # was running
                 self.poll_schedule.observe(
-                    seen_running_at=claim.updated_at - claim.created_at,
+                    seen_running_at=claim.polled_at - claim.created_at,
                     seen_done_at=claim.claimed_at - claim.created_at,
                 )
             await self._sync(claim, task.asset_id, task)

@@ -76,7 +76,8 @@ class PollSchedule:
 
     def delay(self, *, age: float, polls: int) -> float:
         """Seconds until the next poll of a task ``age`` seconds old, polled ``polls`` times."""
-        blind = min(self.max_interval, self.interval * GROWTH**polls)
+        # (The exponent is capped: 1.5**1751 overflows a float, and 1.5**64 is past any cap.)
+        blind = min(self.max_interval, self.interval * GROWTH ** min(polls, 64))
         if self._stale:
             self._rebuild()
         if not self._ages:

@@ -47,6 +47,8 @@ tasks = Table(
     Column("updated_at", Float, nullable=False),
     Column("upstream_done_at", Float),
     Column("synced_at", Float),
+    # When a poll last saw it still running (only ``reschedule`` sets it): poll_schedule.py.
+    Column("polled_at", Float),
 )
 Index("ix_tasks_state_next_poll_at", tasks.c.state, tasks.c.next_poll_at)
 #: The column values that hand a task's lease back.

@@ -51,7 +51,7 @@ class Claim:
     asset_id: str | None
     collection_id: str | None
     upstream_done_at: float | None
-    updated_at: float  # when the task was last recorded: its last poll, while it is pending
+    polled_at: float | None  # when a poll last saw it still running
     #: The database clock when the lease was taken (compare with ``created_at``).
     claimed_at: float
 
@@ -233,7 +233,7 @@ class Store(LedgerQueries, ViewQueries):
                 tasks.c.asset_id,
                 tasks.c.collection_id,
                 tasks.c.upstream_done_at,
-                tasks.c.updated_at,
+                tasks.c.polled_at,
                 db_now(),
             )
         )
@@ -265,6 +265,7 @@ class Store(LedgerQueries, ViewQueries):
             claim,
             upstream_status=upstream_status,
             polls=tasks.c.polls + 1,
+            polled_at=db_now(),
             next_poll_at=db_now() + delay,
             **RELEASED,
         )

@@ -172,6 +172,7 @@ class LedgerQueries:
                         "source": stmt.excluded.source,
                         "attempts": 0,
                         "polls": 0,
+                        "polled_at": None,
                         "error": None,
                         "created_at": stmt.excluded.created_at,
                         "upstream_done_at": None,

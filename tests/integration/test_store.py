@@ -73,6 +73,22 @@ async def test_a_task_is_not_due_before_its_poll_time(store: Store) -> None:
     assert row["polls"] == 1 and row["upstream_status"] == "PROCESSING"
 
 
+async def test_a_claim_says_when_a_poll_last_saw_the_task_running(store: Store) -> None:
+    await store.track(["a"])
+    (first,) = await store.claim_due("w", 10, 30)
+    assert first.polled_at is None  # never polled
+    await store.reschedule(first, upstream_status="PROCESSING", delay=0)
+    (second,) = await store.claim_due("w", 10, 30)
+    assert second.polled_at is not None
+    assert first.created_at <= second.polled_at <= second.claimed_at
+    # A failed poll or a release is not a poll that saw it running: the time stays.
+    await store.retry_later(second, error="503", delay=0, max_attempts=3)
+    (third,) = await store.claim_due("w", 10, 30)
+    await store.release(third)
+    (fourth,) = await store.claim_due("w", 10, 30)
+    assert fourth.polled_at == second.polled_at
+
+
 async def test_an_expired_lease_is_reclaimed_and_the_old_holder_is_fenced(store: Store) -> None:
     await store.track(["a"])
     (old,) = await store.claim_due("stalled", 10, lease_seconds=0.05)
