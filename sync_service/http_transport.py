@@ -48,7 +48,7 @@ def _as_httpx_errors(request: httpx.Request) -> Iterator[None]:
         yield
     except httpx.HTTPError:
         raise
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
         kind = next(to for source, to in _ERRORS if isinstance(exc, source))
         raise kind(str(exc) or type(exc).__name__, request=request) from exc
 

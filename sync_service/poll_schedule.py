@@ -45,8 +45,9 @@ class PollScheduleKind(StrEnum):
 class PollSchedule:
     """The delay before a still-running task's next poll (one per process, not thread-safe).
 
-    The learned durations are kept as a piecewise-linear distribution function: ``_at[i]``
-    tasks (a fraction of the remembered ones) had finished by age ``_ages[i]``.
+    The learned durations are kept as a piecewise-linear distribution function: of the
+    remembered tasks, ``_at[i]`` (a count, fractional between span ends) had finished by age
+    ``_ages[i]``.
     """
 
     def __init__(

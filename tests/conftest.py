@@ -11,8 +11,25 @@ from typing import Any
 import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer
+from sync_service.settings import Settings
 
 API_KEY = "sk-test-SECRET-4242"
+
+
+def local_settings(tmp_path: Path, emulator: EmulatorServer, **extra: Any) -> Settings:
+    """An in-process service against ``emulator``: embedded Qdrant and SQLite in tmp_path,
+    fast polls, no control API; ``extra`` overrides or adds variables."""
+    values: dict[str, Any] = {
+        "MIXPEEK_API_URL": emulator.url,
+        "MIXPEEK_API_KEY": API_KEY,
+        "QDRANT_PATH": tmp_path / "qdrant",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'sync.db'}",
+        "SYNC_POLL_INTERVAL": 0.05,
+        "SYNC_MAX_POLL_INTERVAL": 0.1,
+        "SYNC_API_PORT": 0,
+    }
+    return Settings(_env_file=None, **{**values, **extra})
+
 
 _PREFIXES = ("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL")
 

@@ -10,8 +10,7 @@ import httpx
 from sync_service.emulator import EmulatorServer
 from sync_service.runtime import open_service
 from sync_service.scheduler import Daemon
-from sync_service.settings import Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, local_settings
 
 
 def _submit(emulator: EmulatorServer, count: int) -> list[str]:
@@ -27,16 +26,7 @@ def _submit(emulator: EmulatorServer, count: int) -> list[str]:
 async def test_tasks_seen_running_teach_the_schedule_and_done_ones_do_not(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
-    settings = Settings(
-        _env_file=None,
-        MIXPEEK_API_URL=emulator.url,
-        MIXPEEK_API_KEY=API_KEY,
-        QDRANT_PATH=tmp_path / "qdrant",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'sync.db'}",
-        SYNC_POLL_INTERVAL=0.05,
-        SYNC_MAX_POLL_INTERVAL=0.1,
-        SYNC_API_PORT=0,
-    )
+    settings = local_settings(tmp_path, emulator)
     async with open_service(settings) as service:
         schedule = service.pipeline.poll_schedule
         # Tracked as soon as submitted: the first poll sees them running (1.5 s upstream).
@@ -60,17 +50,7 @@ async def test_tasks_seen_running_teach_the_schedule_and_done_ones_do_not(
 async def test_the_backoff_schedule_learns_nothing(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
-    settings = Settings(
-        _env_file=None,
-        MIXPEEK_API_URL=emulator.url,
-        MIXPEEK_API_KEY=API_KEY,
-        QDRANT_PATH=tmp_path / "qdrant",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'sync.db'}",
-        SYNC_POLL_INTERVAL=0.05,
-        SYNC_MAX_POLL_INTERVAL=0.1,
-        SYNC_POLL_SCHEDULE="backoff",
-        SYNC_API_PORT=0,
-    )
+    settings = local_settings(tmp_path, emulator, SYNC_POLL_SCHEDULE="backoff")
     async with open_service(settings) as service:
         await service.store.track(_submit(emulator, 2))
         daemon = Daemon.from_settings(service.store, service.pipeline, settings)

@@ -30,7 +30,7 @@ from sync_service.reindex import ReindexError, ReindexReport, reindex, rollback
 from sync_service.runtime import Service, open_service
 from sync_service.scheduler import Daemon
 from sync_service.settings import Distance, Settings
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, local_settings
 from tests.qdrant_server import QdrantStandIn
 from tests.support import IN_STEP, compare_points, expected_point, served
 
@@ -78,20 +78,6 @@ class Synced:
         return await self.sink.scroll_all(name)
 
 
-def _settings(tmp_path: Path, emulator: EmulatorServer, **extra: Any) -> Settings:
-    return Settings(
-        _env_file=None,
-        MIXPEEK_API_URL=emulator.url,
-        MIXPEEK_API_KEY=API_KEY,
-        QDRANT_PATH=tmp_path / "qdrant",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'sync.db'}",
-        SYNC_POLL_INTERVAL=0.05,
-        SYNC_MAX_POLL_INTERVAL=0.1,
-        SYNC_API_PORT=0,
-        **extra,
-    )
-
-
 @asynccontextmanager
 async def synced_service(settings: Settings, emulator: EmulatorServer) -> AsyncIterator[Synced]:
     seeded = emulator.seed(ALIAS, ASSETS, modality="video", duration=20)
@@ -106,7 +92,7 @@ async def synced_service(settings: Settings, emulator: EmulatorServer) -> AsyncI
 
 @pytest.fixture
 async def synced(tmp_path: Path, emulator: EmulatorServer) -> AsyncIterator[Synced]:
-    async with synced_service(_settings(tmp_path, emulator), emulator) as state:
+    async with synced_service(local_settings(tmp_path, emulator), emulator) as state:
         yield state
 
 
@@ -220,7 +206,7 @@ async def test_queries_over_http_during_a_reindex_never_fail(
 ) -> None:
     """Qdrant as a server (the REST stand-in): a thread queries while the loop re-indexes."""
     with QdrantStandIn() as qdrant:
-        settings = _settings(tmp_path, emulator, QDRANT_URL=qdrant.url)
+        settings = local_settings(tmp_path, emulator, QDRANT_URL=qdrant.url)
         async with synced_service(settings, emulator) as synced:
             name, vector = await synced.query_vector()
             stop = threading.Event()

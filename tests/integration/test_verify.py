@@ -23,10 +23,9 @@ from sync_service.forget import DeleteGuardError, apply_removal, plan_removal
 from sync_service.points import SparseValues
 from sync_service.runtime import Service, open_service
 from sync_service.scheduler import Daemon
-from sync_service.settings import Settings
 from sync_service.sink import SinkUnavailable
 from sync_service.verify import VerifyReport, same_vectors, verify
-from tests.conftest import API_KEY
+from tests.conftest import API_KEY, local_settings
 from tests.support import IN_STEP, compare_points, expected_point, served
 
 COLLECTION = "verify-col"
@@ -76,15 +75,9 @@ def distance() -> str:
 async def synced(
     tmp_path: Path, emulator: EmulatorServer, guard: float, distance: str
 ) -> AsyncIterator[Synced]:
-    settings = Settings(
-        _env_file=None,
-        MIXPEEK_API_URL=emulator.url,
-        MIXPEEK_API_KEY=API_KEY,
-        QDRANT_PATH=tmp_path / "qdrant",
-        DATABASE_URL=f"sqlite:///{tmp_path / 'sync.db'}",
-        SYNC_POLL_INTERVAL=0.05,
-        SYNC_MAX_POLL_INTERVAL=0.1,
-        SYNC_API_PORT=0,
+    settings = local_settings(
+        tmp_path,
+        emulator,
         SYNC_DELETE_GUARD=guard,
         # Unknown points written within a lease of now count as in flight, not as extras.
         SYNC_LEASE_SECONDS=1.0,
