@@ -19,7 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     task_timeout: PositiveSeconds = _env("SYNC_TASK_TIMEOUT", default=3600.0)
     max_attempts: int = _env("SYNC_MAX_ATTEMPTS", default=8, ge=1)
     claim_batch: int = _env("SYNC_CLAIM_BATCH", default=100, ge=1, le=10_000)
-    lease_seconds: PositiveSeconds = _env("SYNC_LEASE_SECONDS", default=60.0)
+    lease_seconds: PositiveSeconds = _env("SYNC_LEASE_SECONDS", default=10.0)
     shutdown_grace: PositiveSeconds = _env("SYNC_SHUTDOWN_GRACE", default=20.0)
 
     # -- upstream HTTP ----------------------------------------------------------------------
@@ -99,6 +99,21 @@ class Settings(BaseSettings):
     # A forget/verify --repair run that would delete more than this share of a collection's
     # points is refused unless forced: a wrong collection id must not empty a collection.
     delete_guard: float = _env("SYNC_DELETE_GUARD", default=0.2, ge=0.0, le=1.0)
+    # Sizes for vector names a new collection is created with, before any data says otherwise
+    # ("multimodal-v1=1408,clip-v1=512"): a first vector of the wrong length cannot set them.
+    vector_sizes: Annotated[dict[str, int], NoDecode] = _env(
+        "SYNC_VECTOR_SIZES", default_factory=dict
+    )
+
+    # -- watch mode (mirroring whole collections) --------------------------------------------
+    watch_collections: Annotated[list[str], NoDecode] = _env(
+        "SYNC_WATCH_COLLECTIONS", default_factory=list
+    )
+    watch_interval: PositiveSeconds = _env("SYNC_WATCH_INTERVAL", default=60.0)
+    watch_full_interval: PositiveSeconds = _env("SYNC_WATCH_FULL_INTERVAL", default=3600.0)
+    # The incremental pass lists from (watermark - overlap): upstream timestamps are naive and
+    # another clock's, and a write may become visible after a later one.
+    watch_overlap: float = _env("SYNC_WATCH_OVERLAP", default=300.0, ge=0.0)
 
     # -- control API and logs ---------------------------------------------------------------
     api_host: str = _env("SYNC_API_HOST", default="127.0.0.1", min_length=1)
@@ -116,6 +131,31 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")) or len(value.split("://", 1)[1]) == 0:
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
+
+    @field_validator("vector_sizes", mode="before")
+    @classmethod
+    def _vector_sizes(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        sizes: dict[str, int] = {}
+        for item in (part.strip() for part in value.split(",")):
+            if not item:
+                continue
+            name, sep, size = item.partition("=")
+            if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
+                raise ValueError(
+                    f"expected name=size pairs separated by commas, e.g. multimodal-v1=1408 "
+                    f"(bad item {item!r})"
+                )
+            sizes[name.strip()] = int(size)
+        return sizes
+
+    @field_validator("watch_collections", mode="before")
+    @classmethod
+    def _watch_collections(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
+        return value
 
     @field_validator("database_url")
     @classmethod
