@@ -1,11 +1,15 @@
-"""Backfill: sync every asset of existing Mixpeek collections, resumably.
+"""Backfill: one full pass and sweep over Mixpeek collections, then sync what it queued.
 
-Listing and syncing are separate steps joined by the state store. Each page of ``POST
-/assets`` becomes pending asset jobs *in the same transaction* that moves the collection's
-cursor, so a crash resumes at the first page not yet queued; the jobs themselves are ordinary
-leased work, synced by this process's daemon loop or by any running daemon (replicas
-included), each exactly as a tracked task would be. Syncing an asset that is already in
-Qdrant is a re-sync: unchanged points cost no write.
+The pass is watch mode's full pass (``watch.py``), with every listed asset queued (a re-sync
+of everything: unchanged points cost their upstream reads and no Qdrant write). Listing and
+syncing are joined by the state store: each page becomes pending asset jobs in the same
+transaction that moves the pass's cursor, so a crash resumes at the first page not yet
+queued; the jobs are ordinary leased work, synced by this process's daemon loop or by any
+running daemon (replicas included), never twice at once.
+
+Outcomes, for a person or a CronJob (the exit codes of ``backfill``): the pass completed
+(assets FAILED upstream are normal data, reported); work could not be done because of errors;
+or the delete guard held a sweep.
 """
 
 from __future__ import annotations
@@ -13,14 +17,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sync_service.failpoints import failpoint
-from sync_service.mixpeek import MixpeekClient
+from sync_service.mixpeek_errors import MixpeekAuthError
 from sync_service.scheduler import Daemon
 from sync_service.store import Store
+from sync_service.watch import HeldSweep, Mirroring, PassReport, holding, lock_name
 
 log = logging.getLogger(__name__)
+
+#: Job errors that are upstream's data, not trouble: a dead link, an asset deleted meanwhile.
+UPSTREAM_OUTCOMES = ("failed upstream", "asset not found upstream")
+
+OK, ERRORS, HELD = 0, 1, 3
 
 
 @dataclass
@@ -34,105 +43,92 @@ class Progress:
     pending: int = 0
     #: The wait was given up: no job finished for ``stall_after`` seconds.
     stalled: bool = False
+    #: Listed assets whose job failed because of upstream's data (FAILED there, or gone).
+    failed_upstream: list[str] = field(default_factory=list)
+    #: Jobs that failed for another reason (after their retries).
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    passes: list[PassReport] = field(default_factory=list)
+    #: Collections whose pass could not be completed, with the reason.
+    pass_errors: dict[str, str] = field(default_factory=dict)
+    waiting_for: str | None = None  # another process's pass of a collection, waited for
 
     @property
     def finished(self) -> int:
         return self.synced + self.failed
 
+    @property
+    def held(self) -> dict[str, HeldSweep]:
+        return {p.collection_id: p.held for p in self.passes if p.held is not None}
 
-async def list_into_store(
-    client: MixpeekClient,
-    store: Store,
-    collection_id: str,
-    *,
-    page_size: int = 100,
-    on_page: Callable[[int, int | None], None] | None = None,
-) -> int:
-    """Queue every asset of ``collection_id`` as a pending asset job, page by page.
-
-    Resumes an unfinished backfill at its stored cursor. Returns the assets listed in total
-    (this run and, when resuming, the runs before it).
-    """
-    cursor = await store.start_backfill(collection_id)
-    page = cursor.next_page
-    listed = cursor.assets_listed
-    if page > 1:
-        log.info(
-            "resuming backfill",
-            extra={"event": "backfill_resumed", "collection_id": collection_id, "page": page},
-        )
-    previous: list[str] | None = None
-    while True:
-        answer = await client.list_assets(collection_id, page=page, page_size=page_size)
-        ids = [asset.asset_id for asset in answer.results]
-        if ids and ids == previous:  # a server ignoring ?page= would make this loop forever
-            log.warning("Mixpeek repeated page %d of assets; stopping the listing", page)
-            await store.finish_backfill(collection_id)
-            return listed
-        previous = ids
-        await store.enqueue_assets(
-            ids, collection_id=collection_id, cursor=(page + 1, answer.total_pages)
-        )
-        await failpoint("after_backfill_page")
-        listed += len(ids)
-        if on_page is not None:
-            on_page(listed, answer.total)
-        if not answer.has_next:
-            await store.finish_backfill(collection_id)
-            return listed
-        page += 1
-
-
-async def progress_of(store: Store, collection_ids: Sequence[str], listed: int) -> Progress:
-    counts = await store.asset_job_counts(collection_ids, source="backfill")
-    return Progress(
-        listed=listed,
-        synced=counts["synced"],
-        failed=counts["failed"],
-        pending=counts["pending"],
-    )
+    @property
+    def exit_code(self) -> int:
+        if self.pass_errors or self.errors or self.pending or self.stalled:
+            return ERRORS
+        return HELD if self.held else OK
 
 
 async def backfill(
-    client: MixpeekClient,
-    store: Store,
+    mirroring: Mirroring,
     daemon: Daemon | None,
     collection_ids: Sequence[str],
     *,
-    page_size: int = 100,
+    owner: str,
+    lease_seconds: float,
+    force: bool = False,
+    sweep: bool = True,
+    defer_sweep: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
     refresh: float = 0.5,
     stall_after: float = 300.0,
 ) -> Progress:
-    """List the collections into the store and, with a ``daemon``, sync them until none is
+    """Run a full pass over each collection and, with a ``daemon``, sync the jobs until none is
     pending. Without one (another process owns the embedded Qdrant), only queue them."""
+    store = mirroring.store
     state = Progress()
+    started = await store.now()
     loop = asyncio.get_running_loop()
     runner = asyncio.create_task(daemon.run()) if daemon is not None else None
+
+    def show() -> None:
+        if on_progress is not None:
+            on_progress(state)
+
     try:
+        listed: dict[str, int] = {}
         expected: dict[str, int | None] = {}
-        done_listing: dict[str, int] = {}
         for collection_id in collection_ids:
 
-            def on_page(listed: int, total: int | None, cid: str = collection_id) -> None:
-                done_listing[cid] = listed
-                expected[cid] = total
-                state.listed = sum(done_listing.values())
+            def on_page(report: PassReport, total: int | None, cid: str = collection_id) -> None:
+                listed[cid], expected[cid] = report.listed, total
+                state.listed = sum(listed.values())
                 totals = list(expected.values())
                 state.expected = None if None in totals else sum(t or 0 for t in totals)
-                if on_progress is not None:
-                    on_progress(state)
+                show()
 
-            await list_into_store(
-                client, store, collection_id, page_size=page_size, on_page=on_page
-            )
+            try:
+                await _wait_for_lock(store, collection_id, owner, lease_seconds, state, show)
+                async with holding(store, lock_name(collection_id), owner, lease_seconds):
+                    report = await mirroring.full(
+                        collection_id,
+                        requeue_all=True,
+                        force=force,
+                        sweep=sweep,
+                        defer_sweep=defer_sweep,
+                        on_page=on_page,
+                    )
+            except MixpeekAuthError:
+                raise
+            except Exception as exc:  # the listing, Qdrant or the store failed after retries
+                state.pass_errors[collection_id] = _describe(exc)
+                await _note_failure(store, collection_id, state.pass_errors[collection_id])
+                continue
+            state.passes.append(report)
+            listed[collection_id] = report.listed
+            state.listed = sum(listed.values())
         last_change, finished = loop.time(), -1
         while runner is not None and not runner.done():
-            current = await progress_of(store, collection_ids, state.listed)
-            current.expected = state.expected
-            state = current
-            if on_progress is not None:
-                on_progress(state)
+            await _count(store, collection_ids, started, state)
+            show()
             if state.pending == 0:
                 break
             if state.finished != finished:
@@ -148,8 +144,57 @@ async def backfill(
             if not daemon.stopping:  # a second stop request would abandon the work in flight
                 daemon.request_stop()  # graceful: work in flight finishes, leases released
             await runner
-    final = await progress_of(store, collection_ids, state.listed)
-    final.expected, final.stalled = state.expected, state.stalled
-    if on_progress is not None:
-        on_progress(final)
-    return final
+    await _count(store, collection_ids, started, state)
+    show()
+    return state
+
+
+async def _wait_for_lock(
+    store: Store,
+    collection_id: str,
+    owner: str,
+    seconds: float,
+    state: Progress,
+    show: Callable[[], None],
+) -> None:
+    """Take the collection's listing lock, waiting while another process's pass holds it."""
+    name = lock_name(collection_id)
+    while not await store.acquire_lock(name, owner, seconds):
+        holder = await store.lock_holder(name)
+        state.waiting_for = (
+            f"{collection_id} (listed by {holder[0] if holder else 'another process'})"
+        )
+        show()
+        await asyncio.sleep(1.0)
+    state.waiting_for = None
+
+
+async def _note_failure(store: Store, collection_id: str, error: str) -> None:
+    try:
+        await store.pass_failed(collection_id, error, retry_in=0.0)
+    except Exception:  # the store itself may be what failed
+        log.debug("could not record the failed pass", exc_info=True)
+
+
+async def _count(
+    store: Store, collection_ids: Sequence[str], since: float, state: Progress
+) -> None:
+    counts = await store.asset_job_counts(collection_ids, since=since)
+    state.synced, state.failed, state.pending = (
+        counts["synced"],
+        counts["failed"],
+        counts["pending"],
+    )
+    failures = await store.failed_asset_jobs(collection_ids, since=since)
+    state.failed_upstream = sorted(a for a, e in failures if _upstream_data(e))
+    state.errors = sorted((a, e) for a, e in failures if not _upstream_data(e))
+
+
+def _upstream_data(error: str) -> bool:
+    # The removal breaker's "points were kept" is a 404 that looks like a wrong URL: trouble.
+    return error.startswith(UPSTREAM_OUTCOMES) and "were kept" not in error
+
+
+def _describe(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [""])[0][:300]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

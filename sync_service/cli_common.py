@@ -9,6 +9,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sync_service import logs
 from sync_service.settings import Settings, describe_validation_error
@@ -38,3 +39,17 @@ def load_settings(**overrides: Any) -> Settings:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def progress_bar(*, enabled: bool = True) -> Progress:
+    """The progress bar of long commands, on stderr (stdout stays for data)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=err,
+        disable=not enabled,
+        transient=False,
+    )

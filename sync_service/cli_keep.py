@@ -1,94 +1,16 @@
-"""CLI commands that keep Qdrant in step with Mixpeek: backfill, forget, verify, reindex.
+"""CLI commands that keep Qdrant in step with Mixpeek: forget, verify, reindex.
 
 Registered on the main ``sync-service`` app by ``cli.py``.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sync_service.cli_common import err, fail, load_settings, out, run_async
+from sync_service.cli_common import err, fail, load_settings, out, progress_bar, run_async
 from sync_service.settings import Distance
-
-_EMBEDDED_LOCKED = "already accessed by another instance"
-
-
-def backfill(
-    collection_id: list[str] = typer.Option(
-        ..., "--collection-id", help="Mixpeek collection id (repeatable)."
-    ),
-    page_size: int = typer.Option(100, "--page-size", min=1, max=100, help="Assets per page."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-) -> None:
-    """Sync every asset of existing Mixpeek collections (resumable; safe beside `run`)."""
-    settings = load_settings()
-    ids = [c.strip() for c in collection_id if c.strip()]
-    if not ids:
-        fail("no --collection-id given", 2)
-    from sync_service import backfill as bf
-    from sync_service.runtime import mixpeek_client, open_service
-    from sync_service.scheduler import Daemon
-    from sync_service.store import open_store
-
-    started = time.monotonic()
-    bar = _progress_bar(enabled=progress)
-    job = bar.add_task("backfill", total=None, detail="listing…")
-
-    def show(state: bf.Progress) -> None:
-        rate = state.finished / max(time.monotonic() - started, 1e-9)
-        total = state.expected if state.expected is not None else state.listed
-        bar.update(
-            job,
-            total=max(total, state.finished) or None,
-            completed=state.finished,
-            detail=f"listed {state.listed}  synced {state.synced}  failed {state.failed}  "
-            f"{rate:.1f} assets/s",
-        )
-
-    async def with_daemon() -> tuple[bf.Progress, int]:
-        async with open_service(settings) as service:
-            daemon = Daemon.from_settings(service.store, service.pipeline, settings)
-            state = await bf.backfill(
-                service.client, service.store, daemon, ids, page_size=page_size, on_progress=show
-            )
-            return state, 1 if daemon.fatal is not None else 0
-
-    async def queue_only() -> bf.Progress:
-        async with open_store(settings) as store, mixpeek_client(settings) as client:
-            return await bf.backfill(client, store, None, ids, page_size=page_size)
-
-    with bar:
-        try:
-            state, code = run_async(with_daemon())
-            queued = False
-        except RuntimeError as exc:
-            if _EMBEDDED_LOCKED not in str(exc):
-                raise
-            # A running daemon owns the embedded Qdrant: queue the assets for it to sync.
-            state, code, queued = run_async(queue_only()), 0, True
-    seconds = time.monotonic() - started
-    if queued:
-        err.print(
-            f"queued {state.listed} asset(s) from {len(ids)} collection(s); the running "
-            "daemon (which holds the embedded Qdrant) syncs them: see `sync-service status`"
-        )
-        raise typer.Exit(0)
-    if state.stalled:
-        err.print(
-            f"no asset finished syncing for 5 minutes (is Qdrant or Mixpeek down? see the "
-            f"log): stopped waiting; {state.pending} asset(s) stay queued for a daemon or the "
-            "next backfill"
-        )
-    err.print(
-        f"backfill: {state.listed} asset(s) listed, {state.synced} synced, "
-        f"{state.failed} failed, {state.pending} pending, in {seconds:.1f}s "
-        f"({state.finished / max(seconds, 1e-9):.1f} assets/s)"
-    )
-    raise typer.Exit(code or (1 if state.failed or state.pending else 0))
 
 
 def forget(
@@ -148,7 +70,7 @@ def verify(
     from sync_service.verify import VerifyReport
     from sync_service.verify import verify as run_verify
 
-    bar = _progress_bar()
+    bar = progress_bar()
     job = bar.add_task("verify", total=None, detail="")
 
     def show(stage: str, done: int, total: int) -> None:
@@ -177,19 +99,6 @@ def verify(
     raise typer.Exit(1 if report.drift else 0)
 
 
-def _progress_bar(*, enabled: bool = True) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=err,
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def reindex(
     collection: str = typer.Option(..., "--collection", help="The collection (alias) to rebuild."),
     distance: Distance | None = typer.Option(
@@ -207,7 +116,7 @@ def reindex(
     from sync_service import reindex as rx
     from sync_service.runtime import open_service
 
-    bar = _progress_bar(enabled=progress and not rollback)
+    bar = progress_bar(enabled=progress and not rollback)
     job = bar.add_task("reindex", total=None, detail="")
 
     def show(stage: str, done: int, total: int) -> None:

@@ -41,17 +41,22 @@ class Removal:
 
 
 async def plan_removal(
-    store: Store, sink: QdrantSink, asset_ids: Iterable[str], *, every_collection: bool = True
+    store: Store,
+    sink: QdrantSink,
+    asset_ids: Iterable[str],
+    *,
+    every_collection: bool = True,
+    also: Iterable[str] = (),
 ) -> Removal:
     """What removing these assets deletes: their ledger rows, plus any point Qdrant holds
     with their ``asset_id`` in a collection the ledger names (``every_collection``), or only
-    in the collections their own ledger rows name (the daemon's cheap path)."""
+    in the collections their own ledger rows name (the daemon's cheap path), and in ``also``."""
     removal = Removal()
     wanted = list(dict.fromkeys(asset_ids))
     for asset_id in wanted:
         for row in await store.ledger(asset_id=asset_id):
             removal.points[row.qdrant_collection][row.feature_id] = row.point_id
-    collections = set(removal.points)
+    collections = set(removal.points) | set(also)
     if every_collection:
         collections |= set(await store.ledger_collections())
     for collection in sorted(collections):

@@ -98,6 +98,48 @@ class Metrics:
             buckets=_LAG_BUCKETS,
             registry=r,
         )
+        self.watch_lag = Gauge(
+            "sync_watch_lag_seconds",
+            "Per watched collection: now minus its watermark (the newest change listed).",
+            ["collection"],
+            registry=r,
+        )
+        self.watch_passes = Counter(
+            "sync_watch_passes_total",
+            "Listing passes this replica finished, by collection and kind (incremental/full).",
+            ["collection", "kind"],
+            registry=r,
+        )
+        self.watch_listed = Counter(
+            "sync_watch_listed_assets_total",
+            "Assets the passes of this replica listed.",
+            ["collection"],
+            registry=r,
+        )
+        self.watch_swept_assets = Counter(
+            "sync_watch_swept_assets_total",
+            "Assets a sweep confirmed deleted upstream and removed from Qdrant.",
+            ["collection"],
+            registry=r,
+        )
+        self.watch_held_sweeps = Counter(
+            "sync_watch_held_sweeps_total",
+            "Sweeps the delete guard held (nothing deleted).",
+            ["collection"],
+            registry=r,
+        )
+
+    # -- watch mode -------------------------------------------------------------------------
+
+    def watch_pass(self, collection: str, kind: str, listed: int) -> None:
+        self.watch_passes.labels(collection, kind).inc()
+        self.watch_listed.labels(collection).inc(listed)
+
+    def watch_swept(self, collection: str, assets: int) -> None:
+        self.watch_swept_assets.labels(collection).inc(assets)
+
+    def watch_held(self, collection: str) -> None:
+        self.watch_held_sweeps.labels(collection).inc()
 
     # -- the Mixpeek client's RequestObserver ------------------------------------------------
 
@@ -141,4 +183,8 @@ class Metrics:
         self.backlog.set(stats.counts.get("pending", 0))
         self.oldest_pending.set(stats.oldest_pending_age or 0)
         self.dead_letters.set(stats.dead_letters)
+        self.watch_lag.clear()  # a collection no longer watched drops out
+        for collection, lag in stats.watch_lag.items():
+            if lag is not None:
+                self.watch_lag.labels(collection).set(lag)
         return generate_latest(self.registry)

@@ -253,11 +253,17 @@ class MixpeekClient:
         page: int = 1,
         page_size: int = 10,
         filters: dict[str, Any] | None = None,
+        sort: tuple[str, str] | None = None,
     ) -> Page[Asset]:
-        """``POST /assets`` (page/page_size are query parameters even on this POST)."""
+        """``POST /assets`` (page/page_size are query parameters even on this POST).
+
+        ``sort`` = (field, "asc" | "desc"), mixpeek-api.md §7.
+        """
         body: dict[str, Any] = {"collection_ids": _ids(collection_ids)}
         if filters is not None:
             body["filters"] = filters
+        if sort is not None:
+            body["sort"] = {"field": sort[0], "direction": sort[1]}
         context = {"page": page, "page_size": page_size}
         parse = lambda d: Page[Asset].model_validate(_object(d), context=context)  # noqa: E731
         return await self._http.call("POST", "/assets", {}, parse, params=context, json_body=body)

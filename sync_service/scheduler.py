@@ -23,6 +23,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sync_service.pipeline import FatalError, Pipeline
 from sync_service.settings import Settings
 from sync_service.store import STORE_ERRORS, Claim, LeaseLost, Store
+from sync_service.watch import Mirroring, Watcher
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,8 @@ class Daemon:
         self._tick_lock = asyncio.Lock()
         self._kicks: set[asyncio.Task[None]] = set()
         self._wake: asyncio.TimerHandle | None = None
+        #: Watch mode: lists the watched collections when their passes are due (None: off).
+        self.watcher: Watcher | None = None
 
     @classmethod
     def from_settings(
@@ -81,9 +84,12 @@ class Daemon:
         store: Store,
         pipeline: Pipeline,
         settings: Settings,
+        *,
+        watch: bool = False,
     ) -> Daemon:
-        """A daemon with the schedule, batch, lease and grace the settings name."""
-        return cls(
+        """A daemon with the schedule, batch, lease and grace the settings name; with
+        ``watch``, it also runs the watched collections' passes."""
+        daemon = cls(
             store,
             pipeline,
             poll_interval=settings.poll_interval,
@@ -91,6 +97,22 @@ class Daemon:
             lease_seconds=settings.lease_seconds,
             shutdown_grace=settings.shutdown_grace,
         )
+        if watch:
+            mirroring = Mirroring(
+                settings,
+                store,
+                pipeline.client,
+                pipeline.sink,
+                pipeline.metrics,
+                on_queued=daemon._kick,
+            )
+            daemon.watcher = Watcher(
+                mirroring,
+                owner=daemon.owner,
+                lease_seconds=settings.lease_seconds,
+                on_fatal=daemon._fatal,
+            )
+        return daemon
 
     # -- control ----------------------------------------------------------------------------
 
@@ -122,6 +144,9 @@ class Daemon:
         scheduler.add_job(
             self.heartbeat, "interval", seconds=max(self.lease_seconds / 3, 0.5), id="heartbeat"
         )
+        if self.watcher is not None:
+            await self.watch_tick()  # before the first claim: a drain waits for these passes
+            scheduler.add_job(self.watch_tick, "interval", seconds=self.poll_interval, id="watch")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
@@ -142,6 +167,8 @@ class Daemon:
                 await asyncio.wait_for(self._tick_lock.acquire(), self.shutdown_grace)
                 self._tick_lock.release()
             await asyncio.gather(*self._kicks, return_exceptions=True)
+            if self.watcher is not None:
+                await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight()
             scheduler.shutdown(wait=False)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -162,6 +189,20 @@ class Daemon:
         async with self._tick_lock:
             await self._claim_and_start()
 
+    def _fatal(self, exc: BaseException) -> None:
+        """A problem no retry can fix (the API key was refused): stop the daemon."""
+        self.fatal = FatalError(str(exc))
+        self._stop.set()
+
+    async def watch_tick(self) -> None:
+        """Start the watched collections' passes that are due."""
+        if self._stop.is_set() or self.watcher is None:
+            return
+        try:
+            await self.watcher.tick()
+        except STORE_ERRORS as exc:
+            _store_unavailable(exc)
+
     def _kick(self) -> None:
         """Claim again now: a finished task's place should not idle until the next tick."""
         if not self._stop.is_set() and not self._tick_lock.locked():
@@ -176,6 +217,8 @@ class Daemon:
                 await self.store.claim_due(self.owner, room, self.lease_seconds) if room else []
             )
             idle = self._drain and not claims and not self.in_flight
+            if self.watcher is not None and self.watcher.running:
+                idle = False  # a pass may still queue work
             drained = idle and await self.store.pending_count() == 0
         except STORE_ERRORS as exc:
             _store_unavailable(exc)  # ride it out: the next tick tries again

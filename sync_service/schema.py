@@ -51,6 +51,7 @@ tasks = Table(
     Column("polled_at", Float),
 )
 Index("ix_tasks_state_next_poll_at", tasks.c.state, tasks.c.next_poll_at)
+Index("ix_tasks_synced_at", tasks.c.synced_at)
 #: The column values that hand a task's lease back.
 RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
@@ -63,6 +64,8 @@ synced_features = Table(
     Column("point_id", String(36), nullable=False),
     Column("task_id", String(255), nullable=False),
     Column("asset_id", String(255)),
+    # The Mixpeek collection (several may share one Qdrant collection): what a sweep compares.
+    Column("collection_id", String(255)),
     Column("modality", String(32)),
     Column("vectors", Text, nullable=False),  # JSON {"name": size, ...}
     Column("payload_fp", String(64), nullable=False),
@@ -75,6 +78,7 @@ synced_features = Table(
 )
 Index("ix_synced_features_task_id", synced_features.c.task_id)
 Index("ix_synced_features_asset_id", synced_features.c.asset_id)
+Index("ix_synced_features_collection_id", synced_features.c.collection_id)
 
 #: Features (or whole tasks) set aside with a reason, for the operator to list and retry.
 dead_letters = Table(
@@ -90,18 +94,63 @@ dead_letters = Table(
 )
 Index("ix_dead_letters_task_id", dead_letters.c.task_id)
 
-#: Backfill progress per Mixpeek collection: the next page to list, so a crash resumes there.
-backfills = Table(
-    "backfills",
+#: Mixpeek collections mirrored by full and incremental passes (watch mode and ``backfill``):
+#: whether the watch set holds it, its watermark, when each pass is due, and the full pass in
+#: progress (its number, its next page, its step), so a restart or another replica resumes it.
+mirrors = Table(
+    "mirrors",
     metadata,
     Column("collection_id", String(255), primary_key=True),
-    Column("next_page", Integer, nullable=False, server_default="1"),
-    Column("total_pages", Integer),
-    Column("assets_listed", Integer, nullable=False, server_default="0"),
-    Column("started_at", Float, nullable=False),
-    Column("finished_at", Float),
+    Column("watched", Integer, nullable=False, server_default="0"),
+    Column("source", String(16)),  # env | cli | api: who added it to the watch set
+    Column("added_at", Float, nullable=False),
+    # The newest upstream ``updated_at`` seen (epoch seconds, upstream's clock).
+    Column("watermark", Float),
+    Column("incremental_due_at", Float),
+    Column("full_due_at", Float),
+    Column("last_incremental_at", Float),
+    Column("last_full_at", Float),
+    Column("pass_no", Integer, nullable=False, server_default="0"),
+    Column("pass_step", String(16)),  # None (no full pass running) | listing | sweeping
+    Column("pass_next_page", Integer, nullable=False, server_default="1"),
+    Column("pass_total_pages", Integer),
+    Column("pass_listed", Integer, nullable=False, server_default="0"),
+    Column("pass_started_at", Float),
+    Column("pass_requeue_all", Integer, nullable=False, server_default="0"),
+    Column("pass_force", Integer, nullable=False, server_default="0"),
+    # A sweep the delete guard held: how many points it would have removed, out of how many.
+    Column("held_points", Integer),
+    Column("held_total", Integer),
+    Column("held_assets", Text),  # JSON list of asset ids
+    Column("held_at", Float),
+    Column("filter_ignored", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
     Column("updated_at", Float, nullable=False),
 )
+
+#: Every asset a listing saw, per collection: the ``updated_at`` it had (to tell changed from
+#: unchanged), the full pass that last saw it, and ``gone`` once a sweep confirmed it deleted
+#: upstream (the row goes when its points have gone: a killed sweep finishes the removal).
+mirror_assets = Table(
+    "mirror_assets",
+    metadata,
+    Column("collection_id", String(255), primary_key=True),
+    Column("asset_id", String(255), primary_key=True),
+    Column("updated_at", String(64)),
+    Column("seen_pass", Integer, nullable=False, server_default="0"),
+    Column("gone", Integer, nullable=False, server_default="0"),
+)
+
+#: Asset fetches answered 404 lately (the shared removal breaker's evidence; the successes
+#: are the tasks' ``synced_at``). Pruned to the newest few hundred.
+gone_fetches = Table(
+    "gone_fetches",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("asset_id", String(255), nullable=False),
+    Column("at", Float, nullable=False),
+)
+Index("ix_gone_fetches_at", gone_fetches.c.at)
 
 #: Re-index runs per alias: the physical collection being filled or serving, and the one it
 #: replaced (kept for ``--rollback``).

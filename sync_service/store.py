@@ -26,6 +26,7 @@ from sync_service.schema import RELEASED, db_now, dead_letters, synced_features,
 from sync_service.settings import Settings, async_database_url
 from sync_service.store_ledger import LedgerQueries, db_time
 from sync_service.store_views import STATES, ViewQueries
+from sync_service.store_watch import WatchQueries
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -97,12 +98,13 @@ class SyncResult:
     written: frozenset[str] | None = None
 
 
-class Store(LedgerQueries, ViewQueries):
+class Store(LedgerQueries, ViewQueries, WatchQueries):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
-    The task queue's queries are here; the ledger's, backfill's and re-index's are inherited
+    The task queue's queries are here; the ledger's, asset jobs' and re-index's are inherited
     from :class:`~sync_service.store_ledger.LedgerQueries`, the operator's (listings, counts,
-    dead letters) from :class:`~sync_service.store_views.ViewQueries`.
+    dead letters) from :class:`~sync_service.store_views.ViewQueries`, mirroring's (watch set,
+    passes, sweeps, the removal breaker) from :class:`~sync_service.store_watch.WatchQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -384,6 +386,7 @@ class Store(LedgerQueries, ViewQueries):
                 "point_id": f.point_id,
                 "task_id": task_id,
                 "asset_id": f.asset_id,
+                "collection_id": result.collection_id,
                 "modality": f.modality,
                 "vectors": json.dumps(f.vectors, sort_keys=True),
                 "payload_fp": f.payload_fp,
@@ -398,6 +401,7 @@ class Store(LedgerQueries, ViewQueries):
             "point_id",
             "task_id",
             "asset_id",
+            "collection_id",
             "modality",
             "vectors",
             "payload_fp",

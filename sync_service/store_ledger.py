@@ -1,4 +1,4 @@
-"""State-store queries for keeping Qdrant in step: the ledger, backfill cursors, re-index runs.
+"""State-store queries for keeping Qdrant in step: the ledger, asset jobs, re-index runs.
 
 Part of the state store (``store.py`` holds the task queue): :class:`Store` inherits these, so
 every SQL statement still lives in these two modules and nowhere else.
@@ -12,10 +12,10 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.schema import backfills, db_now, locks, reindexes, synced_features, tasks
+from sync_service.schema import db_now, locks, reindexes, synced_features, tasks
 
 #: Task ids of asset jobs (backfill, repair): synced straight from the asset, no task to poll.
 ASSET_JOB_PREFIX = "asset:"
@@ -38,16 +38,6 @@ class LedgerRow:
     payload_fp: str
     vectors_fp: str
     synced_at: float
-
-
-@dataclass(frozen=True)
-class Backfill:
-    collection_id: str
-    next_page: int
-    total_pages: int | None
-    assets_listed: int
-    started_at: float
-    finished_at: float | None
 
 
 @dataclass(frozen=True)
@@ -138,140 +128,42 @@ class LedgerQueries:
         *,
         collection_id: str | None = None,
         source: str = "backfill",
-        cursor: tuple[int, int | None] | None = None,
     ) -> int:
         """Make each asset a pending asset job (a finished one is made pending again).
 
-        With ``cursor`` = (next page, total pages), the collection's backfill cursor moves in
-        the same transaction: a crash either lost the page and its cursor, or kept both.
         Jobs already pending (or leased) are left alone. Returns how many became pending.
         """
         async with self._writing() as conn:
-            queued = 0
-            if asset_ids:
-                now = await db_time(conn)
-                rows = [
-                    {
-                        "task_id": asset_job_id(a),
-                        "state": "pending",
-                        "source": source,
-                        "asset_id": a,
-                        "collection_id": collection_id,
-                        "next_poll_at": now,
-                        "created_at": now,
-                        "updated_at": now,
-                    }
-                    for a in dict.fromkeys(asset_ids)
-                ]
-                stmt = self._insert(tasks)
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=[tasks.c.task_id],
-                    set_={
-                        # A new run of the job: its timeout, poll backoff and lag start over.
-                        "state": "pending",
-                        "source": stmt.excluded.source,
-                        "attempts": 0,
-                        "polls": 0,
-                        "polled_at": None,
-                        "error": None,
-                        "created_at": stmt.excluded.created_at,
-                        "upstream_done_at": None,
-                        "synced_at": None,
-                        "next_poll_at": stmt.excluded.next_poll_at,
-                        "updated_at": stmt.excluded.updated_at,
-                    },
-                    where=tasks.c.state != "pending",
-                )
-                # RETURNING, not rowcount: asyncpg reports -1 for a multi-row statement.
-                queued = len((await conn.execute(stmt.returning(tasks.c.task_id), rows)).all())
-            if cursor is not None and collection_id is not None:
-                next_page, total_pages = cursor
-                await conn.execute(
-                    update(backfills)
-                    .where(backfills.c.collection_id == collection_id)
-                    .values(
-                        next_page=next_page,
-                        total_pages=total_pages,
-                        assets_listed=backfills.c.assets_listed + len(asset_ids),
-                        updated_at=db_now(),
-                    )
-                )
-        return queued
-
-    async def start_backfill(self, collection_id: str) -> Backfill:
-        """The collection's unfinished backfill (to resume), else a fresh one from page 1."""
-        async with self._writing() as conn:
-            row = (
-                await conn.execute(
-                    select(backfills).where(backfills.c.collection_id == collection_id)
-                )
-            ).one_or_none()
-            if row is None:
-                now = await db_time(conn)
-                await conn.execute(
-                    backfills.insert().values(
-                        collection_id=collection_id, started_at=now, updated_at=now
-                    )
-                )
-            elif row.finished_at is not None:
-                await conn.execute(
-                    update(backfills)
-                    .where(backfills.c.collection_id == collection_id)
-                    .values(
-                        next_page=1,
-                        total_pages=None,
-                        assets_listed=0,
-                        started_at=db_now(),
-                        finished_at=None,
-                        updated_at=db_now(),
-                    )
-                )
-        backfill = await self.backfill(collection_id)
-        assert backfill is not None
-        return backfill
-
-    async def finish_backfill(self, collection_id: str) -> None:
-        async with self._writing() as conn:
-            await conn.execute(
-                update(backfills)
-                .where(backfills.c.collection_id == collection_id)
-                .values(finished_at=db_now(), updated_at=db_now())
+            queued = await queue_asset_jobs(
+                conn, self._insert, asset_ids, collection_id=collection_id, source=source
             )
-
-    async def backfill(self, collection_id: str) -> Backfill | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(backfills).where(backfills.c.collection_id == collection_id)
-                )
-            ).one_or_none()
-        if row is None:
-            return None
-        return Backfill(
-            row.collection_id,
-            row.next_page,
-            row.total_pages,
-            row.assets_listed,
-            row.started_at,
-            row.finished_at,
-        )
+        return len(queued)
 
     async def asset_job_counts(
-        self, collection_ids: Sequence[str] | None = None, *, source: str | None = None
+        self,
+        collection_ids: Sequence[str] | None = None,
+        *,
+        source: str | None = None,
+        since: float | None = None,
     ) -> dict[str, int]:
-        """Asset jobs by state (pending/synced/failed), optionally of some collections."""
-        stmt = select(tasks.c.state, func.count()).where(
-            tasks.c.task_id.startswith(ASSET_JOB_PREFIX)
-        )
-        if collection_ids is not None:
-            stmt = stmt.where(tasks.c.collection_id.in_(list(collection_ids)))
-        if source is not None:
-            stmt = stmt.where(tasks.c.source == source)
+        """Asset jobs by state (pending/synced/failed), optionally of some collections, and
+        (``since``, database clock) only those pending or finished since then."""
+        stmt = select(tasks.c.state, func.count()).where(_asset_jobs(collection_ids, source, since))
         async with self.engine.connect() as conn:
             rows = (await conn.execute(stmt.group_by(tasks.c.state))).all()
         counts = {"pending": 0, "synced": 0, "failed": 0}
         counts.update({str(state): int(n) for state, n in rows})
         return counts
+
+    async def failed_asset_jobs(
+        self, collection_ids: Sequence[str], *, since: float | None = None
+    ) -> list[tuple[str, str]]:
+        """(asset id, error) of the collections' asset jobs that failed (since ``since``)."""
+        stmt = select(tasks.c.asset_id, tasks.c.error).where(
+            _asset_jobs(collection_ids, None, since), tasks.c.state == "failed"
+        )
+        async with self.engine.connect() as conn:
+            return [(str(a), str(e or "")) for a, e in (await conn.execute(stmt)).all()]
 
     # -- re-index runs ------------------------------------------------------------------
 
@@ -334,6 +226,70 @@ class LedgerQueries:
     async def release_lock(self, name: str, owner: str) -> None:
         async with self._writing() as conn:
             await conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))
+
+
+def _asset_jobs(
+    collection_ids: Sequence[str] | None, source: str | None, since: float | None
+) -> Any:
+    where = [tasks.c.task_id.startswith(ASSET_JOB_PREFIX)]
+    if collection_ids is not None:
+        where.append(tasks.c.collection_id.in_(list(collection_ids)))
+    if source is not None:
+        where.append(tasks.c.source == source)
+    if since is not None:
+        where.append((tasks.c.state == "pending") | (tasks.c.updated_at >= since))
+    return and_(*where)
+
+
+async def queue_asset_jobs(
+    conn: AsyncConnection,
+    insert: Any,
+    asset_ids: Sequence[str],
+    *,
+    collection_id: str | None,
+    source: str,
+) -> list[str]:
+    """Make each asset a pending asset job inside ``conn``'s transaction (a finished job is
+    made pending again, as a new run; one pending or leased is left alone). Returns the ids
+    of the assets queued."""
+    if not asset_ids:
+        return []
+    now = await db_time(conn)
+    rows = [
+        {
+            "task_id": asset_job_id(a),
+            "state": "pending",
+            "source": source,
+            "asset_id": a,
+            "collection_id": collection_id,
+            "next_poll_at": now,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for a in dict.fromkeys(asset_ids)
+    ]
+    stmt = insert(tasks)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[tasks.c.task_id],
+        set_={
+            # A new run of the job: its timeout, poll backoff and lag start over.
+            "state": "pending",
+            "source": stmt.excluded.source,
+            "attempts": 0,
+            "polls": 0,
+            "polled_at": None,
+            "error": None,
+            "created_at": stmt.excluded.created_at,
+            "upstream_done_at": None,
+            "synced_at": None,
+            "next_poll_at": stmt.excluded.next_poll_at,
+            "updated_at": stmt.excluded.updated_at,
+        },
+        where=tasks.c.state != "pending",
+    )
+    # RETURNING, not rowcount: asyncpg reports -1 for a multi-row statement.
+    returned = (await conn.execute(stmt.returning(tasks.c.asset_id), rows)).all()
+    return [str(r[0]) for r in returned]
 
 
 async def db_time(conn: AsyncConnection) -> float:

@@ -7,13 +7,13 @@ statement lives in ``store.py``, ``store_ledger.py`` and this module.
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.schema import RELEASED, db_now, dead_letters, synced_features, tasks
+from sync_service.schema import RELEASED, db_now, dead_letters, mirrors, synced_features, tasks
 
 #: Task states, exactly (design.md §3).
 STATES = ("pending", "synced", "failed")
@@ -26,6 +26,8 @@ class StoreStats:
     counts: dict[str, int]
     oldest_pending_age: float | None
     dead_letters: int
+    #: Watched collection → seconds since its watermark (None before its first pass).
+    watch_lag: dict[str, float | None] = field(default_factory=dict)
 
 
 class ViewQueries:
@@ -105,7 +107,19 @@ class ViewQueries:
             letters = (
                 await conn.execute(select(func.count()).select_from(dead_letters))
             ).scalar_one()
-        return StoreStats(counts, float(oldest) if oldest is not None else None, int(letters))
+            lags = (
+                await conn.execute(
+                    select(mirrors.c.collection_id, db_now() - mirrors.c.watermark).where(
+                        mirrors.c.watched == 1
+                    )
+                )
+            ).all()
+        return StoreStats(
+            counts,
+            float(oldest) if oldest is not None else None,
+            int(letters),
+            {str(c): None if lag is None else float(lag) for c, lag in lags},
+        )
 
     async def list_tasks(
         self, task_id: str | None = None, *, newest: int | None = None

@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 
 from sync_service.schema import metadata
 from sync_service.store import DeadLetter, LeaseLost, Store, SyncedFeature, SyncResult
+from sync_service.store_watch import Listed
 
 
 @pytest.fixture
@@ -150,12 +151,7 @@ async def test_attempts_are_bounded(store: Store) -> None:
 
 
 async def test_asset_jobs_are_queued_once_and_requeued_when_finished(store: Store) -> None:
-    backfill = await store.start_backfill("col")
-    assert (backfill.next_page, backfill.assets_listed, backfill.finished_at) == (1, 0, None)
-    assert await store.enqueue_assets(["a", "b"], collection_id="col", cursor=(2, 3)) == 2
-    backfill = await store.backfill("col")
-    assert backfill is not None and (backfill.next_page, backfill.total_pages) == (2, 3)
-    assert backfill.assets_listed == 2
+    assert await store.enqueue_assets(["a", "b"], collection_id="col") == 2
     # Pending jobs are left alone (no reset of their schedule).
     assert await store.enqueue_assets(["a"], collection_id="col") == 0
     claims = await store.claim_due("w", 10, 30)
@@ -168,13 +164,81 @@ async def test_asset_jobs_are_queued_once_and_requeued_when_finished(store: Stor
     assert await store.asset_job_counts(["col"]) == {"pending": 2, "synced": 0, "failed": 0}
 
 
-async def test_a_finished_backfill_starts_over_and_an_unfinished_one_resumes(store: Store) -> None:
-    await store.start_backfill("col")
-    await store.enqueue_assets(["a"], collection_id="col", cursor=(5, None))
-    assert (await store.start_backfill("col")).next_page == 5  # resumes
-    await store.finish_backfill("col")
-    again = await store.start_backfill("col")
-    assert (again.next_page, again.assets_listed, again.finished_at) == (1, 0, None)
+async def test_a_full_pass_resumes_at_its_cursor_and_a_finished_one_starts_over(
+    store: Store,
+) -> None:
+    first = await store.begin_full_pass("col")
+    assert (first.pass_no, first.pass_step, first.pass_next_page) == (1, "listing", 1)
+    queued = await store.record_page(
+        "col", [Listed("a", "t1"), Listed("b", "t1")], pass_no=1, next_page=2, total_pages=3
+    )
+    assert queued == ["a", "b"]
+    resumed = await store.begin_full_pass("col")
+    assert (resumed.pass_no, resumed.pass_next_page, resumed.pass_listed) == (1, 2, 2)
+    await store.start_sweep("col")
+    await store.finish_full_pass("col", next_in=3600, watermark=None, held=False)
+    again = await store.begin_full_pass("col")
+    assert (again.pass_no, again.pass_step, again.pass_next_page) == (2, "listing", 1)
+
+
+async def test_a_page_queues_new_and_changed_assets_only(store: Store) -> None:
+    await store.record_page("col", [Listed("a", "t1"), Listed("b", "t1")], pass_no=None)
+    for claim in await store.claim_due("w", 10, 30):
+        await store.mark_failed(claim, "x")
+    listed = [Listed("a", "t1"), Listed("b", "t2"), Listed("c", "t1"), Listed("d", "t1", True)]
+    # a unchanged, b changed, c new, d FAILED upstream (reported, never queued).
+    assert sorted(await store.record_page("col", listed, pass_no=None)) == ["b", "c"]
+    # ``requeue_all`` (backfill) queues every asset that is not FAILED upstream.
+    for claim in await store.claim_due("w", 10, 30):
+        await store.mark_failed(claim, "x")
+    assert sorted(await store.record_page("col", listed, pass_no=None, requeue_all=True)) == [
+        "a",
+        "b",
+        "c",
+    ]
+
+
+async def test_sweep_candidates_are_known_assets_this_pass_did_not_list(store: Store) -> None:
+    await store.begin_full_pass("col")
+    await store.record_page("col", [Listed("a", "t"), Listed("b", "t")], pass_no=1, next_page=2)
+    await store.finish_full_pass("col", next_in=0, watermark=None, held=False)
+    second = await store.begin_full_pass("col")
+    await store.record_page("col", [Listed("a", "t")], pass_no=second.pass_no, next_page=2)
+    assert await store.sweep_candidates("col", second.pass_no) == ["b"]
+    # Marked gone before the removal: still a candidate until its row is forgotten.
+    await store.mark_gone("col", ["b"])
+    assert await store.gone_assets("col") == ["b"]
+    assert await store.sweep_candidates("col", second.pass_no) == ["b"]
+    await store.forget_mirror_assets("col", ["b"])
+    assert await store.sweep_candidates("col", second.pass_no) == []
+
+
+async def test_the_watch_set_and_due_passes(store: Store) -> None:
+    assert await store.watch_add(["x", "y"], source="cli") == ["x", "y"]
+    assert await store.watch_add(["x"], source="env") == []
+    # No watermark yet: a full pass comes first.
+    assert sorted(await store.due_mirrors()) == [("x", "full"), ("y", "full")]
+    await store.begin_full_pass("x")
+    await store.record_page("x", [Listed("a", "t")], pass_no=1, next_page=2, watermark=100.0)
+    await store.start_sweep("x")
+    await store.finish_full_pass("x", next_in=3600, watermark=None, held=False)
+    mirror = await store.mirror("x")
+    assert mirror is not None and mirror.watermark == 100.0
+    assert ("x", "incremental") in await store.due_mirrors()
+    await store.finish_incremental("x", next_in=3600)
+    assert [d for d in await store.due_mirrors() if d[0] == "x"] == []
+    assert await store.watch_remove(["y", "z"]) == ["y"]
+    assert [m.collection_id for m in await store.mirrors(watched_only=True)] == ["x"]
+
+
+async def test_the_removal_breaker_sees_every_replicas_fetches(store: Store) -> None:
+    await store.track(["t1"])
+    (claim,) = await store.claim_due("w", 10, 30)
+    await store.mark_synced(claim, SyncResult("DONE", "a1", "col", "col"))
+    await store.record_gone_fetch("a2")
+    await store.record_gone_fetch("a3")
+    assert await store.recent_fetch_outcomes(50) == [True, True, False]
+    assert await store.recent_fetch_outcomes(2) == [True, True]
 
 
 async def test_reindex_runs_are_recorded_per_alias(store: Store) -> None:

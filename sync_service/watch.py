@@ -1,0 +1,599 @@
+"""Mirroring whole Mixpeek collections: incremental passes, full passes and the deletion sweep.
+
+An **incremental pass** asks upstream for the assets changed since the collection's watermark
+(minus an overlap window for clock skew and late writes), oldest change first, and queues asset
+jobs for the new and changed ones. An upstream that ignores the filter (older results come
+back) gets a full pass instead, said once in the log.
+
+A **full pass** lists every asset, page by page, each page recorded with its jobs and the
+cursor in one transaction (so a crash or another replica resumes at the next page), then
+**sweeps**: the assets the ledger (or an earlier listing) holds for the collection that this
+listing did not return are candidates; each is confirmed with a direct fetch (404 = gone,
+anything else keeps it), and the gone ones' points are removed, ledger first. A listing cut
+short by an error never sweeps, and a sweep that would remove more than ``SYNC_DELETE_GUARD``
+of a collection's points removes nothing and is *held* until forced or the guard is raised.
+
+The jobs queued here are ordinary leased work: the daemon (any replica) syncs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sync_service.forget import Removal, apply_removal, plan_removal
+from sync_service.metrics import Metrics
+from sync_service.mixpeek import MixpeekClient
+from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
+from sync_service.mixpeek_models import Asset, Page, TaskOutcome, classify_status
+from sync_service.points import collection_name
+from sync_service.settings import Settings
+from sync_service.sink import QdrantSink
+from sync_service.store import Store
+from sync_service.store_watch import SWEEPING, Listed
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 100
+#: The listing's order: by creation, so assets added during a pass append to its end.
+FULL_SORT = ("created_at", "asc")
+CHANGED_SORT = ("updated_at", "asc")
+
+
+class ListingError(Exception):
+    """A listing could not be read to its end (after the client's retries)."""
+
+
+class PassLost(Exception):
+    """Another process took the collection's lock: this pass stops where it is."""
+
+
+@dataclass
+class HeldSweep:
+    """A sweep the delete guard held: nothing was deleted."""
+
+    points: int
+    total: int
+    assets: list[str]
+
+    @property
+    def share(self) -> float:
+        return self.points / self.total if self.total else 0.0
+
+
+@dataclass
+class PassReport:
+    """What one pass over one collection found and did."""
+
+    collection_id: str
+    kind: str  # incremental | full
+    listed: int = 0
+    queued: list[str] = field(default_factory=list)
+    failed_upstream: list[str] = field(default_factory=list)
+    #: Confirmed deleted upstream (removed, unless the sweep was held or a dry run).
+    gone: list[str] = field(default_factory=list)
+    removed_points: int = 0
+    held: HeldSweep | None = None
+    swept: bool = False
+    fell_back: bool = False  # an incremental pass that became a full one
+
+
+class Mirroring:
+    """Runs passes over collections. Stateless between calls: the state store holds it all."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        client: MixpeekClient,
+        sink: QdrantSink | None,
+        metrics: Metrics | None = None,
+        *,
+        on_queued: Callable[[], None] | None = None,
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.client = client
+        self.sink = sink
+        self.metrics = metrics or Metrics()
+        self.on_queued = on_queued
+        self.page_size = page_size
+        self._said_ignored: set[str] = set()
+
+    # -- incremental ----------------------------------------------------------------------
+
+    async def incremental(self, collection_id: str) -> PassReport:
+        """Queue the assets changed since the watermark; a full pass if upstream ignores the
+        filter or there is no watermark yet."""
+        mirror = await self.store.mirror(collection_id)
+        if mirror is None or mirror.watermark is None:
+            return await self.full(collection_id)
+        bound = mirror.watermark - self.settings.watch_overlap
+        changed = {"AND": [{"key": "updated_at", "operator": "gte", "value": _iso(bound)}]}
+        report = PassReport(collection_id, "incremental")
+        async for _number, page in self._pages(
+            collection_id, 1, filters=changed, sort=CHANGED_SORT
+        ):
+            stamps = [_epoch(a) for a in page.results]
+            if any(t is None or t < bound - 0.001 for t in stamps):
+                return await self._filter_ignored(collection_id)
+            if mirror.filter_ignored:
+                log.info(
+                    "Mixpeek honours the updated_at filter of %s again",
+                    collection_id,
+                    extra={"event": "watch_filter_honoured", "collection_id": collection_id},
+                )
+                await self.store.set_filter_ignored(collection_id, False)
+                mirror = await self.store.mirror(collection_id) or mirror
+            await self._record(report, page, None, watermark=_newest(stamps))
+        await self.store.finish_incremental(collection_id, next_in=self.settings.watch_interval)
+        self.metrics.watch_pass(collection_id, "incremental", report.listed)
+        self._log_pass(report)
+        return report
+
+    async def _filter_ignored(self, collection_id: str) -> PassReport:
+        if collection_id not in self._said_ignored:
+            self._said_ignored.add(collection_id)
+            log.warning(
+                "Mixpeek ignored the updated_at filter when listing %s (assets older than the "
+                "watermark came back): its changes are found by full listings instead",
+                collection_id,
+                extra={"event": "watch_filter_ignored", "collection_id": collection_id},
+            )
+        await self.store.set_filter_ignored(collection_id, True)
+        full = await self.full(collection_id)
+        await self.store.finish_incremental(collection_id, next_in=self.settings.watch_interval)
+        full.fell_back = True
+        return full
+
+    # -- full -----------------------------------------------------------------------------
+
+    async def full(
+        self,
+        collection_id: str,
+        *,
+        requeue_all: bool = False,
+        force: bool = False,
+        sweep: bool = True,
+        defer_sweep: bool = False,
+        on_page: Callable[[PassReport, int | None], None] | None = None,
+    ) -> PassReport:
+        """List every asset (resuming an unfinished pass), then sweep deletions.
+
+        ``requeue_all`` queues every listed asset (``backfill``: a re-sync of everything);
+        otherwise only new and changed assets, and those with no point yet. ``force`` sweeps
+        past the delete guard; ``sweep=False`` ends the pass without one. ``defer_sweep``
+        leaves the listed pass for a daemon to sweep (this process cannot reach Qdrant).
+        ``on_page(report, total assets upstream)`` follows the listing.
+        """
+        mirror = await self.store.begin_full_pass(
+            collection_id, requeue_all=requeue_all, force=force
+        )
+        report = PassReport(collection_id, "full", listed=mirror.pass_listed)
+        if mirror.pass_step != SWEEPING:
+            if mirror.pass_next_page > 1:
+                log.info(
+                    "resuming the full listing of %s at page %d",
+                    collection_id,
+                    mirror.pass_next_page,
+                    extra={"event": "watch_resumed", "collection_id": collection_id},
+                )
+            async for number, page in self._pages(
+                collection_id, mirror.pass_next_page, sort=FULL_SORT
+            ):
+                await self._record(
+                    report,
+                    page,
+                    (mirror.pass_no, number + 1),
+                    watermark=_newest([_epoch(a) for a in page.results]),
+                    requeue_all=mirror.pass_requeue_all,
+                )
+                if on_page is not None:
+                    on_page(report, page.total)
+            await self.store.start_sweep(collection_id)
+        if defer_sweep:
+            await self.store.due_full_now(collection_id)
+            return report
+        if sweep:
+            await self._sweep(report, mirror.pass_no, force=mirror.pass_force)
+        await self.store.finish_full_pass(
+            collection_id,
+            next_in=self.settings.watch_full_interval,
+            watermark=None,
+            held=report.held is not None,
+        )
+        self.metrics.watch_pass(collection_id, "full", report.listed)
+        self._log_pass(report)
+        return report
+
+    async def _record(
+        self,
+        report: PassReport,
+        page: Page[Asset],
+        cursor: tuple[int, int] | None,
+        *,
+        watermark: float | None,
+        requeue_all: bool = False,
+    ) -> None:
+        """Record a listed page (with a full pass's (pass number, next page) ``cursor``)."""
+        listed = [
+            Listed(
+                a.asset_id,
+                _stamp(a),
+                failed=_outcome(a) is TaskOutcome.FAILED,
+            )
+            for a in page.results
+        ]
+        queued = await self.store.record_page(
+            report.collection_id,
+            listed,
+            pass_no=cursor[0] if cursor else None,
+            next_page=cursor[1] if cursor else None,
+            total_pages=page.total_pages,
+            requeue_all=requeue_all,
+            heal=cursor is not None,
+            watermark=watermark,
+        )
+        report.listed += len(listed)
+        report.queued += queued
+        report.failed_upstream += [a.asset_id for a in listed if a.failed]
+        if queued and self.on_queued is not None:
+            self.on_queued()
+
+    async def _pages(
+        self,
+        collection_id: str,
+        first: int,
+        *,
+        filters: dict[str, Any] | None = None,
+        sort: tuple[str, str],
+    ) -> AsyncIterator[tuple[int, Page[Asset]]]:
+        """The listing's pages from ``first`` on; ListingError if one cannot be read."""
+        number, previous = first, None
+        while True:
+            try:
+                page = await self.client.list_assets(
+                    collection_id, page=number, page_size=self.page_size, filters=filters, sort=sort
+                )
+            except MixpeekAuthError:
+                raise
+            except MixpeekError as exc:
+                raise ListingError(
+                    f"listing {collection_id} failed on page {number}: {exc}"
+                ) from exc
+            ids = [a.asset_id for a in page.results]
+            if ids and ids == previous:  # a server ignoring ?page= would loop forever
+                raise ListingError(
+                    f"Mixpeek served page {number} of {collection_id} twice (does it ignore "
+                    "?page=?): the listing is incomplete"
+                )
+            yield number, page
+            if not page.has_next:
+                return
+            number, previous = number + 1, ids
+
+    async def preview(self, collection_id: str) -> PassReport:
+        """A dry run of a full pass and its sweep: lists and confirms, changes nothing.
+
+        ``queued`` is every listed asset that is not FAILED upstream (what ``backfill``
+        queues); ``gone`` what the sweep would remove, ``held`` whether the guard would hold.
+        """
+        report = PassReport(collection_id, "full")
+        listed: set[str] = set()
+        async for _number, page in self._pages(collection_id, 1, sort=FULL_SORT):
+            for asset in page.results:
+                listed.add(asset.asset_id)
+                if _outcome(asset) is TaskOutcome.FAILED:
+                    report.failed_upstream.append(asset.asset_id)
+                else:
+                    report.queued.append(asset.asset_id)
+        report.listed = len(listed)
+        candidates = sorted(await self.store.known_assets(collection_id) - listed)
+        report.gone = await self.confirm_gone(candidates)
+        if report.gone:
+            removal = await self.plan(collection_id, report.gone)
+            report.removed_points = removal.total
+            report.held = await self.guard(removal)
+        return report
+
+    # -- sweep ----------------------------------------------------------------------------
+
+    async def _sweep(self, report: PassReport, pass_no: int, *, force: bool) -> None:
+        """Remove the assets this full listing did not return that upstream confirms gone."""
+        cid = report.collection_id
+        candidates = await self.store.sweep_candidates(cid, pass_no)
+        gone = await self.confirm_gone(candidates)
+        report.gone = gone
+        report.swept = True
+        if not gone:
+            return
+        removal = await self.plan(cid, gone)
+        held = await self.guard(removal)
+        if held is not None and not force:
+            held.assets = gone
+            report.held = held
+            await self.store.hold_sweep(cid, points=held.points, total=held.total, assets=gone)
+            self.metrics.watch_held(cid)
+            log.warning(
+                "sweep of %s held: it would delete %d of %d points (%.0f%%, %d assets gone "
+                "upstream), more than SYNC_DELETE_GUARD=%.0f%%; nothing deleted. Check "
+                "MIXPEEK_API_URL/MIXPEEK_NAMESPACE, then `sync-service backfill --collection-id "
+                "%s --force` removes them (`--dry-run` lists them)",
+                cid,
+                held.points,
+                held.total,
+                held.share * 100,
+                len(gone),
+                self.settings.delete_guard * 100,
+                cid,
+                extra={"event": "sweep_held", "collection_id": cid},
+            )
+            return
+        # The intent is durable before anything goes: a sweep killed half-way finishes the
+        # removal of these (ledger rows and strays alike) on its next run.
+        await self.store.mark_gone(cid, gone)
+        report.removed_points = await apply_removal(self.store, self.qdrant, removal)
+        await self.store.forget_mirror_assets(cid, gone)
+        self.metrics.watch_swept(cid, len(gone))
+        self.metrics.resynced(0, 0, report.removed_points)
+        log.info(
+            "swept %d asset(s) deleted upstream from %s (%d point(s))",
+            len(gone),
+            cid,
+            report.removed_points,
+            extra={"event": "sweep_removed", "collection_id": cid, "assets": len(gone)},
+        )
+
+    async def confirm_gone(self, candidates: Sequence[str]) -> list[str]:
+        """Of these assets, those upstream answers 404 for (any other answer keeps one)."""
+
+        async def gone(asset_id: str) -> bool:
+            try:
+                await self.client.get_asset(asset_id)
+            except MixpeekNotFound:
+                return True
+            except MixpeekAuthError:
+                raise
+            except MixpeekError as exc:
+                log.warning(
+                    "kept %s: confirming its deletion failed: %s",
+                    asset_id,
+                    exc,
+                    extra={"event": "sweep_unconfirmed", "asset_id": asset_id},
+                )
+            return False
+
+        answers = await asyncio.gather(*(gone(a) for a in candidates))
+        return [a for a, g in zip(candidates, answers, strict=True) if g]
+
+    @property
+    def qdrant(self) -> QdrantSink:
+        if self.sink is None:
+            raise RuntimeError("this pass needs Qdrant, which another process holds")
+        return self.sink
+
+    async def plan(self, collection_id: str, asset_ids: Sequence[str]) -> Removal:
+        """What removing these assets deletes: their ledger rows, plus any point their
+        collection's Qdrant collection holds with their ``asset_id`` (a killed removal's)."""
+        target = collection_name(self.settings.qdrant_collection_for(collection_id))
+        return await plan_removal(
+            self.store, self.qdrant, asset_ids, every_collection=False, also=[target]
+        )
+
+    async def guard(self, removal: Removal) -> HeldSweep | None:
+        """The delete guard, per Qdrant collection: the first one it holds, else None."""
+        for collection in removal.collections:
+            doomed = removal.count(collection)
+            total = await self.qdrant.count(collection)
+            if total and doomed / total > self.settings.delete_guard:
+                return HeldSweep(doomed, total, [])
+        return None
+
+    def _log_pass(self, report: PassReport) -> None:
+        log.info(
+            "%s pass of %s: %d listed, %d queued, %d failed upstream, %d gone",
+            report.kind,
+            report.collection_id,
+            report.listed,
+            len(report.queued),
+            len(report.failed_upstream),
+            len(report.gone),
+            extra={
+                "event": "watch_pass",
+                "collection_id": report.collection_id,
+                "kind": report.kind,
+                "listed": report.listed,
+                "queued": len(report.queued),
+            },
+        )
+
+
+@contextlib.asynccontextmanager
+async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncIterator[None]:
+    """Hold lock ``name`` (already acquired by ``owner``) while the body runs: renewed every
+    third of ``seconds``; if another process takes it (it expired), the body is cancelled."""
+    body = asyncio.current_task()
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(seconds / 3)
+            try:
+                held = await store.acquire_lock(name, owner, seconds)
+            except Exception:
+                continue  # the store is down: the body's own writes fail too
+            if not held and body is not None:
+                log.warning("lost the lock %s; stopping", name, extra={"event": "lock_lost"})
+                body.cancel()
+                return
+
+    renewer = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        renewer.cancel()
+        with contextlib.suppress(Exception):
+            await asyncio.shield(store.release_lock(name, owner))
+
+
+def lock_name(collection_id: str) -> str:
+    """The lock that lets one process at a time list a collection."""
+    return f"watch:{collection_id}"
+
+
+class Watcher:
+    """Watch mode in the daemon: runs each watched collection's due passes, one replica per
+    collection at a time (a renewed lock in the state store)."""
+
+    def __init__(
+        self,
+        mirroring: Mirroring,
+        *,
+        owner: str,
+        lease_seconds: float,
+        on_fatal: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.mirroring = mirroring
+        self.store = mirroring.store
+        self.owner = owner
+        self.lease_seconds = lease_seconds
+        self.on_fatal = on_fatal
+        self.running: dict[str, asyncio.Task[None]] = {}
+
+    async def tick(self) -> None:
+        """Start the passes that are due and not running anywhere."""
+        for collection_id, kind in await self.store.due_mirrors():
+            if collection_id in self.running:
+                continue
+            if not await self.store.acquire_lock(
+                lock_name(collection_id), self.owner, self.lease_seconds
+            ):
+                continue  # another replica lists it
+            task = asyncio.create_task(
+                self._run(collection_id, kind), name=f"watch:{collection_id}"
+            )
+            self.running[collection_id] = task
+            task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        for collection_id, running in list(self.running.items()):
+            if running is task:
+                del self.running[collection_id]
+
+    async def stop(self) -> None:
+        """Cut the passes short (each resumes at its next page) and hand their locks back."""
+        for task in list(self.running.values()):
+            task.cancel()
+        await asyncio.gather(*self.running.values(), return_exceptions=True)
+
+    async def _run(self, collection_id: str, kind: str) -> None:
+        async with holding(self.store, lock_name(collection_id), self.owner, self.lease_seconds):
+            try:
+                if kind == "full":
+                    await self.mirroring.full(collection_id)
+                else:
+                    await self.mirroring.incremental(collection_id)
+            except asyncio.CancelledError:
+                raise
+            except MixpeekAuthError as exc:
+                await self._failed(collection_id, str(exc))
+                if self.on_fatal is not None:
+                    self.on_fatal(exc)
+            except Exception as exc:  # upstream, Qdrant or store trouble: try again later
+                await self._failed(collection_id, _describe(exc))
+
+    async def _failed(self, collection_id: str, error: str) -> None:
+        retry_in = min(self.mirroring.settings.watch_interval, 30.0)
+        log.warning(
+            "watch pass of %s failed (tried again in %.0fs): %s",
+            collection_id,
+            retry_in,
+            error,
+            extra={"event": "watch_pass_failed", "collection_id": collection_id},
+        )
+        with contextlib.suppress(Exception):
+            await self.store.pass_failed(collection_id, error, retry_in=retry_in)
+
+
+def _stamp(asset: Asset) -> str | None:
+    """The asset's ``updated_at`` exactly as served: what tells a changed asset apart."""
+    raw = asset.raw.get("updated_at")
+    return None if raw is None else str(raw)[:64]
+
+
+def _epoch(asset: Asset) -> float | None:
+    """The asset's ``updated_at`` in epoch seconds (a naive timestamp is taken as UTC)."""
+    when = asset.updated_at
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def _newest(stamps: Sequence[float | None]) -> float | None:
+    known = [s for s in stamps if s is not None]
+    return max(known) if known else None
+
+
+def _iso(epoch: float) -> str:
+    """A filter value in the form upstream serves its own timestamps (naive UTC, µs)."""
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+
+
+def _outcome(asset: Asset) -> TaskOutcome:
+    return classify_status(asset.status) if asset.status else TaskOutcome.SUCCEEDED
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def watch_view(store: Store) -> list[dict[str, Any]]:
+    """Each watched collection (and any other with a pass under way or a held sweep), as
+    ``status``, ``watch list`` and the control API show it."""
+    now = await store.now()
+    known = await store.assets_known()
+    rows = []
+    for m in await store.mirrors():
+        if not (m.watched or m.pass_step or m.held_at is not None):
+            continue
+        step = m.pass_step
+        if step == "listing":
+            total = f" of {m.pass_total_pages}" if m.pass_total_pages else ""
+            step = f"full: listing page {m.pass_next_page}{total}"
+        elif step is not None:
+            step = "full: sweeping"
+        rows.append(
+            {
+                "collection_id": m.collection_id,
+                "watched": m.watched,
+                "source": m.source,
+                "last_incremental_ago": _age(now, m.last_incremental_at),
+                "last_full_ago": _age(now, m.last_full_at),
+                "lag_seconds": _age(now, m.watermark),
+                "assets_known": known.get(m.collection_id, 0),
+                "pass": step,
+                "held_sweep": None
+                if m.held_at is None
+                else {
+                    "points": m.held_points,
+                    "total": m.held_total,
+                    "assets": m.held_assets,
+                    "held_ago": _age(now, m.held_at),
+                },
+                "filter_ignored": m.filter_ignored,
+                "last_error": m.last_error,
+            }
+        )
+    return rows
+
+
+def _age(now: float, then: float | None) -> float | None:
+    return None if then is None else round(max(now - then, 0.0), 1)
