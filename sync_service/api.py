@@ -35,6 +35,7 @@ from sync_service.mixpeek import MixpeekClient
 from sync_service.mixpeek_errors import MixpeekError
 from sync_service.sink import QdrantSink
 from sync_service.store import Store
+from sync_service.watch import watch_view
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,21 @@ class TaskDetail(TaskState):
     dead_letter_list: list[DeadLetterOut]
 
 
+CollectionId = Annotated[
+    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)
+]
+
+
+class WatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    collection_ids: list[CollectionId] = Field(min_length=1, max_length=1000)
+
+
+class WatchAnswer(BaseModel):
+    added: list[str]
+    already_watched: list[str]
+
+
 class StatusAnswer(BaseModel):
     counts: dict[str, int]
     tasks: list[TaskState]
@@ -223,6 +239,23 @@ def create_api(
             raise HTTPException(404, f"task {task_id} is not tracked")
         letters = [DeadLetterOut(**d) for d in await store.dead_letters(task_id)]
         return TaskDetail(**rows[0], dead_letter_list=letters)
+
+    @app.get("/watch")
+    async def list_watched() -> list[dict[str, Any]]:
+        """The watched collections: last passes, lag, assets known, held sweep if any."""
+        return await watch_view(store)
+
+    @app.post("/watch", response_model=WatchAnswer)
+    async def watch(body: WatchRequest) -> WatchAnswer:
+        ids = list(dict.fromkeys(body.collection_ids))
+        added = await store.watch_add(ids, source="api")
+        return WatchAnswer(added=added, already_watched=[c for c in ids if c not in added])
+
+    @app.delete("/watch/{collection_id}", status_code=204)
+    async def unwatch(collection_id: CollectionId) -> Response:
+        if not await store.watch_remove([collection_id]):
+            raise HTTPException(404, f"collection {collection_id} is not watched")
+        return Response(status_code=204)
 
     @app.get("/dead-letters", response_model=list[DeadLetterOut])
     async def list_dead_letters(

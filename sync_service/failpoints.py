@@ -15,7 +15,12 @@ import signal
 #: The daemon's steps, in order (every one is a crash point of the reliability matrix).
 PIPELINE_STEPS = ("after_claim", "after_poll", "after_fetch", "after_upsert", "after_record")
 #: Every failpoint, the ``backfill`` and ``reindex`` commands' own included.
-STEPS = (*PIPELINE_STEPS, "after_backfill_page", "after_reindex_asset")
+STEPS = (
+    *PIPELINE_STEPS,
+    "after_listing_page",
+    "after_forget_ledger",
+    "after_reindex_asset",
+)
 
 
 class FailpointError(RuntimeError):

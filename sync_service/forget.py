@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from sync_service.failpoints import failpoint
 from sync_service.sink import QdrantSink
 from sync_service.store import Store
 
@@ -96,6 +97,7 @@ async def apply_removal(store: Store, sink: QdrantSink, removal: Removal) -> int
         by_feature = removal.points.get(collection, {})
         ids: Sequence[str] = [*by_feature.values(), *sorted(removal.strays.get(collection, ()))]
         await store.forget_features(collection, by_feature)
+        await failpoint("after_forget_ledger")
         await sink.delete_points(collection, ids)
         deleted += len(ids)
     return deleted

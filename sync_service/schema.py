@@ -51,7 +51,6 @@ tasks = Table(
     Column("polled_at", Float),
 )
 Index("ix_tasks_state_next_poll_at", tasks.c.state, tasks.c.next_poll_at)
-Index("ix_tasks_synced_at", tasks.c.synced_at)
 #: The column values that hand a task's lease back.
 RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
@@ -141,16 +140,19 @@ mirror_assets = Table(
     Column("gone", Integer, nullable=False, server_default="0"),
 )
 
-#: Asset fetches answered 404 lately (the shared removal breaker's evidence; the successes
-#: are the tasks' ``synced_at``). Pruned to the newest few hundred.
-gone_fetches = Table(
-    "gone_fetches",
+#: Recent asset fetches and whether each answered 404: the removal breaker's evidence, shared
+#: by every replica. ``upstream`` fingerprints the API URL and namespace, so evidence gathered
+#: under another configuration (the right one, before a bad change) does not dilute it.
+fetch_outcomes = Table(
+    "fetch_outcomes",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("asset_id", String(255), nullable=False),
+    Column("upstream", String(64), nullable=False),
+    Column("asset_id", String(255)),
+    Column("gone", Integer, nullable=False),
     Column("at", Float, nullable=False),
 )
-Index("ix_gone_fetches_at", gone_fetches.c.at)
+Index("ix_fetch_outcomes_upstream_id", fetch_outcomes.c.upstream, fetch_outcomes.c.id)
 
 #: Re-index runs per alias: the physical collection being filled or serving, and the one it
 #: replaced (kept for ``--rollback``).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -22,11 +23,18 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sync_service.schema import RELEASED, db_now, dead_letters, synced_features, tasks
+from sync_service.schema import (
+    RELEASED,
+    db_now,
+    dead_letters,
+    fetch_outcomes,
+    synced_features,
+    tasks,
+)
 from sync_service.settings import Settings, async_database_url
 from sync_service.store_ledger import LedgerQueries, db_time
 from sync_service.store_views import STATES, ViewQueries
-from sync_service.store_watch import WatchQueries
+from sync_service.store_watch import PRUNE_CHANCE, WatchQueries, prune_outcomes
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -96,6 +104,9 @@ class SyncResult:
     #: Feature ids actually written now; None: all. Unchanged points keep their ledger rows
     #: (and versions) as they are, exactly like their points in Qdrant.
     written: frozenset[str] | None = None
+    #: The upstream configuration the asset was fetched under (the removal breaker's
+    #: evidence: a fetch that found the asset); None records nothing.
+    upstream: str | None = None
 
 
 class Store(LedgerQueries, ViewQueries, WatchQueries):
@@ -346,6 +357,14 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
                         synced_features.c.feature_id.in_(list(result.removed)),
                     )
                 )
+            if result.upstream is not None and result.asset_id is not None:
+                await conn.execute(
+                    fetch_outcomes.insert().values(
+                        upstream=result.upstream, asset_id=result.asset_id, gone=0, at=db_now()
+                    )
+                )
+                if random.random() < PRUNE_CHANCE:
+                    await prune_outcomes(conn)
             # A redo replaces the dead letters of the earlier run instead of doubling them.
             await conn.execute(delete(dead_letters).where(dead_letters.c.task_id == claim.task_id))
             if result.dead_letters:

@@ -10,17 +10,18 @@ the page and its cursor, or kept both.
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, literal, or_, select, update
+from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sync_service.schema import (
     db_now,
-    gone_fetches,
+    fetch_outcomes,
     mirror_assets,
     mirrors,
     synced_features,
@@ -412,7 +413,13 @@ class WatchQueries:
         )
 
     async def finish_full_pass(
-        self, collection_id: str, *, next_in: float, watermark: float | None, held: bool
+        self,
+        collection_id: str,
+        *,
+        next_in: float,
+        watermark: float | None,
+        held: bool,
+        incremental_in: float = 0.0,
     ) -> None:
         """End the full pass: next one due in ``next_in`` s; a sweep not held clears a hold."""
         values: dict[str, Any] = {
@@ -421,6 +428,8 @@ class WatchQueries:
             "pass_requeue_all": 0,
             "last_full_at": db_now(),
             "full_due_at": db_now() + next_in,
+            # A full listing covers what an incremental pass would have found.
+            "incremental_due_at": db_now() + incremental_in,
             "last_error": None,
         }
         if not held:
@@ -484,35 +493,40 @@ class WatchQueries:
 
     # -- the shared removal breaker ------------------------------------------------------
 
-    async def record_gone_fetch(self, asset_id: str, *, keep: int = 500) -> None:
+    async def record_fetch(self, upstream: str, asset_id: str, *, gone: bool) -> None:
+        """Note an asset fetch's outcome (a 404 or not) for the removal breaker."""
         async with self._writing() as conn:
-            await conn.execute(gone_fetches.insert().values(asset_id=asset_id, at=db_now()))
-            newest = select(gone_fetches.c.id).order_by(gone_fetches.c.id.desc()).limit(keep)
-            await conn.execute(delete(gone_fetches).where(gone_fetches.c.id.not_in(newest)))
+            await conn.execute(
+                fetch_outcomes.insert().values(
+                    upstream=upstream, asset_id=asset_id, gone=int(gone), at=db_now()
+                )
+            )
+            if gone or random.random() < PRUNE_CHANCE:
+                await prune_outcomes(conn)
 
-    async def recent_fetch_outcomes(self, window: int) -> list[bool]:
-        """The last ``window`` asset fetches, newest first: True where it answered 404.
-
-        A fetch that found the asset is a task synced (``synced_at``); one that did not is a
-        ``gone_fetches`` row. Shared by every replica, unlike a per-process window.
-        """
-        ok = (
-            select(tasks.c.synced_at.label("at"), literal(0).label("gone"))
-            .where(tasks.c.synced_at.is_not(None))
-            .order_by(tasks.c.synced_at.desc())
+    async def recent_fetch_outcomes(self, upstream: str, window: int) -> list[bool]:
+        """The last ``window`` asset fetches under this upstream configuration, by every
+        replica, newest first: True where it answered 404."""
+        stmt = (
+            select(fetch_outcomes.c.gone)
+            .where(fetch_outcomes.c.upstream == upstream)
+            .order_by(fetch_outcomes.c.id.desc())
             .limit(window)
-            .subquery()
         )
-        gone = (
-            select(gone_fetches.c.at.label("at"), literal(1).label("gone"))
-            .order_by(gone_fetches.c.at.desc())
-            .limit(window)
-            .subquery()
-        )
-        both = select(ok.c.at, ok.c.gone).union_all(select(gone.c.at, gone.c.gone)).subquery()
-        stmt = select(both.c.gone).order_by(both.c.at.desc()).limit(window)
         async with self.engine.connect() as conn:
             return [bool(r[0]) for r in (await conn.execute(stmt)).all()]
+
+
+#: How often a successful fetch also prunes the breaker's table (a 404 always does).
+PRUNE_CHANCE = 0.02
+#: Outcomes kept per upstream configuration (the breaker reads far fewer).
+OUTCOMES_KEPT = 500
+
+
+async def prune_outcomes(conn: AsyncConnection) -> None:
+    """Keep the newest outcomes only (inside the caller's transaction)."""
+    newest = select(fetch_outcomes.c.id).order_by(fetch_outcomes.c.id.desc()).limit(OUTCOMES_KEPT)
+    await conn.execute(delete(fetch_outcomes).where(fetch_outcomes.c.id.not_in(newest)))
 
 
 async def _mirror_row(conn: AsyncConnection, collection_id: str) -> Any:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sync_service.failpoints import failpoint
 from sync_service.forget import Removal, apply_removal, plan_removal
 from sync_service.metrics import Metrics
 from sync_service.mixpeek import MixpeekClient
@@ -207,6 +208,7 @@ class Mirroring:
             next_in=self.settings.watch_full_interval,
             watermark=None,
             held=report.held is not None,
+            incremental_in=self.settings.watch_interval,
         )
         self.metrics.watch_pass(collection_id, "full", report.listed)
         self._log_pass(report)
@@ -240,6 +242,7 @@ class Mirroring:
             heal=cursor is not None,
             watermark=watermark,
         )
+        await failpoint("after_listing_page")
         report.listed += len(listed)
         report.queued += queued
         report.failed_upstream += [a.asset_id for a in listed if a.failed]
@@ -396,7 +399,10 @@ class Mirroring:
         return None
 
     def _log_pass(self, report: PassReport) -> None:
-        log.info(
+        # A pass that changed nothing is routine (every minute, for months): debug only.
+        busy = report.queued or report.gone or report.failed_upstream or report.kind == "full"
+        log.log(
+            logging.INFO if busy else logging.DEBUG,
             "%s pass of %s: %d listed, %d queued, %d failed upstream, %d gone",
             report.kind,
             report.collection_id,

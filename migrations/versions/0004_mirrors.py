@@ -58,14 +58,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("collection_id", "asset_id", name="pk_mirror_assets"),
     )
     op.create_table(
-        "gone_fetches",
+        "fetch_outcomes",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("asset_id", sa.String(255), nullable=False),
+        sa.Column("upstream", sa.String(64), nullable=False),
+        sa.Column("asset_id", sa.String(255)),
+        sa.Column("gone", sa.Integer(), nullable=False),
         sa.Column("at", sa.Float(), nullable=False),
-        sa.PrimaryKeyConstraint("id", name="pk_gone_fetches"),
+        sa.PrimaryKeyConstraint("id", name="pk_fetch_outcomes"),
     )
-    op.create_index("ix_gone_fetches_at", "gone_fetches", ["at"])
-    op.create_index("ix_tasks_synced_at", "tasks", ["synced_at"])
+    op.create_index("ix_fetch_outcomes_upstream_id", "fetch_outcomes", ["upstream", "id"])
     with op.batch_alter_table("synced_features") as batch:
         batch.add_column(sa.Column("collection_id", sa.String(255)))
         batch.create_index("ix_synced_features_collection_id", ["collection_id"])
@@ -92,7 +93,6 @@ def downgrade() -> None:
     with op.batch_alter_table("synced_features") as batch:
         batch.drop_index("ix_synced_features_collection_id")
         batch.drop_column("collection_id")
-    op.drop_index("ix_tasks_synced_at", "tasks")
-    op.drop_table("gone_fetches")
+    op.drop_table("fetch_outcomes")
     op.drop_table("mirror_assets")
     op.drop_table("mirrors")

@@ -71,7 +71,7 @@ def test_backfill_resumes_after_a_crash_at_its_stored_cursor(
         "--page-size",
         "10",
         check=False,
-        SYNC_FAILPOINTS="after_backfill_page=kill@2",
+        SYNC_FAILPOINTS="after_listing_page=kill@2",
     )
     assert crashed.returncode == -signal.SIGKILL
     svc.patch()  # nothing to change: only makes sure the emulator still answers
@@ -280,7 +280,11 @@ def test_a_caption_change_on_a_point_lost_in_qdrant_rewrites_the_whole_point(
 def test_when_most_assets_answer_404_their_points_are_kept(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
-    """A wrong namespace or URL looks like every asset deleted: removals stop after a few."""
+    """A wrong namespace or URL looks like every asset deleted: removals stop after a few.
+
+    The breaker's evidence is shared through the state store per upstream configuration (URL
+    and namespace): the syncs made under the right one do not dilute the wrong one's 404s.
+    """
     seeded = seed(emulator, 8)
     svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
     svc.cli("backfill", "--collection-id", COLLECTION)
@@ -288,7 +292,13 @@ def test_when_most_assets_answer_404_their_points_are_kept(
     for asset_id in gone:
         httpx.delete(f"{emulator.url}/assets/{asset_id}", headers=HEADERS).raise_for_status()
     svc.cli("track", *seeded["task_ids"][:6])  # their tasks, polled again: 404 on the asset
-    svc.cli("run", "--drain", SYNC_MAX_CONCURRENCY="1", SYNC_CLAIM_BATCH="1")
+    svc.cli(
+        "run",
+        "--drain",
+        SYNC_MAX_CONCURRENCY="1",
+        SYNC_CLAIM_BATCH="1",
+        MIXPEEK_NAMESPACE="a-changed-namespace",
+    )
     tasks = {t["task_id"]: t for t in svc.status()["tasks"]}
     errors = [tasks[t]["error"] for t in seeded["task_ids"][:6]]
     removed = [e for e in errors if "were removed" in e]

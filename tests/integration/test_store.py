@@ -234,11 +234,13 @@ async def test_the_watch_set_and_due_passes(store: Store) -> None:
 async def test_the_removal_breaker_sees_every_replicas_fetches(store: Store) -> None:
     await store.track(["t1"])
     (claim,) = await store.claim_due("w", 10, 30)
-    await store.mark_synced(claim, SyncResult("DONE", "a1", "col", "col"))
-    await store.record_gone_fetch("a2")
-    await store.record_gone_fetch("a3")
-    assert await store.recent_fetch_outcomes(50) == [True, True, False]
-    assert await store.recent_fetch_outcomes(2) == [True, True]
+    await store.mark_synced(claim, SyncResult("DONE", "a1", "col", "col", upstream="u1"))
+    await store.record_fetch("u1", "a2", gone=True)
+    await store.record_fetch("u1", "a3", gone=True)
+    await store.record_fetch("u2", "a4", gone=False)  # another upstream's evidence
+    assert await store.recent_fetch_outcomes("u1", 50) == [True, True, False]
+    assert await store.recent_fetch_outcomes("u1", 2) == [True, True]
+    assert await store.recent_fetch_outcomes("u2", 50) == [False]
 
 
 async def test_reindex_runs_are_recorded_per_alias(store: Store) -> None:
