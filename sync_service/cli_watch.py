@@ -203,17 +203,15 @@ def _dry_run(ids: list[str], page_size: int) -> None:
             )
         elif r.gone:
             verdict = f" ({r.removed_points} point(s))"
-        out.print(
+        # Plain lines (no wrapping): scripts read them.
+        lines = [
             f"{r.collection_id}: {r.listed} listed; would queue {len(r.queued)} asset(s); "
             f"failed upstream: {len(r.failed_upstream)}; would delete {len(r.gone)} "
             f"asset(s){verdict}",
-            highlight=False,
-            markup=False,
-        )
-        for asset_id in r.queued:
-            out.print(f"  queue  {asset_id}", highlight=False)
-        for asset_id in r.gone:
-            out.print(f"  delete {asset_id}", highlight=False)
+            *(f"  queue  {asset_id}" for asset_id in r.queued),
+            *(f"  delete {asset_id}" for asset_id in r.gone),
+        ]
+        sys.stdout.write("\n".join(lines) + "\n")
     raise typer.Exit(3 if held else 0)
 
 

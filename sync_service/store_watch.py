@@ -116,39 +116,34 @@ class WatchQueries:
         A newly watched collection's passes are due at once (a full pass first: it has no
         watermark yet).
         """
-        added = []
+        ids = list(dict.fromkeys(collection_ids))
+        if not ids:
+            return []
         async with self._writing() as conn:
             now = await db_time(conn)
-            for cid in dict.fromkeys(collection_ids):
-                row = await _mirror_row(conn, cid)
-                if row is None:
-                    await conn.execute(
-                        mirrors.insert().values(
-                            collection_id=cid,
-                            watched=1,
-                            source=source,
-                            added_at=now,
-                            full_due_at=now,
-                            incremental_due_at=now,
-                            updated_at=now,
-                        )
-                    )
-                elif not row.watched:
-                    await conn.execute(
-                        update(mirrors)
-                        .where(mirrors.c.collection_id == cid)
-                        .values(
-                            watched=1,
-                            source=source,
-                            full_due_at=now,
-                            incremental_due_at=now,
-                            updated_at=now,
-                        )
-                    )
-                else:
-                    continue
-                added.append(cid)
-        return added
+            # Replicas starting together add the same collections: no read-then-insert race.
+            await conn.execute(
+                self._insert(mirrors).on_conflict_do_nothing(),
+                [
+                    {"collection_id": cid, "watched": 0, "added_at": now, "updated_at": now}
+                    for cid in ids
+                ],
+            )
+            rows = await conn.execute(
+                update(mirrors)
+                .where(mirrors.c.collection_id.in_(ids), mirrors.c.watched == 0)
+                .values(
+                    watched=1,
+                    source=source,
+                    added_at=now,
+                    full_due_at=now,
+                    incremental_due_at=now,
+                    updated_at=now,
+                )
+                .returning(mirrors.c.collection_id)
+            )
+            added = {str(r[0]) for r in rows.all()}
+        return [cid for cid in ids if cid in added]
 
     async def watch_remove(self, collection_ids: Iterable[str]) -> list[str]:
         """Take collections out of the watch set (their points stay); returns those removed."""
@@ -226,15 +221,13 @@ class WatchQueries:
         the sweep ignores the delete guard. A resumed pass keeps its own flags, or-ed with these.
         """
         async with self._writing() as conn:
+            now = await db_time(conn)
+            await conn.execute(
+                self._insert(mirrors)
+                .values(collection_id=collection_id, added_at=now, updated_at=now)
+                .on_conflict_do_nothing()
+            )
             row = await _mirror_row(conn, collection_id)
-            if row is None:
-                now = await db_time(conn)
-                await conn.execute(
-                    mirrors.insert().values(
-                        collection_id=collection_id, added_at=now, updated_at=now
-                    )
-                )
-                row = await _mirror_row(conn, collection_id)
             values: dict[str, Any] = {"updated_at": db_now()}
             if row.pass_step is None:
                 values |= {
@@ -280,7 +273,9 @@ class WatchQueries:
         Returns the asset ids queued.
         """
         async with self._writing() as conn:
-            wanted = [a for a in assets if not a.failed]
+            # FAILED upstream is queued all the same when new or changed: its job fails at once
+            # with upstream's reason, so the asset and why it has no point show in ``status``.
+            wanted = list(assets)
             ids = [a.asset_id for a in assets]
             known = {
                 r.asset_id: r.updated_at

@@ -284,18 +284,18 @@ class Mirroring:
     async def preview(self, collection_id: str) -> PassReport:
         """A dry run of a full pass and its sweep: lists and confirms, changes nothing.
 
-        ``queued`` is every listed asset that is not FAILED upstream (what ``backfill``
-        queues); ``gone`` what the sweep would remove, ``held`` whether the guard would hold.
+        ``queued`` is every listed asset (what ``backfill`` queues; ``failed_upstream`` those
+        FAILED there); ``gone`` what the sweep would remove, ``held`` whether the guard would
+        hold.
         """
         report = PassReport(collection_id, "full")
         listed: set[str] = set()
         async for _number, page in self._pages(collection_id, 1, sort=FULL_SORT):
             for asset in page.results:
                 listed.add(asset.asset_id)
+                report.queued.append(asset.asset_id)
                 if _outcome(asset) is TaskOutcome.FAILED:
                     report.failed_upstream.append(asset.asset_id)
-                else:
-                    report.queued.append(asset.asset_id)
         report.listed = len(listed)
         candidates = sorted(await self.store.known_assets(collection_id) - listed)
         report.gone = await self.confirm_gone(candidates)

@@ -186,16 +186,13 @@ async def test_a_page_queues_new_and_changed_assets_only(store: Store) -> None:
     for claim in await store.claim_due("w", 10, 30):
         await store.mark_failed(claim, "x")
     listed = [Listed("a", "t1"), Listed("b", "t2"), Listed("c", "t1"), Listed("d", "t1", True)]
-    # a unchanged, b changed, c new, d FAILED upstream (reported, never queued).
-    assert sorted(await store.record_page("col", listed, pass_no=None)) == ["b", "c"]
-    # ``requeue_all`` (backfill) queues every asset that is not FAILED upstream.
+    # a unchanged, b changed, c and d new (d FAILED upstream: its job says so in ``status``).
+    assert sorted(await store.record_page("col", listed, pass_no=None)) == ["b", "c", "d"]
+    # ``requeue_all`` (backfill) queues every asset.
     for claim in await store.claim_due("w", 10, 30):
         await store.mark_failed(claim, "x")
-    assert sorted(await store.record_page("col", listed, pass_no=None, requeue_all=True)) == [
-        "a",
-        "b",
-        "c",
-    ]
+    queued = await store.record_page("col", listed, pass_no=None, requeue_all=True)
+    assert sorted(queued) == ["a", "b", "c", "d"]
 
 
 async def test_sweep_candidates_are_known_assets_this_pass_did_not_list(store: Store) -> None:
