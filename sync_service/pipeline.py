@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -47,8 +47,9 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-#: The removal breaker: of the last GONE_WINDOW asset fetches, more than GONE_SHARE (and at
-#: least GONE_MIN) answering 404 stops removals of "gone" assets.
+#: The removal breaker: of the last GONE_WINDOW asset fetches (by every replica: the state
+#: store keeps them), more than GONE_SHARE (and at least GONE_MIN) answering 404 stops removals
+#: of "gone" assets.
 GONE_WINDOW, GONE_SHARE, GONE_MIN = 50, 0.5, 5
 
 
@@ -70,7 +71,7 @@ class FetchedAsset:
 
 class Pipeline:
     """Processes claimed tasks. Between tasks it keeps only what it learns (how long tasks
-    take, how many asset fetches answer 404); the truth about each task is in the store."""
+    take); the truth about each task, and the removal breaker's evidence, is in the store."""
 
     def __init__(
         self,
@@ -85,8 +86,10 @@ class Pipeline:
         self.client = client
         self.sink = sink
         self.metrics = metrics or Metrics()
-        # Recent asset fetches: True where upstream answered 404 (the removal breaker's view).
-        self._gone: deque[bool] = deque(maxlen=GONE_WINDOW)
+        # Fetch outcomes are shared by replicas with the same upstream: URL and namespace.
+        self.upstream_key = hashlib.sha256(
+            f"{settings.mixpeek_api_url}\n{settings.mixpeek_namespace or ''}".encode()
+        ).hexdigest()[:32]
         self.poll_schedule = PollSchedule(
             settings.poll_interval,
             settings.max_poll_interval,
@@ -173,7 +176,6 @@ class Pipeline:
         status = task.status if task is not None else None
         try:
             fetched = await self.fetch_asset(asset_id, only_if_done=task is None)
-            self._gone.append(False)
             if task is None and (outcome := self._asset_outcome(fetched)) is not None:
                 await outcome(claim)
                 return
@@ -182,7 +184,11 @@ class Pipeline:
             target = collection_name(self.settings.qdrant_collection_for(fetched.collection_id))
             task_id = payload_task_id(claim.task_id, fetched.asset)
             plan = plan_points(
-                fetched.features, fetched.asset, task_id, await self.sink.schema(target)
+                fetched.features,
+                fetched.asset,
+                task_id,
+                await self.sink.schema(target),
+                self.settings.vector_sizes,
             )
             await self._make_room(target, plan)
             writes = plan_writes(
@@ -249,6 +255,7 @@ class Pipeline:
             removed=[r.feature_id for r in writes.removed],
             version=claim.claimed_at,
             written=frozenset(p.feature_id for p in writes.upsert + writes.payload_only),
+            upstream=self.upstream_key,
         )
         lag = await _persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
@@ -342,12 +349,15 @@ class Pipeline:
         namespace than a mass deletion, so the points are kept and the task fails saying why;
         ``forget`` (or ``verify --repair``, under the delete guard) removes them on purpose.
         """
-        self._gone.append(True)
-        gone = sum(self._gone)
-        if gone >= GONE_MIN and gone / len(self._gone) > GONE_SHARE:
+        await _persist(lambda: self.store.record_fetch(self.upstream_key, asset_id, gone=True))
+        recent = await _persist(
+            lambda: self.store.recent_fetch_outcomes(self.upstream_key, GONE_WINDOW)
+        )
+        gone = sum(recent)
+        if gone >= GONE_MIN and gone / len(recent) > GONE_SHARE:
             reason = (
                 f"asset not found upstream (404); its points were kept: {gone} of the last "
-                f"{len(self._gone)} assets fetched were not found either (check "
+                f"{len(recent)} assets fetched were not found either (check "
                 "MIXPEEK_API_URL / MIXPEEK_NAMESPACE; `sync-service forget` removes assets)"
             )
             await self._fail(claim, reason, status)

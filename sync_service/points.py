@@ -82,7 +82,8 @@ class Rejected:
 class Plan:
     points: list[PlannedPoint] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
-    #: Vector names the collection does not have yet, with the spec taken from the data.
+    #: Vector names the collection does not have yet, with the configured spec
+    #: (``SYNC_VECTOR_SIZES``) or else the one taken from the data.
     new_vectors: dict[str, VectorSpec] = field(default_factory=dict)
 
 
@@ -123,19 +124,24 @@ def plan_points(
     asset: Mapping[str, Any],
     task_id: str,
     schema: Mapping[str, VectorSpec],
+    sizes: Mapping[str, int] | None = None,
 ) -> Plan:
     """Map each feature to a point, rejecting those that would be invalid in ``schema``.
 
     ``schema`` is the collection's vector names (empty for a collection not created yet). A
-    vector name it lacks is planned as a new one, sized by the most common length among this
-    plan's vectors of that name, so a few malformed vectors cannot set the collection's shape.
+    vector name it lacks is planned as a new one: dense of the size ``sizes`` configures for it
+    (``SYNC_VECTOR_SIZES``), so no vector of another length can set the collection's shape;
+    a name ``sizes`` does not list is sized by the most common length among this plan's vectors
+    of that name, so a few malformed vectors cannot set it either. A name ``schema`` has keeps
+    the collection's spec, whatever ``sizes`` says (``reindex`` rebuilds a collection).
     """
+    sizes = sizes or {}
     plan = Plan()
-    plan.new_vectors = _new_vector_specs(features, schema)
+    plan.new_vectors = _new_vector_specs(features, schema, sizes)
     known = {**schema, **plan.new_vectors}
     seen_ids: set[str] = set()
     for feature in features:
-        outcome = _plan_one(feature, asset, task_id, known)
+        outcome = _plan_one(feature, asset, task_id, known, sizes)
         if isinstance(outcome, Rejected):
             plan.rejected.append(outcome)
         elif outcome.point_id in seen_ids:
@@ -150,11 +156,15 @@ def plan_points(
 
 
 def _new_vector_specs(
-    features: Sequence[Mapping[str, Any]], schema: Mapping[str, VectorSpec]
+    features: Sequence[Mapping[str, Any]],
+    schema: Mapping[str, VectorSpec],
+    sizes: Mapping[str, int],
 ) -> dict[str, VectorSpec]:
-    """Specs for the vector names ``schema`` lacks: sparse, or dense of the most common length."""
+    """Specs for the vector names ``schema`` lacks: dense of the configured size, else sparse,
+    or dense of the most common length."""
     lengths: dict[str, Counter[int]] = {}
     sparse: set[str] = set()
+    configured: dict[str, VectorSpec] = {}
     for feature in features:
         vectors = feature.get("vectors")
         if not isinstance(vectors, Mapping):
@@ -162,14 +172,16 @@ def _new_vector_specs(
         for name, value in vectors.items():
             if not isinstance(name, str) or name in schema:
                 continue
-            if isinstance(value, Mapping):
+            if name in sizes:
+                configured[name] = VectorSpec(size=sizes[name])
+            elif isinstance(value, Mapping):
                 sparse.add(name)
             elif isinstance(value, list) and value:
                 # Counter keeps first-seen order, and most_common() is stable: ties go to it.
                 lengths.setdefault(name, Counter())[len(value)] += 1
     specs = {name: VectorSpec(size=c.most_common(1)[0][0]) for name, c in lengths.items()}
     specs.update({name: VectorSpec(size=None, sparse=True) for name in sparse - set(specs)})
-    return specs
+    return {**specs, **configured}
 
 
 def _plan_one(
@@ -177,11 +189,12 @@ def _plan_one(
     asset: Mapping[str, Any],
     task_id: str,
     known: Mapping[str, VectorSpec],
+    sizes: Mapping[str, int],
 ) -> PlannedPoint | Rejected:
     feature_id = feature.get("feature_id")
     if not isinstance(feature_id, str) or not feature_id:
         return _reject(feature, "feature has no feature_id")
-    vectors, problem = check_vectors(feature.get("vectors"), known)
+    vectors, problem = check_vectors(feature.get("vectors"), known, sizes)
     if problem is not None:
         return _reject(feature, problem)
     payload = build_payload(feature, asset, task_id)
@@ -220,9 +233,12 @@ def _sha256(text: str) -> str:
 
 
 def check_vectors(
-    raw: Any, known: Mapping[str, VectorSpec]
+    raw: Any, known: Mapping[str, VectorSpec], sizes: Mapping[str, int] | None = None
 ) -> tuple[dict[str, Vector], str | None]:
-    """Validate a feature's ``vectors`` object; returns (vectors, None) or ({}, reason)."""
+    """Validate a feature's ``vectors`` object; returns (vectors, None) or ({}, reason).
+
+    ``sizes`` (``SYNC_VECTOR_SIZES``) only words the reason of a length mismatch.
+    """
     if not isinstance(raw, Mapping) or not raw:
         return {}, "feature has no vectors"
     vectors: dict[str, Vector] = {}
@@ -238,7 +254,7 @@ def check_vectors(
             return {}, problem or f"vector {name!r} is unusable"
         expected = known.get(name)
         if expected is not None:
-            mismatch = _mismatch(name, vector, expected)
+            mismatch = _mismatch(name, vector, expected, (sizes or {}).get(name))
             if mismatch is not None:
                 return {}, mismatch
         vectors[name] = vector
@@ -284,14 +300,24 @@ def _check_sparse(name: str, value: Mapping[str, Any]) -> tuple[SparseValues | N
     return SparseValues(indices=list(indices), values=[float(x) for x in values]), None
 
 
-def _mismatch(name: str, vector: Vector, expected: VectorSpec) -> str | None:
+def _mismatch(
+    name: str, vector: Vector, expected: VectorSpec, configured: int | None = None
+) -> str | None:
     if isinstance(vector, SparseValues) != expected.sparse:
         kind = "sparse" if isinstance(vector, SparseValues) else "dense"
         return f"vector {name!r} is {kind} but the collection holds it as {expected.describe()}"
     if not expected.sparse and isinstance(vector, list) and len(vector) != expected.size:
-        return (
+        reason = (
             f"vector {name!r} has length {len(vector)} but the collection expects {expected.size}"
         )
+        if configured == expected.size:
+            return f"{reason} (SYNC_VECTOR_SIZES {name}={configured})"
+        if configured is not None:  # a collection created before the setting, or by another
+            return (
+                f"{reason} (SYNC_VECTOR_SIZES says {name}={configured}; "
+                "`sync-service reindex` rebuilds the collection with it)"
+            )
+        return reason
     return None
 
 

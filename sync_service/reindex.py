@@ -8,7 +8,8 @@ Users query ``NAME`` (an alias); its points live in ``NAME__vN``. A run:
    crash left ``filling`` (or a failed check left ``check_failed``) is resumed instead, in the
    same collection: point ids are deterministic, so filling again is idempotent;
 3. creates it with the requested distance and the vector sizes upstream serves now (a sample
-   asset's), the current collection's for names the sample lacks;
+   asset's), the current collection's for names the sample lacks; a size ``SYNC_VECTOR_SIZES``
+   configures wins over both;
 4. fills it from upstream, every asset the ledger lists for ``NAME``, straight into the physical
    name (the daemon meanwhile keeps writing through the alias into the old collection);
 5. checks it: point count as planned, and a sample against what upstream served. A failed check
@@ -389,7 +390,8 @@ async def _write_asset(
             await remove_assets(service.store, sink, [asset_id])
         return None
     task_id = payload_task_id(task_id, fetched.asset)
-    plan = plan_points(fetched.features, fetched.asset, task_id, await sink.schema(target))
+    schema, sizes = await sink.schema(target), service.settings.vector_sizes
+    plan = plan_points(fetched.features, fetched.asset, task_id, schema, sizes)
     # A vector name upstream serves now and the collection lacks is added, as the pipeline does.
     lacking = set(await sink.ensure_vectors(target, plan.new_vectors))
     refused = {p.point_id: "vector name refused" for p in plan.points if lacking & set(p.vectors)}
@@ -494,17 +496,21 @@ async def _prune(service: Service, alias: str, listed: set[str], before: float) 
 async def _upstream_schema(
     service: Service, tasks: Mapping[str, str], current: Mapping[str, VectorSpec]
 ) -> dict[str, VectorSpec]:
-    """The new collection's vectors as upstream serves them now, else as in ``current``.
+    """The new collection's vectors as configured, else as upstream serves them now, else as
+    in ``current``.
 
     A re-index may be what moves a collection to a new embedding size, so the sizes of the
-    collection it replaces are only a fallback for names the sampled asset lacks.
+    collection it replaces are only a fallback for names the sampled asset lacks. A size
+    ``SYNC_VECTOR_SIZES`` lists wins over both, as when the pipeline creates a collection.
     """
+    sizes = service.settings.vector_sizes
+    configured = {n: VectorSpec(size=sizes[n]) for n in current if n in sizes}
     for asset_id in list(tasks)[:SIZE_SAMPLE]:
         try:
             fetched = await service.pipeline.fetch_asset(asset_id)
         except MixpeekNotFound:
             continue  # the fill skips it too
-        plan = plan_points(fetched.features, fetched.asset, tasks[asset_id], {})
+        plan = plan_points(fetched.features, fetched.asset, tasks[asset_id], {}, sizes)
         if plan.new_vectors:
-            return {**current, **plan.new_vectors}
-    return dict(current)
+            return {**current, **plan.new_vectors, **configured}
+    return {**current, **configured}

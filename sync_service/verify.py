@@ -245,7 +245,13 @@ async def _against_upstream(
     # The pipeline's rule for an asset job: the asset's own task id, else the job's.
     newest = max(ledger, key=lambda row: row.synced_at) if ledger else None
     task_id = payload_task_id(newest.task_id if newest else asset_job_id(asset_id), fetched.asset)
-    plan = plan_points(fetched.features, fetched.asset, task_id, await sink.schema(name))
+    plan = plan_points(
+        fetched.features,
+        fetched.asset,
+        task_id,
+        await sink.schema(name),
+        service.settings.vector_sizes,
+    )
     # By id too: a point whose payload lost its asset_id is still this asset's.
     ids = sorted(held | {p.point_id for p in plan.points})
     records = {str(r.id): r for r in await sink.retrieve(name, ids)} if exists else {}

@@ -109,6 +109,34 @@ async def test_a_new_vector_name_is_added_to_an_existing_collection(sink: Qdrant
     }
 
 
+async def test_a_configured_size_shapes_the_collection_not_the_first_vector(
+    sink: QdrantSink,
+) -> None:
+    """SYNC_VECTOR_SIZES: the first asset's only vector is one float short (poisoned)."""
+    sizes = {"multimodal-v1": 4}
+    poisoned = plan_points(features(1, dim=3), ASSET, "t1", {}, sizes)
+    assert not poisoned.points and not poisoned.new_vectors
+    assert "length 3 but the collection expects 4" in poisoned.rejected[0].reason
+    # The next asset serves both a configured name and one the setting does not list.
+    both = {"multimodal-v1": [1.0, 0.5, 0.5, 0.5], "text-v2": [1.0, 0.0]}
+    mixed = [{**f, "vectors": both} for f in features(2)]
+    plan = plan_points(mixed, ASSET, "t2", await sink.schema("demo"), sizes)
+    assert await sink.ensure_vectors("demo", plan.new_vectors) == []
+    assert await sink.schema("demo") == {
+        "multimodal-v1": VectorSpec(size=4),  # as configured
+        "text-v2": VectorSpec(size=2),  # from the data
+    }
+    assert await sink.upsert("demo", plan.points) == []
+    assert await sink.count("demo") == 2
+    # Once the collection exists, a wrong-length vector is a dead letter saying why.
+    later = plan_points(features(1, dim=5), ASSET, "t3", await sink.schema("demo"), sizes)
+    assert not later.points and not later.new_vectors
+    assert later.rejected[0].reason == (
+        "vector 'multimodal-v1' has length 5 but the collection expects 4 "
+        "(SYNC_VECTOR_SIZES multimodal-v1=4)"
+    )
+
+
 async def test_creating_twice_is_harmless(sink: QdrantSink) -> None:
     await sink.ensure_vectors("demo", {"multimodal-v1": VectorSpec(size=4)})
     other = QdrantSink(sink.client)  # a second replica with an empty schema cache

@@ -28,11 +28,13 @@ Run longer searches with an environment variable. ``-n 0`` keeps the one test in
     SYNC_PROPERTY_EXAMPLES=500 .venv/bin/pytest tests/property -q -n 0
 
 Two product bugs, found while building this model and reproduced with its operations, are kept
-as strict-xfail regression tests at the end of this module; the default run steers around them
-(see ``_submit_unless_poisoning_a_new_collection`` and ``stall_next_upsert``).
-``SYNC_PROPERTY_KNOWN_BUGS=1`` lifts that: the machine may then freeze a worker inside its Qdrant
-upsert (a SIGSTOP'd replica) and poison a collection's first vector. Random search rarely hits
-those exact sequences in a few hundred examples, hence the regression tests.
+as regression tests at the end of this module. One is fixed: a wrong-length poisoned first
+vector no longer sets a new collection's size, because the model's service is configured with
+``SYNC_VECTOR_SIZES`` (the size the emulator serves), so the machine poisons any vector, a
+collection's first included. Around the other the default run steers (see
+``stall_next_upsert``); ``SYNC_PROPERTY_KNOWN_BUGS=1`` lifts that: the machine may then freeze a
+worker inside its Qdrant upsert (a SIGSTOP'd replica). Random search rarely hits those exact
+sequences in a few hundred examples, hence the regression tests.
 """
 
 from __future__ import annotations
@@ -76,7 +78,7 @@ from tests.support import IN_STEP, compare_points, expected_point, point_id
 
 # Read at import: the autouse fixture in tests/conftest.py clears SYNC_* variables per test.
 EXAMPLES = int(os.environ.get("SYNC_PROPERTY_EXAMPLES", "25"))
-#: Also hunt the two product bugs kept as xfail regression tests below (may then fail).
+#: Also hunt the known product bug the default run steers around (``stall_next_upsert``).
 KNOWN_BUGS = os.environ.get("SYNC_PROPERTY_KNOWN_BUGS") == "1"
 
 T = TypeVar("T")
@@ -270,6 +272,9 @@ def _settings() -> Settings:
         SYNC_TASK_TIMEOUT=TASK_TIMEOUT,
         SYNC_MAX_ATTEMPTS=MAX_ATTEMPTS,
         SYNC_LEASE_SECONDS=LEASE_SECONDS,
+        # What the emulator serves: a poisoned (wrong-length) first vector cannot size a
+        # collection (test_poisoned_first_vector_sets_the_collection_shape).
+        SYNC_VECTOR_SIZES=f"{content.VECTOR_NAME}={VECTOR_SIZE}",
     )
 
 
@@ -318,7 +323,7 @@ class SyncModel(RuleBasedStateMachine):
         self.deleted_assets: set[str] = set()
         self.synced_at: dict[str, float] = {}
         self.synced: dict[str, Synced | None] = {}
-        #: Steer around the two known product bugs (see the module docstring).
+        #: Steer around the known product bug (see the module docstring).
         self.avoid_known_bugs = not KNOWN_BUGS
         self.rev = 0
         self.faults_seen = False  # upstream errors or sink faults: a task may give up
@@ -586,32 +591,12 @@ class SyncModel(RuleBasedStateMachine):
             )
         else:
             call = self.user.index_text(f"text number {n}", collection, metadata=metadata)
-        result = self._submit_unless_poisoning_a_new_collection(collection, call)
+        result = self.run(call)
         # A duplicate answers with the original asset, whose task is tracked (again).
         assert result.task_id, result
         new = self.run(self.store.track([result.task_id], source="submit"))
         assert new == (0 if result.task_id in self.submitted else 1), (result, new)
         self.submitted.add(result.task_id)
-
-    def _submit_unless_poisoning_a_new_collection(
-        self, collection: str, call: Coroutine[Any, Any, Any]
-    ) -> Any:
-        """Submit; while ``collection`` has no Qdrant collection yet, without poison.
-
-        Known bug (``test_poisoned_first_vector_sets_the_collection_shape``): a collection takes
-        its vector size from the first plan, so a wrong-length poisoned vector arriving first
-        sets it and every good feature after it becomes a dead letter. Only the first tasks of
-        a collection are kept clean; everything later may be poisoned.
-        """
-        poison = self.upstream.config.poison_rate
-        fresh = not self.run(self.qdrant.collection_exists(collection))
-        if not self.avoid_known_bugs or not fresh or poison == 0:
-            return self.run(call)
-        self._patch_upstream({"poison_rate": 0.0})
-        try:
-            return self.run(call)
-        finally:
-            self._patch_upstream({"poison_rate": poison})
 
     @rule(task_id=st.uuids())
     def track_unknown(self, task_id: Any) -> None:
@@ -830,15 +815,12 @@ def test_zombie_worker_overwrites_newer_point() -> None:
         machine.teardown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="product bug: a wrong-length poisoned first vector sets the collection's size",
-)
 def test_poisoned_first_vector_sets_the_collection_shape() -> None:
-    """One bad vector poisons every good feature after it (design.md §4: it must not).
+    """Regression: one bad vector used to poison every good feature after it (design.md §4: it
+    must not); with ``SYNC_VECTOR_SIZES`` the collection takes the configured size instead.
 
-    Found by the machine with ``SYNC_PROPERTY_KNOWN_BUGS=1``; this is its shrunk sequence::
+    Found by the machine with ``SYNC_PROPERTY_KNOWN_BUGS=1`` (which then also poisoned a new
+    collection's first vector); this is its shrunk sequence::
 
         state.start(seed=0, upstream_fault=('poison_rate', 1.0), sink_fault=None,
                     items=[('video', 0, 10, 'alpha', False), ('video', 0, 10, 'alpha', False),
@@ -853,9 +835,12 @@ def test_poisoned_first_vector_sets_the_collection_shape() -> None:
     Qdrant then holds a point that was never valid upstream (its ledger row exists, no dead
     letter does), and every correct 8-float feature synced into ``beta`` afterwards is set
     aside as "length 8 but the collection expects 7".
+
+    Now the model's service sets ``SYNC_VECTOR_SIZES=multimodal-v1=8``: the 7-float feature is
+    a dead letter saying so, and a clean video synced into ``beta`` afterwards lands in a
+    collection of size 8.
     """
     machine = SyncModel()
-    machine.avoid_known_bugs = False
     try:
         machine.start(
             seed=0,
@@ -867,6 +852,16 @@ def test_poisoned_first_vector_sets_the_collection_shape() -> None:
                 ("video", 0, 10, "beta", False),
             ],
         )
-        machine._quiesce()
+        machine._quiesce()  # the poisoned features are exactly the dead letters
+        reasons = [d["reason"] for d in machine.run(machine.store.dead_letters())]
+        assert (
+            f"vector '{content.VECTOR_NAME}' has length {VECTOR_SIZE - 1} but the collection "
+            f"expects {VECTOR_SIZE} (SYNC_VECTOR_SIZES {content.VECTOR_NAME}={VECTOR_SIZE})"
+        ) in reasons, reasons
+        machine._submit_one("video", 1, 10, "beta", False)  # _quiesce turned the poison off
+        machine._quiesce()  # ... and this clean feature must land
+        beta = machine.run(machine.worker.sink.schema("beta"))
+        assert beta == {content.VECTOR_NAME: VectorSpec(size=VECTOR_SIZE)}, beta
+        assert len(machine.run(machine.qdrant.scroll("beta"))[0]) == 1
     finally:
         machine.teardown()

@@ -148,6 +148,51 @@ def test_a_malformed_first_vector_does_not_size_a_new_name() -> None:
     assert [r.feature_id for r in plan.rejected] == [short["feature_id"]]
 
 
+def test_a_configured_size_wins_over_the_data() -> None:
+    """SYNC_VECTOR_SIZES: a poisoned first vector (here the asset's only one) sizes nothing."""
+    short = feature("00000000-0000-4000-8000-000000000000", vectors={"v": [1.0, 0.0]})
+    plan = plan_points([short], ASSET, TASK, schema={}, sizes={"v": 3})
+    assert not plan.points and not plan.new_vectors  # nothing to create for it
+    (rejected,) = plan.rejected
+    assert rejected.reason == (
+        "vector 'v' has length 2 but the collection expects 3 (SYNC_VECTOR_SIZES v=3)"
+    )
+    # Even where most vectors of the plan have another length.
+    good = feature("00000000-0000-4000-8000-000000000001", vectors={"v": [1.0, 0.0, 0.0]})
+    plan = plan_points([short, short | {"feature_id": "x"}, good], ASSET, TASK, {}, {"v": 3})
+    assert plan.new_vectors == {"v": VectorSpec(size=3)}
+    assert [p.feature_id for p in plan.points] == [good["feature_id"]]
+    assert [r.feature_id for r in plan.rejected] == [short["feature_id"], "x"]
+
+
+def test_names_not_configured_are_still_sized_from_the_data() -> None:
+    both = {"v": [1.0, 0.0, 0.0], "other": [1.0, 0.0], "kw": {"indices": [1], "values": [1.0]}}
+    plan = plan_points([feature(vectors=both)], ASSET, TASK, schema={}, sizes={"v": 3, "x": 9})
+    assert plan.new_vectors == {
+        "v": VectorSpec(size=3),
+        "other": VectorSpec(size=2),
+        "kw": VectorSpec(size=None, sparse=True),
+    }
+    assert not plan.rejected
+
+
+def test_a_configured_name_is_dense() -> None:
+    sparse = feature(vectors={"v": {"indices": [1], "values": [1.0]}})
+    (rejected,) = plan_points([sparse], ASSET, TASK, schema={}, sizes={"v": 3}).rejected
+    assert rejected.reason == "vector 'v' is sparse but the collection holds it as dense[3]"
+
+
+def test_an_existing_collection_keeps_its_size_and_the_reason_says_so() -> None:
+    """The collection's own spec wins (Qdrant cannot resize a vector name); ``reindex`` can."""
+    fitting = feature(vectors={"v": [1.0, 0.0, 0.0]})
+    plan = plan_points([fitting], ASSET, TASK, schema={"v": VectorSpec(size=4)}, sizes={"v": 3})
+    assert not plan.points and not plan.new_vectors
+    assert plan.rejected[0].reason == (
+        "vector 'v' has length 3 but the collection expects 4 (SYNC_VECTOR_SIZES says v=3; "
+        "`sync-service reindex` rebuilds the collection with it)"
+    )
+
+
 def test_sparse_vectors_are_kept_and_checked() -> None:
     sparse = {"indices": [3, 7], "values": [0.5, 0.25]}
     plan = plan_points([feature(vectors={"keyword": sparse})], ASSET, TASK, schema={})
