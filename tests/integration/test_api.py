@@ -269,3 +269,28 @@ async def test_dead_letter_ids_out_of_range_are_a_422(stack: Stack, letter: str)
     assert (await stack.http.delete(f"/dead-letters/{letter}", headers=AUTH)).status_code == 422
     retry = await stack.http.post(f"/dead-letters/{letter}/retry", headers=AUTH)
     assert retry.status_code == 422
+
+
+async def test_watch_routes_add_list_and_remove(stack: Stack) -> None:
+    answer = await stack.http.post("/watch", json={"collection_ids": ["a", "b", "a"]}, headers=AUTH)
+    assert answer.status_code == 200
+    assert answer.json() == {"added": ["a", "b"], "already_watched": []}
+    again = await stack.http.post("/watch", json={"collection_ids": ["b"]}, headers=AUTH)
+    assert again.json() == {"added": [], "already_watched": ["b"]}
+    listed = (await stack.http.get("/watch", headers=AUTH)).json()
+    assert [(w["collection_id"], w["source"], w["pass"]) for w in listed] == [
+        ("a", "api", None),
+        ("b", "api", None),
+    ]
+    assert listed[0]["last_full_ago"] is None and listed[0]["held_sweep"] is None
+    assert (await stack.http.delete("/watch/a", headers=AUTH)).status_code == 204
+    assert (await stack.http.delete("/watch/a", headers=AUTH)).status_code == 404
+    assert [w["collection_id"] for w in (await stack.http.get("/watch", headers=AUTH)).json()] == [
+        "b"
+    ]
+    # The routes need the token, and bad input is a 422.
+    assert (await stack.http.get("/watch")).status_code == 401
+    for body in ({"collection_ids": []}, {"collection_ids": ["x" * 256]}, {"ids": ["a"]}):
+        assert (await stack.http.post("/watch", json=body, headers=AUTH)).status_code == 422
+    metrics = (await stack.http.get("/metrics", headers=AUTH)).text
+    assert "sync_watch_lag_seconds" in metrics or "# HELP sync_watch_lag_seconds" in metrics

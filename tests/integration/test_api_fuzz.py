@@ -79,6 +79,9 @@ OPERATIONS = [
     ("GET", "/dead-letters"),
     ("POST", "/dead-letters/{letter_id}/retry"),
     ("DELETE", "/dead-letters/{letter_id}"),
+    ("GET", "/watch"),
+    ("POST", "/watch"),
+    ("DELETE", "/watch/{collection_id}"),
 ]
 
 
