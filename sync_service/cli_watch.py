@@ -22,15 +22,20 @@ if TYPE_CHECKING:
 
 _EMBEDDED_LOCKED = "already accessed by another instance"
 
-BACKFILL_HELP = """Sync every asset of Mixpeek collections: one full listing (every asset queued
-and synced), then a sweep that removes the assets deleted upstream. Resumable; safe beside `run`
-and its replicas.
-
-Exit codes: 0 the pass completed (assets that FAILED upstream are normal data: reported as
-"failed upstream: N", their ids in `status`); 1 work could not be done because of errors
-(Mixpeek, Qdrant or the state store, after retries); 3 the delete guard held a sweep (nothing
-deleted: `--dry-run` lists what would go, `--force` removes it).
-"""
+# One line per paragraph or exit code: the help keeps line breaks and wraps the rest itself.
+BACKFILL_HELP = (
+    "Sync every asset of Mixpeek collections: one full listing (every asset queued and "
+    "synced), then a sweep that removes the assets deleted upstream. Resumable; safe beside "
+    "`run` and its replicas.\n\n"
+    "Exit codes:\n"
+    "0: the pass completed (assets FAILED upstream are normal data, reported as "
+    '"failed upstream: N", their ids in `status`)\n'
+    "1: work could not be done because of errors (Mixpeek, Qdrant or the state store, after "
+    "retries)\n"
+    "2: bad usage or configuration\n"
+    "3: the delete guard held a sweep (nothing deleted; `--dry-run` lists what would go, "
+    "`--force` removes it)"
+)
 
 
 def backfill(
@@ -147,6 +152,13 @@ def _report(state: Progress, seconds: float) -> None:
             "next backfill"
         )
     for report in state.passes:
+        if report.listed == 0 and not report.gone:
+            err.print(
+                f"{report.collection_id}: Mixpeek lists no asset in this collection (is the id "
+                "right? MIXPEEK_NAMESPACE?)",
+                highlight=False,
+                markup=False,
+            )
         if report.gone and report.held is None:
             err.print(
                 f"{report.collection_id}: removed {len(report.gone)} asset(s) deleted upstream "
