@@ -15,7 +15,8 @@ a knob at zero never shifts the decisions of an existing seed.
 Every API request is also checked against the last 429 announced for the same method,
 concrete path and Authorization header: see ``Stats`` for ``retry_after_violations``.
 ``/healthcheck`` skips auth and faults; ``/_emulator/*`` skips them and is not counted.
-``/_emulator/seed`` and ``/_emulator/assets/{id}/reindex`` change upstream data (``lifecycle``).
+``/_emulator/seed``, ``/_emulator/assets/{id}/reindex`` and the edit and delete routes under
+``/_emulator/assets`` change upstream data as another client would (``lifecycle``).
 """
 
 from __future__ import annotations
@@ -37,7 +38,14 @@ from starlette.routing import Match
 from sync_service.emulator import wire_faults
 from sync_service.emulator.config import EmulatorConfig
 from sync_service.emulator.faults import RetryKey
-from sync_service.emulator.lifecycle import NotIndexed, ReindexRequest, SeedRequest
+from sync_service.emulator.lifecycle import (
+    AssetChange,
+    DeleteRequest,
+    NotIndexed,
+    ReindexRequest,
+    SeedRequest,
+)
+from sync_service.emulator.records import Asset
 from sync_service.emulator.responses import ApiError, error_response, json_response
 from sync_service.emulator.routes import add_routes
 from sync_service.emulator.state import EmulatorState
@@ -222,11 +230,37 @@ def _install_controls(app: FastAPI, state: EmulatorState) -> None:
             {"asset_ids": [t.asset_id for t in tasks], "task_ids": [t.task_id for t in tasks]}
         )
 
-    @app.post(CONTROL_PREFIX + "/assets/{asset_id}/reindex", include_in_schema=False)
-    async def reindex(asset_id: str, body: ReindexRequest | None = None) -> Response:
+
+def _install_asset_controls(app: FastAPI, state: EmulatorState) -> None:
+    """Routes that change one upstream asset, or delete some, as another client would."""
+
+    def asset_or_404(asset_id: str) -> Asset:
+        state.refresh()  # control routes skip the middleware's refresh
         asset = state.assets.get(asset_id)
         if asset is None:
             raise ApiError(404, f"Asset {asset_id} not found")
+        return asset
+
+    @app.patch(CONTROL_PREFIX + "/assets/{asset_id}", include_in_schema=False)
+    async def change(asset_id: str, body: AssetChange) -> Response:
+        # What a client's PATCH /assets/{id} with propagate_features does.
+        asset = asset_or_404(asset_id)
+        state.update_asset(asset, body.metadata, replace=False, propagate=True)
+        return json_response(state.asset_view(asset))
+
+    @app.delete(CONTROL_PREFIX + "/assets/{asset_id}", include_in_schema=False)
+    async def delete(asset_id: str) -> Response:
+        state.delete_asset(asset_or_404(asset_id).asset_id)
+        return json_response({"deleted": 1})
+
+    @app.post(f"{CONTROL_PREFIX}/assets/delete", include_in_schema=False)
+    async def delete_many(body: DeleteRequest) -> Response:
+        # Unknown ids are skipped, not an error: a sweep may name assets already gone.
+        return json_response({"deleted": state.delete_assets(body.asset_ids)})
+
+    @app.post(CONTROL_PREFIX + "/assets/{asset_id}/reindex", include_in_schema=False)
+    async def reindex(asset_id: str, body: ReindexRequest | None = None) -> Response:
+        asset = asset_or_404(asset_id)
         try:
             task = state.reindex_asset(asset_id, body.mode if body is not None else "all")
         except NotIndexed as exc:
@@ -250,6 +284,7 @@ def create_app(
 
     add_routes(app.router, state)
     _install_controls(app, state)
+    _install_asset_controls(app, state)
     _install_errors(app)
     _install_guard(app, state)
     return app

@@ -58,6 +58,12 @@ def emulator(
         0.0, help="Share of API requests held --hang-seconds before the answer (0-1)."
     ),
     hang_seconds: float = typer.Option(30.0, help="Seconds a hanging request is held."),
+    ignore_filters: bool = typer.Option(
+        False, "--ignore-filters", help="POST /assets ignores filters (sort still applies)."
+    ),
+    list_fail_page: int | None = typer.Option(
+        None, help="POST /assets answers 500 for this page number, every time."
+    ),
 ) -> None:
     """Serve the Mixpeek emulator (Gen B API, 7 Nov 2024) until interrupted."""
     try:
@@ -86,6 +92,8 @@ def emulator(
                 "slow_drip_delay": slow_drip_delay,
                 "hang_rate": hang_rate,
                 "hang_seconds": hang_seconds,
+                "ignore_filters": ignore_filters,
+                "list_fail_page": list_fail_page,
             }
         )
     except ValidationError as exc:

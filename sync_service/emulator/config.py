@@ -117,6 +117,18 @@ class EmulatorConfig(BaseModel):
         default=30.0, ge=0.0, description="Seconds a hanging request is held."
     )
 
+    ignore_filters: bool = Field(
+        default=False,
+        description="POST /assets ignores the request's filters, as an upstream that does "
+        "not support them silently would (sort is still honoured).",
+    )
+    list_fail_page: int | None = Field(
+        default=None,
+        ge=1,
+        description="POST /assets answers 500 for this page number, every time "
+        "(a listing cut short); None: never.",
+    )
+
     @model_validator(mode="after")
     def _rates_are_exclusive(self) -> EmulatorConfig:
         # fail and stuck are drawn for the same task; together they cannot exceed every task.

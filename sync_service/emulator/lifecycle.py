@@ -1,5 +1,7 @@
 """Upstream changes after indexing: re-indexing an asset, and seeding big collections fast.
 
+Also the bodies of the control routes that edit and delete assets as another client would.
+
 A re-index models Mixpeek re-running its extractors on an asset that is already DONE. Each one
 bumps the asset's ``generation`` (0 when first indexed) and changes, by ``mode``:
 
@@ -25,7 +27,7 @@ Everything is a function of the seed and the order of calls, like the rest of th
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -51,6 +53,22 @@ class ReindexRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     mode: ReindexMode = "all"
+
+
+class AssetChange(BaseModel):
+    """Body of ``PATCH /_emulator/assets/{asset_id}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    metadata: dict[str, Any]
+
+
+class DeleteRequest(BaseModel):
+    """Body of ``POST /_emulator/assets/delete``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    asset_ids: list[str]
 
 
 class SeedRequest(BaseModel):
@@ -82,8 +100,8 @@ def reindex(state: EmulatorState, asset: Asset, mode: ReindexMode) -> Task:
     task = Task(state.new_id(), asset.asset_id, now, state.config.processing_time, "done")
     # Not added to the pending list: materialising would bring back the first generation.
     state.tasks[task.task_id] = task
+    state.touch(asset)  # before the switch: past the updated_at the old task gave
     asset.task_id = task.task_id
-    asset.touched = now
     return task
 
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 
@@ -21,12 +22,24 @@ from sync_service.emulator.schemas import (
 from sync_service.emulator.state import EmulatorState
 
 MODALITY_KEYS = ("video", "image", "text", "audio")
+T = TypeVar("T")
+
+
+def _as_is(item: dict[str, Any]) -> dict[str, Any]:
+    return item
 
 
 def _page_body(
-    request: Request, items: list[dict[str, Any]], page: int, page_size: int
+    request: Request,
+    items: Sequence[T],
+    page: int,
+    page_size: int,
+    render: Callable[[T], dict[str, Any]],
 ) -> dict[str, Any]:
-    """Page-style pagination: ``next_page``/``previous_page`` are full URLs, as upstream sent."""
+    """Page-style pagination: ``next_page``/``previous_page`` are full URLs, as upstream sent.
+
+    Only the requested page is rendered: a listing pages through thousands of items.
+    """
     total = len(items)
     pages = query.total_pages(total, page_size)
 
@@ -35,7 +48,7 @@ def _page_body(
 
     start = (page - 1) * page_size
     return {
-        "results": items[start : start + page_size],
+        "results": [render(item) for item in items[start : start + page_size]],
         "pagination": {
             "total": total,
             "page": page,
@@ -148,13 +161,20 @@ def add_routes(router: APIRouter, state: EmulatorState) -> None:
             grouped[feature.doc["modality"]].append(state.feature_view(feature))
         return json_response({"asset": state.asset_view(asset), "features": grouped})
 
-    def asset_docs(body: ListRequest) -> list[dict[str, Any]]:
+    def select_assets(body: ListRequest, filters: dict[str, Any] | None) -> list[Asset]:
+        """The assets a listing returns, in order; filters and sort read the records, so only
+        the page served needs views. Without a sort: creation order."""
         wanted = set(body.collection_ids)
-        docs = [state.asset_view(a) for a in state.assets.values() if a.collection_id in wanted]
-        docs = [d for d in docs if query.matches(d, body.filters)]
+        assets = [a for a in state.assets.values() if a.collection_id in wanted]
+        if filters:
+            keep = query.compile_filters(filters, state.asset_getter)
+            assets = [a for a in assets if keep(a)]
         if body.sort is not None:
-            docs = query.sort_docs(docs, body.sort.field, body.sort.direction == "desc")
-        return docs
+            get = state.asset_getter(body.sort.field)
+            descending = body.sort.direction == "desc"
+            # asset_id breaks ties (seeded assets share timestamps), so pages are stable.
+            assets = query.sort_items(assets, get, descending, tiebreak=lambda a: a.asset_id)
+        return assets
 
     @router.post("/assets")
     async def list_assets(
@@ -163,7 +183,12 @@ def add_routes(router: APIRouter, state: EmulatorState) -> None:
         page: int = Query(1, ge=1),
         page_size: int = Query(10, ge=1, le=100),
     ) -> Response:
-        return json_response(_page_body(request, asset_docs(body), page, page_size))
+        config = state.config
+        if page == config.list_fail_page:  # retries included: a listing cut short on page N
+            raise ApiError(500, f"Emulated failure listing page {page}")
+        filters = None if config.ignore_filters else body.filters
+        assets = select_assets(body, filters)
+        return json_response(_page_body(request, assets, page, page_size, state.asset_view))
 
     @router.post("/assets/search")
     async def search_assets(
@@ -173,15 +198,14 @@ def add_routes(router: APIRouter, state: EmulatorState) -> None:
         page_size: int = Query(10, ge=1, le=100),
     ) -> Response:
         fields = None if body.query.key == "*" else list(body.query.key)
-        texts = {a.asset_id: a.text for a in state.assets.values() if a.text is not None}
         hits = [
             doc
-            for doc in asset_docs(body)
+            for doc in map(state.asset_view, select_assets(body, body.filters))
             if query.search_hit(
-                doc | {"text": texts.get(doc["asset_id"])}, fields, body.query.value
+                doc | {"text": state.assets[doc["asset_id"]].text}, fields, body.query.value
             )
         ]
-        return json_response(_page_body(request, hits, page, page_size))
+        return json_response(_page_body(request, hits, page, page_size, _as_is))
 
     def update_asset(asset_id: str, body: AssetPatch, *, replace: bool) -> Response:
         asset = asset_or_404(asset_id)
@@ -229,11 +253,10 @@ def add_routes(router: APIRouter, state: EmulatorState) -> None:
         page_size: int = Query(10, ge=1, le=100),
     ) -> Response:
         wanted = set(body.collection_ids)
+        keep = query.compile_filters(body.filters, query.path_getter)
         # dict order is creation order, which is the stable order the cursor walks.
         matching = [
-            f
-            for f in state.features.values()
-            if f.doc["collection_id"] in wanted and query.matches(f.doc, body.filters)
+            f for f in state.features.values() if f.doc["collection_id"] in wanted and keep(f.doc)
         ]
         remaining = matching
         if offset_feature_id is not None:
@@ -278,7 +301,7 @@ def add_routes(router: APIRouter, state: EmulatorState) -> None:
         request: Request, page: int = Query(1, ge=1), page_size: int = Query(10, ge=1, le=100)
     ) -> Response:
         docs = [state.collection_view(c) for c in state.collections]
-        return json_response(_page_body(request, docs, page, page_size))
+        return json_response(_page_body(request, docs, page, page_size, _as_is))
 
     @router.delete("/collections/{collection_id}")
     async def delete_collection(collection_id: str) -> Response:

@@ -147,10 +147,21 @@ class EmulatorServer:
         """Re-index a DONE asset (``POST /_emulator/assets/{id}/reindex``)."""
         return self._control(f"/assets/{asset_id}/reindex", {"mode": mode})
 
-    def _control(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    def change_asset(self, asset_id: str, metadata: dict[str, Any]) -> dict[str, Any]:
+        """Merge ``metadata`` into an asset and its features (``PATCH /_emulator/assets/{id}``);
+        answers the asset, its ``updated_at`` moved to now."""
+        return self._control(f"/assets/{asset_id}", {"metadata": metadata}, "PATCH")
+
+    def delete_assets(self, asset_ids: list[str]) -> int:
+        """Delete assets and their features (``POST /_emulator/assets/delete``); unknown ids
+        are skipped. Returns how many were deleted."""
+        return int(self._control("/assets/delete", {"asset_ids": asset_ids})["deleted"])
+
+    def _control(self, path: str, body: dict[str, Any], method: str = "POST") -> dict[str, Any]:
         # Over HTTP rather than on self.state: the handlers run on the server's event loop, so
         # the in-memory state is never changed from two threads at once.
-        response = httpx.post(f"{self.url}{CONTROL_PREFIX}{path}", json=body, timeout=60.0)
+        url = f"{self.url}{CONTROL_PREFIX}{path}"
+        response = httpx.request(method, url, json=body, timeout=60.0)
         response.raise_for_status()
         answer: dict[str, Any] = response.json()
         return answer

@@ -11,12 +11,11 @@ import copy
 import json
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sync_service.emulator import content, lifecycle
+from sync_service.emulator import content, lifecycle, query
 from sync_service.emulator.config import EmulatorConfig
 from sync_service.emulator.faults import Stats, TokenBucket
 from sync_service.emulator.records import (
@@ -29,6 +28,9 @@ from sync_service.emulator.records import (
     Rngs,
     Task,
 )
+from sync_service.emulator.timestamps import Instant
+
+_US = 1_000_000  # microseconds a second: the resolution of every timestamp served
 
 
 @dataclass
@@ -47,8 +49,10 @@ class EmulatorState:
     def __post_init__(self) -> None:
         self.rngs = Rngs.seeded(self.config.seed)
         self.bucket = self._make_bucket(self.config)
-        # Wall time is derived from the injectable clock so timestamps agree with it.
-        self._wall_origin = time.time() - self.clock()
+        # Wall time is derived from the injectable clock so timestamps agree with it; kept in
+        # whole microseconds so that a timestamp, its text and its parsed text are all equal.
+        self._wall_origin = round(time.time() * _US) - round(self.clock() * _US)
+        self._asset_fields = self._field_getters()
         self._pending: list[str] = []
         self._dedupe: dict[tuple[str, ...], str] = {}
         self._seq = 0
@@ -77,13 +81,47 @@ class EmulatorState:
 
     # -- time -----------------------------------------------------------------------------
 
+    def instant(self, at: float) -> Instant:
+        """The wall-clock instant of clock time ``at``."""
+        return Instant(self._wall_origin + round(at * _US))
+
     def naive_iso(self, at: float) -> str:
         """Asset timestamp: UTC without a zone suffix ("MongoDB datetime format")."""
-        return datetime.fromtimestamp(self._wall_origin + at, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+        return self.instant(at).naive()
 
     def zulu_iso(self, at: float) -> str:
         """Feature timestamp: UTC with a ``Z`` suffix."""
-        return self.naive_iso(at) + "Z"
+        return self.instant(at).zulu()
+
+    def _status_and_updated(self, asset: Asset) -> tuple[str, float]:
+        # updated_at is the later of the last status change and the last change by a client.
+        status, since = self.asset_status(asset)
+        return status, since if asset.touched is None else max(since, asset.touched)
+
+    def updated_clock(self, asset: Asset) -> float:
+        """Clock time of the asset's ``updated_at``."""
+        return self._status_and_updated(asset)[1]
+
+    def updated_at(self, asset: Asset) -> Instant:
+        """The asset's ``updated_at``, cached while its status is final."""
+        if asset.updated is not None:
+            return asset.updated
+        status, at = self._status_and_updated(asset)
+        updated = self.instant(at)
+        if status in TERMINAL:
+            asset.updated = updated
+        return updated
+
+    def touch(self, asset: Asset) -> None:
+        """Record a change of ``asset`` now: its ``updated_at`` moves to now, and always past
+        the value it had, even when the clock has not moved a microsecond since (a frozen
+        test clock, two changes in a row), so a client watching ``updated_at`` sees it."""
+        now = self.clock()
+        floor = round(self.updated_clock(asset) * _US)
+        if round(now * _US) <= floor:
+            now = (floor + 1) / _US
+        asset.touched = now
+        asset.updated = None
 
     # -- submission -----------------------------------------------------------------------
 
@@ -215,24 +253,53 @@ class EmulatorState:
 
     # -- views ----------------------------------------------------------------------------
 
-    def asset_view(self, asset: Asset) -> dict[str, Any]:
-        """The ``AssetResponse`` body."""
-        status, since = self.asset_status(asset)
-        updated = max(since, asset.touched or since)
-        return {
-            "asset_id": asset.asset_id,
-            "collection_id": asset.collection_id,
-            "status": status,
-            "url": asset.url,
-            "metadata": copy.deepcopy(asset.metadata),
-            "error": FAILURE_MESSAGES[asset.modality] if status == "FAILED" else None,
-            "modality": asset.modality,
-            "task_id": asset.task_id,
-            "unique_hash": content.unique_hash(asset.content_key),
-            "created_at": self.naive_iso(asset.created),
-            "updated_at": self.naive_iso(updated),
-            "score": None,
+    def _field_getters(self) -> dict[str, Callable[[Asset], Any]]:
+        """One getter per ``AssetResponse`` field, in the order the API sends them: values
+        uncopied, timestamps as instants."""
+
+        def error(asset: Asset) -> str | None:
+            failed = self.asset_status(asset)[0] == "FAILED"
+            return FAILURE_MESSAGES[asset.modality] if failed else None
+
+        getters: dict[str, Callable[[Asset], Any]] = {
+            "asset_id": lambda a: a.asset_id,
+            "collection_id": lambda a: a.collection_id,
+            "status": lambda a: self.asset_status(a)[0],
+            "url": lambda a: a.url,
+            "metadata": lambda a: a.metadata,
+            "error": error,
+            "modality": lambda a: a.modality,
+            "task_id": lambda a: a.task_id,
+            "unique_hash": lambda a: content.unique_hash(a.content_key),
+            "created_at": lambda a: self.instant(a.created),
+            "updated_at": self.updated_at,
+            "score": lambda _: None,
         }
+        return getters
+
+    def asset_getter(self, path: str) -> Callable[[Asset], Any]:
+        """Getter of a dot path of the asset view, for filters and sort.
+
+        Reads the record directly: a listing filters and sorts every asset of a collection
+        but builds the views of one page only. Timestamps come as instants, metadata uncopied
+        (read it, never change it).
+        """
+        head, _, rest = path.partition(".")
+        field_getter = self._asset_fields.get(head)
+        if field_getter is None:
+            return lambda _: query.MISSING
+        if not rest:
+            return field_getter
+        parts = rest.split(".")
+        return lambda asset: query.walk(field_getter(asset), parts)
+
+    def asset_view(self, asset: Asset) -> dict[str, Any]:
+        """The ``AssetResponse`` body (the getters' values, rendered as the API sends them)."""
+        view = {name: get(asset) for name, get in self._asset_fields.items()}
+        view["metadata"] = copy.deepcopy(view["metadata"])
+        view["created_at"] = view["created_at"].naive()
+        view["updated_at"] = view["updated_at"].naive()
+        return view
 
     def feature_view(self, feature: Feature, with_vectors: bool = False) -> dict[str, Any]:
         """The ``Feature`` body; ``vectors`` only when asked for (poison applied here)."""
@@ -246,7 +313,18 @@ class EmulatorState:
         return doc
 
     def features_of(self, asset_id: str) -> list[Feature]:
-        return [f for f in self.features.values() if f.doc["asset_id"] == asset_id]
+        """The asset's features in creation order ([] for an unknown asset)."""
+        asset = self.assets.get(asset_id)
+        return [] if asset is None else self._features_of(asset)
+
+    def _features_of(self, asset: Asset) -> list[Feature]:
+        # By index rather than by scanning every feature: ids are a function of the asset and
+        # the index, and indices are handed out in creation order and never reused. Deleting
+        # a batch of assets from a collection of 10,000 would otherwise take seconds.
+        ids = (
+            content.feature_id(asset.asset_id, asset.modality, i) for i in range(asset.next_index)
+        )
+        return [self.features[fid] for fid in ids if fid in self.features]
 
     def feature_seq(self, feature_id: str) -> int | None:
         return self._feature_seq.get(feature_id)
@@ -255,6 +333,9 @@ class EmulatorState:
 
     def cancel(self, task: Task) -> None:
         if self.task_status(task) not in TERMINAL:
+            asset = self.assets.get(task.asset_id)
+            if asset is not None and asset.task_id == task.task_id:
+                self.touch(asset)  # the cancellation is a change too: strictly later updated_at
             task.cancelled_at = self.clock()
 
     def update_asset(
@@ -262,10 +343,10 @@ class EmulatorState:
     ) -> None:
         merged = dict(metadata) if replace else {**asset.metadata, **metadata}
         asset.metadata = merged
-        asset.touched = self.clock()
+        self.touch(asset)
         if propagate:
             asset.feature_metadata = copy.deepcopy(merged)
-            for feature in self.features_of(asset.asset_id):
+            for feature in self._features_of(asset):
                 feature.doc["metadata"] = copy.deepcopy(merged)
 
     def reindex_asset(self, asset_id: str, mode: lifecycle.ReindexMode = "all") -> Task:
@@ -281,10 +362,18 @@ class EmulatorState:
         """``count`` assets that are DONE at once; see ``lifecycle.seed``."""
         return lifecycle.seed(self, collection_id, count, modality, duration)
 
-    def delete_asset(self, asset_id: str) -> None:
-        self.assets.pop(asset_id, None)
-        for feature in self.features_of(asset_id):
-            self.features.pop(feature.doc["feature_id"], None)
+    def delete_asset(self, asset_id: str) -> bool:
+        """Delete the asset and its features; False when there is no such asset."""
+        asset = self.assets.pop(asset_id, None)
+        if asset is None:
+            return False
+        for feature in self._features_of(asset):
+            del self.features[feature.doc["feature_id"]]
+        return True
+
+    def delete_assets(self, asset_ids: Iterable[str]) -> int:
+        """Delete every known asset of ``asset_ids``; returns how many there were."""
+        return sum(self.delete_asset(asset_id) for asset_id in asset_ids)
 
     def delete_collection(self, collection_id: str) -> None:
         for asset in [a for a in self.assets.values() if a.collection_id == collection_id]:
@@ -297,10 +386,7 @@ class EmulatorState:
         size = (
             sum(len(a.content_key.encode()) for a in assets) + vectors * 4 * self.config.vector_size
         )
-        last = max(
-            [self.collections[collection_id]]
-            + [max(self.asset_status(a)[1], a.touched or 0.0) for a in assets]
-        )
+        last = max([self.collections[collection_id]] + [self.updated_clock(a) for a in assets])
         return {
             "collection_id": collection_id,
             "count": len(assets),
