@@ -256,6 +256,7 @@ class Pipeline:
             version=claim.claimed_at,
             written=frozenset(p.feature_id for p in writes.upsert + writes.payload_only),
             upstream=self.upstream_key,
+            asset_stamp=_stamp(fetched.asset),
         )
         lag = await _persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
@@ -465,6 +466,11 @@ async def _persist(step: Callable[[], Awaitable[T]], *, patience: float = 30.0) 
             )
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+def _stamp(asset: Mapping[str, Any]) -> str | None:
+    stamp = asset.get("updated_at")
+    return None if stamp is None else str(stamp)
 
 
 def _classify_asset(asset: Mapping[str, Any]) -> TaskOutcome:

@@ -28,6 +28,7 @@ from sync_service.schema import (
     db_now,
     dead_letters,
     fetch_outcomes,
+    mirror_assets,
     synced_features,
     tasks,
 )
@@ -107,6 +108,9 @@ class SyncResult:
     #: The upstream configuration the asset was fetched under (the removal breaker's
     #: evidence: a fetch that found the asset); None records nothing.
     upstream: str | None = None
+    #: The asset's ``updated_at`` as fetched for this sync: a listing that serves the same
+    #: value has nothing new to queue.
+    asset_stamp: str | None = None
 
 
 class Store(LedgerQueries, ViewQueries, WatchQueries):
@@ -365,6 +369,15 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
                 )
                 if random.random() < PRUNE_CHANCE:
                     await prune_outcomes(conn)
+            if result.asset_stamp is not None and result.collection_id is not None:
+                await conn.execute(
+                    update(mirror_assets)
+                    .where(
+                        mirror_assets.c.collection_id == result.collection_id,
+                        mirror_assets.c.asset_id == result.asset_id,
+                    )
+                    .values(updated_at=result.asset_stamp[:64])
+                )
             # A redo replaces the dead letters of the earlier run instead of doubling them.
             await conn.execute(delete(dead_letters).where(dead_letters.c.task_id == claim.task_id))
             if result.dead_letters:
