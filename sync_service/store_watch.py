@@ -239,6 +239,9 @@ class WatchQueries:
                     "pass_started_at": db_now(),
                     "pass_requeue_all": int(requeue_all),
                     "pass_force": int(force),
+                    # Due from now on: a process that dies mid-pass leaves it to be resumed
+                    # at once (by a replica or the next start), not at the next interval.
+                    "full_due_at": db_now(),
                 }
             else:
                 values |= {
