@@ -3,9 +3,11 @@
 Three rules, in one place so they cannot fight each other:
 
 - at most ``max_in_flight`` requests are in flight (``SYNC_MAX_CONCURRENCY``);
-- waiting requests go in priority order, then first come first served: fetching the features
-  of a DONE task goes before polling a task that is still processing, because a fetch turns
-  budget into points and a poll only tells us to come back later;
+- waiting requests go in priority order, then first come first served: listing a watched
+  collection goes first (one page finds the work of many requests, and a change's freshness
+  waits on it), then fetching the features of a DONE task, then polling a task that is still
+  processing, because a fetch turns budget into points and a poll only tells us to come back
+  later;
 - with a rate limit (``SYNC_RATE_LIMIT_PER_MINUTE``) requests leave evenly spaced, one per
   ``60 / rate`` seconds, so the budget is spent smoothly instead of in bursts that earn 429s.
   A 429 slows the pace down (to 80 %); each success brings it back a little (additive increase),
@@ -22,7 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 #: Priorities: lower goes first.
-FETCH, POLL = 0, 1
+LIST, FETCH, POLL = -1, 0, 1
 
 
 class Admission:

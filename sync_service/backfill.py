@@ -171,7 +171,7 @@ async def _wait_for_lock(
 
 async def _note_failure(store: Store, collection_id: str, error: str) -> None:
     try:
-        await store.pass_failed(collection_id, error, retry_in=0.0)
+        await store.pass_failed(collection_id, error, retry_in=0.0, full=True)
     except Exception:  # the store itself may be what failed
         log.debug("could not record the failed pass", exc_info=True)
 

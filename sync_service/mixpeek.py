@@ -16,7 +16,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr
 
-from sync_service.admission import POLL
+from sync_service.admission import LIST, POLL
 
 from . import __version__
 from .mixpeek_errors import MixpeekBadRequest, MixpeekBadResponse
@@ -266,7 +266,9 @@ class MixpeekClient:
             body["sort"] = {"field": sort[0], "direction": sort[1]}
         context = {"page": page, "page_size": page_size}
         parse = lambda d: Page[Asset].model_validate(_object(d), context=context)  # noqa: E731
-        return await self._http.call("POST", "/assets", {}, parse, params=context, json_body=body)
+        return await self._http.call(
+            "POST", "/assets", {}, parse, params=context, json_body=body, priority=LIST
+        )
 
     async def iter_assets(
         self, collection_ids: str | Sequence[str], *, page_size: int = 100

@@ -77,6 +77,7 @@ class Daemon:
         self._wake: asyncio.TimerHandle | None = None
         #: Watch mode: lists the watched collections when their passes are due (None: off).
         self.watcher: Watcher | None = None
+        self._watch_wake: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_settings(
@@ -145,6 +146,13 @@ class Daemon:
             self.heartbeat, "interval", seconds=max(self.lease_seconds / 3, 0.5), id="heartbeat"
         )
         if self.watcher is not None:
+            settings = self.watcher.mirroring.settings
+            try:  # due times stored under other intervals (a restart with new settings)
+                await self.store.reconcile_intervals(
+                    settings.watch_interval, settings.watch_full_interval
+                )
+            except STORE_ERRORS as exc:
+                _store_unavailable(exc)
             await self.watch_tick()  # before the first claim: a drain waits for these passes
             scheduler.add_job(self.watch_tick, "interval", seconds=self.poll_interval, id="watch")
         loop = asyncio.get_running_loop()
@@ -161,6 +169,8 @@ class Daemon:
             scheduler.pause()
             if self._wake is not None:
                 self._wake.cancel()
+            if self._watch_wake is not None:
+                self._watch_wake.cancel()
             # A tick or a kick may be half-way through a claim: let it finish adding its work
             # first (shutting the scheduler down would cancel a running tick mid-statement).
             with suppress(asyncio.TimeoutError):
@@ -195,13 +205,29 @@ class Daemon:
         self._stop.set()
 
     async def watch_tick(self) -> None:
-        """Start the watched collections' passes that are due."""
+        """Start the watched collections' passes that are due, and wake up for the next one
+        if it falls due before the next tick (a pass then starts on time, not up to a poll
+        interval late)."""
         if self._stop.is_set() or self.watcher is None:
             return
         try:
             await self.watcher.tick()
+            due_in = await self.store.next_watch_due_in()
         except STORE_ERRORS as exc:
             _store_unavailable(exc)
+            return
+        if due_in is not None and due_in < self.poll_interval and not self._stop.is_set():
+            if self._watch_wake is not None:
+                self._watch_wake.cancel()
+            self._watch_wake = asyncio.get_running_loop().call_later(
+                max(due_in, 0.0) + 0.005, self._kick_watch
+            )
+
+    def _kick_watch(self) -> None:
+        if not self._stop.is_set():
+            kick = asyncio.create_task(self.watch_tick())
+            self._kicks.add(kick)
+            kick.add_done_callback(self._kicks.discard)
 
     def _kick(self) -> None:
         """Claim again now: a finished task's place should not idle until the next tick."""

@@ -51,6 +51,7 @@ tasks = Table(
     Column("polled_at", Float),
 )
 Index("ix_tasks_state_next_poll_at", tasks.c.state, tasks.c.next_poll_at)
+Index("ix_tasks_asset_id", tasks.c.asset_id)
 #: The column values that hand a task's lease back.
 RELEASED: dict[str, Any] = {"lease_owner": None, "lease_expires_at": None}
 
@@ -105,6 +106,11 @@ mirrors = Table(
     Column("added_at", Float, nullable=False),
     # The newest upstream ``updated_at`` seen (epoch seconds, upstream's clock).
     Column("watermark", Float),
+    # When the watermark last moved (database clock), and the watermark once an incremental
+    # pass that started a whole overlap window after that move has listed over the window: no
+    # late write can still appear below it, so a quiet collection stops re-listing the window.
+    Column("watermark_moved_at", Float),
+    Column("watermark_settled", Float),
     Column("incremental_due_at", Float),
     Column("full_due_at", Float),
     Column("last_incremental_at", Float),
@@ -117,6 +123,10 @@ mirrors = Table(
     Column("pass_started_at", Float),
     Column("pass_requeue_all", Integer, nullable=False, server_default="0"),
     Column("pass_force", Integer, nullable=False, server_default="0"),
+    Column("pass_no_sweep", Integer, nullable=False, server_default="0"),
+    # The newest ``updated_at`` upstream had when the full pass began: the watermark it leaves
+    # (not the newest it listed: a change on a page already listed would fall below that).
+    Column("pass_watermark", Float),
     # A sweep the delete guard held: how many points it would have removed, out of how many.
     Column("held_points", Integer),
     Column("held_total", Integer),

@@ -265,7 +265,8 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
             return 0
         extended = 0
         async with self._writing() as conn:
-            for task_id, token in tokens.items():
+            # In id order, as every multi-row write does: no lock-order deadlock on PostgreSQL.
+            for task_id, token in sorted(tokens.items()):
                 result = await conn.execute(
                     update(tasks)
                     .where(_fenced(task_id, token), tasks.c.lease_owner == owner)

@@ -266,7 +266,8 @@ async def queue_asset_jobs(
             "created_at": now,
             "updated_at": now,
         }
-        for a in dict.fromkeys(asset_ids)
+        # In id order, as every multi-row write does: no lock-order deadlock on PostgreSQL.
+        for a in sorted(set(asset_ids))
     ]
     stmt = insert(tasks)
     stmt = stmt.on_conflict_do_update(

@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sync_service.schema import (
@@ -27,7 +27,7 @@ from sync_service.schema import (
     synced_features,
     tasks,
 )
-from sync_service.store_ledger import asset_job_id, db_time, queue_asset_jobs
+from sync_service.store_ledger import db_time, queue_asset_jobs
 
 #: Pass steps of a full pass in progress.
 LISTING, SWEEPING = "listing", "sweeping"
@@ -41,6 +41,8 @@ class Mirror:
     watched: bool
     source: str | None
     watermark: float | None
+    #: The watermark, once its overlap window was listed after every late write could show.
+    watermark_settled: float | None
     incremental_due_at: float | None
     full_due_at: float | None
     last_incremental_at: float | None
@@ -52,6 +54,8 @@ class Mirror:
     pass_listed: int
     pass_requeue_all: bool
     pass_force: bool
+    pass_no_sweep: bool
+    pass_watermark: float | None
     held_points: int | None
     held_total: int | None
     held_assets: list[str]
@@ -66,6 +70,7 @@ class Mirror:
             watched=bool(row.watched),
             source=row.source,
             watermark=row.watermark,
+            watermark_settled=row.watermark_settled,
             incremental_due_at=row.incremental_due_at,
             full_due_at=row.full_due_at,
             last_incremental_at=row.last_incremental_at,
@@ -77,6 +82,8 @@ class Mirror:
             pass_listed=int(row.pass_listed),
             pass_requeue_all=bool(row.pass_requeue_all),
             pass_force=bool(row.pass_force),
+            pass_no_sweep=bool(row.pass_no_sweep),
+            pass_watermark=row.pass_watermark,
             held_points=row.held_points,
             held_total=row.held_total,
             held_assets=json.loads(row.held_assets) if row.held_assets else [],
@@ -169,6 +176,40 @@ class WatchQueries:
             row = await _mirror_row(conn, collection_id)
         return None if row is None else Mirror.from_row(row)
 
+    async def reconcile_intervals(self, incremental: float, full: float) -> None:
+        """Bring due times stored under longer intervals (before a restart with new settings)
+        forward to the last pass plus the interval configured now."""
+        async with self._writing() as conn:
+            await conn.execute(
+                update(mirrors)
+                .where(
+                    mirrors.c.last_full_at.is_not(None),
+                    mirrors.c.full_due_at > mirrors.c.last_full_at + full,
+                )
+                .values(full_due_at=mirrors.c.last_full_at + full)
+            )
+            await conn.execute(
+                update(mirrors)
+                .where(
+                    mirrors.c.last_incremental_at.is_not(None),
+                    mirrors.c.incremental_due_at > mirrors.c.last_incremental_at + incremental,
+                )
+                .values(incremental_due_at=mirrors.c.last_incremental_at + incremental)
+            )
+
+    async def next_watch_due_in(self) -> float | None:
+        """Seconds until the earliest watched collection's next pass is due, or None."""
+        soonest = func.min(
+            case(
+                (mirrors.c.full_due_at < mirrors.c.incremental_due_at, mirrors.c.full_due_at),
+                else_=func.coalesce(mirrors.c.incremental_due_at, mirrors.c.full_due_at),
+            )
+        )
+        stmt = select(soonest - db_now()).where(mirrors.c.watched == 1)
+        async with self.engine.connect() as conn:
+            value = (await conn.execute(stmt)).scalar_one_or_none()
+        return None if value is None else float(value)
+
     async def due_mirrors(self) -> list[tuple[str, str]]:
         """Watched collections with a pass to run now: (collection id, "full"|"incremental").
 
@@ -190,10 +231,11 @@ class WatchQueries:
         due = []
         for cid, _step, full_due, incremental_due, watermark in rows:
             # An unfinished full pass is resumed when its due time comes (at once after a
-            # crash; after a pause when it failed); no watermark yet means a full pass first.
+            # crash; after a pause when it failed: incremental passes go on meanwhile); no
+            # watermark yet means a full pass first.
             if full_due or (incremental_due and watermark is None):
                 due.append((str(cid), "full"))
-            elif incremental_due and _step is None:
+            elif incremental_due:
                 due.append((str(cid), "incremental"))
         return due
 
@@ -213,12 +255,18 @@ class WatchQueries:
     # -- passes -------------------------------------------------------------------------
 
     async def begin_full_pass(
-        self, collection_id: str, *, requeue_all: bool = False, force: bool = False
+        self,
+        collection_id: str,
+        *,
+        requeue_all: bool = False,
+        force: bool = False,
+        no_sweep: bool = False,
     ) -> Mirror:
         """The collection's unfinished full pass (to resume), else a new one from page 1.
 
         ``requeue_all`` (backfill): every listed asset is queued, changed or not. ``force``:
-        the sweep ignores the delete guard. A resumed pass keeps its own flags, or-ed with these.
+        the sweep ignores the delete guard. ``no_sweep``: the pass ends without a sweep. A
+        resumed pass keeps its own flags, or-ed with these.
         """
         async with self._writing() as conn:
             now = await db_time(conn)
@@ -239,6 +287,8 @@ class WatchQueries:
                     "pass_started_at": db_now(),
                     "pass_requeue_all": int(requeue_all),
                     "pass_force": int(force),
+                    "pass_no_sweep": int(no_sweep),
+                    "pass_watermark": None,
                     # Due from now on: a process that dies mid-pass leaves it to be resumed
                     # at once (by a replica or the next start), not at the next interval.
                     "full_due_at": db_now(),
@@ -247,6 +297,7 @@ class WatchQueries:
                 values |= {
                     "pass_requeue_all": int(requeue_all or row.pass_requeue_all),
                     "pass_force": int(force or row.pass_force),
+                    "pass_no_sweep": int(no_sweep or row.pass_no_sweep),
                 }
             await conn.execute(
                 update(mirrors).where(mirrors.c.collection_id == collection_id).values(**values)
@@ -299,6 +350,13 @@ class WatchQueries:
             if heal:
                 rest = [a.asset_id for a in wanted if a.asset_id not in set(queue)]
                 queue += await _without_points_or_jobs(conn, rest)
+            queued = await queue_asset_jobs(
+                conn, self._insert, queue, collection_id=collection_id, source=source
+            )
+            # A change whose asset's job is already pending or in flight was not queued: that
+            # job may have fetched the older version, so the version seen here is not recorded
+            # as handled (the job's own sync records what it fetched; the next pass compares).
+            waiting = set(queue) - set(queued)
             if assets:
                 stmt = self._insert(mirror_assets)
                 set_: dict[str, Any] = {"updated_at": stmt.excluded.updated_at, "gone": 0}
@@ -313,16 +371,13 @@ class WatchQueries:
                         {
                             "collection_id": collection_id,
                             "asset_id": a.asset_id,
-                            "updated_at": a.updated_at,
+                            "updated_at": None if a.asset_id in waiting else a.updated_at,
                             "seen_pass": pass_no or 0,
                             "gone": 0,
                         }
                         for a in {a.asset_id: a for a in assets}.values()
                     ],
                 )
-            queued = await queue_asset_jobs(
-                conn, self._insert, queue, collection_id=collection_id, source=source
-            )
             values: dict[str, Any] = {}
             if next_page is not None:
                 values |= {
@@ -341,6 +396,37 @@ class WatchQueries:
 
     async def start_sweep(self, collection_id: str) -> None:
         await self._set(collection_id, pass_step=SWEEPING)
+
+    async def set_pass_watermark(self, collection_id: str, watermark: float | None) -> None:
+        await self._set(collection_id, pass_watermark=watermark)
+
+    async def ledger_counts(self, collection_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
+        """Per Qdrant collection: the ledger's points of these assets of the collection."""
+        counts: dict[str, int] = {}
+        async with self.engine.connect() as conn:
+            for start in range(0, len(asset_ids), 500):
+                chunk = list(asset_ids[start : start + 500])
+                stmt = (
+                    select(synced_features.c.qdrant_collection, func.count())
+                    .where(
+                        synced_features.c.collection_id == collection_id,
+                        synced_features.c.asset_id.in_(chunk),
+                    )
+                    .group_by(synced_features.c.qdrant_collection)
+                )
+                for name, n in (await conn.execute(stmt)).all():
+                    counts[str(name)] = counts.get(str(name), 0) + int(n)
+        return counts
+
+    async def collection_points(self, collection_id: str) -> dict[str, int]:
+        """Per Qdrant collection: the ledger's points of this Mixpeek collection."""
+        stmt = (
+            select(synced_features.c.qdrant_collection, func.count())
+            .where(synced_features.c.collection_id == collection_id)
+            .group_by(synced_features.c.qdrant_collection)
+        )
+        async with self.engine.connect() as conn:
+            return {str(q): int(n) for q, n in (await conn.execute(stmt)).all()}
 
     async def known_assets(self, collection_id: str) -> set[str]:
         """Assets the ledger or an earlier listing holds for the collection."""
@@ -388,7 +474,7 @@ class WatchQueries:
             return sorted(str(r[0]) for r in (await conn.execute(stmt)).all())
 
     async def forget_mirror_assets(self, collection_id: str, asset_ids: Sequence[str]) -> None:
-        """Drop the listing rows of assets whose removal finished (and cancel their jobs)."""
+        """Drop the listing rows of assets whose removal finished."""
         if not asset_ids:
             return
         async with self._writing() as conn:
@@ -416,21 +502,24 @@ class WatchQueries:
         *,
         next_in: float,
         watermark: float | None,
-        held: bool,
+        held: bool | None,
         incremental_in: float = 0.0,
     ) -> None:
-        """End the full pass: next one due in ``next_in`` s; a sweep not held clears a hold."""
+        """End the full pass: next one due in ``next_in`` s. A sweep not held (``held``
+        False) clears a hold; None (no sweep ran) leaves it as it is."""
         values: dict[str, Any] = {
             "pass_step": None,
             "pass_force": 0,
             "pass_requeue_all": 0,
+            "pass_no_sweep": 0,
+            "pass_watermark": None,
             "last_full_at": db_now(),
             "full_due_at": db_now() + next_in,
             # A full listing covers what an incremental pass would have found.
             "incremental_due_at": db_now() + incremental_in,
             "last_error": None,
         }
-        if not held:
+        if held is False:
             values |= {
                 "held_points": None,
                 "held_total": None,
@@ -444,25 +533,46 @@ class WatchQueries:
             if watermark is not None:
                 await self._raise_watermark(conn, collection_id, watermark)
 
-    async def finish_incremental(self, collection_id: str, *, next_in: float) -> None:
+    async def finish_incremental(
+        self,
+        collection_id: str,
+        *,
+        next_in: float,
+        started: float | None = None,
+        overlap: float | None = None,
+    ) -> None:
+        """End an incremental pass; the next is due ``next_in`` seconds from now.
+
+        A pass that ``started`` (database clock) a whole ``overlap`` after the watermark last
+        moved, listing from ``overlap`` below it, settles the watermark: later passes list
+        from the watermark itself.
+        """
         await self._set(
             collection_id,
             last_incremental_at=db_now(),
             incremental_due_at=db_now() + next_in,
             last_error=None,
         )
+        if started is None or overlap is None:
+            return
+        async with self._writing() as conn:
+            await conn.execute(
+                update(mirrors)
+                .where(
+                    mirrors.c.collection_id == collection_id,
+                    mirrors.c.watermark_moved_at <= started - overlap,
+                )
+                .values(watermark_settled=mirrors.c.watermark)
+            )
 
-    async def pass_failed(self, collection_id: str, error: str, *, retry_in: float) -> None:
-        """A pass cut short: the error shows in ``status``; a full pass resumes where it
-        stopped, an incremental pass starts again from the watermark."""
-        await self._set(
-            collection_id,
-            last_error=error[:1000],
-            incremental_due_at=db_now() + retry_in,
-            full_due_at=func.max(mirrors.c.full_due_at, db_now() + retry_in)
-            if self.dialect == "sqlite"
-            else func.greatest(mirrors.c.full_due_at, db_now() + retry_in),
-        )
+    async def pass_failed(
+        self, collection_id: str, error: str, *, retry_in: float, full: bool
+    ) -> None:
+        """A pass cut short: the error shows in ``status``, and that kind of pass is tried
+        again in ``retry_in`` s (a full pass resumes where it stopped, an incremental pass
+        starts again from the watermark); the other kind keeps its own schedule."""
+        retry = {"full_due_at" if full else "incremental_due_at": db_now() + retry_in}
+        await self._set(collection_id, last_error=error[:1000], **retry)
 
     async def set_filter_ignored(self, collection_id: str, ignored: bool) -> None:
         await self._set(collection_id, filter_ignored=int(ignored))
@@ -486,7 +596,7 @@ class WatchQueries:
                 mirrors.c.collection_id == collection_id,
                 or_(mirrors.c.watermark.is_(None), mirrors.c.watermark < watermark),
             )
-            .values(watermark=watermark)
+            .values(watermark=watermark, watermark_moved_at=db_now())
         )
 
     # -- the shared removal breaker ------------------------------------------------------
@@ -528,25 +638,26 @@ async def prune_outcomes(conn: AsyncConnection) -> None:
 
 
 async def _mirror_row(conn: AsyncConnection, collection_id: str) -> Any:
-    return (
-        await conn.execute(select(mirrors).where(mirrors.c.collection_id == collection_id))
-    ).one_or_none()
+    stmt = select(mirrors).where(mirrors.c.collection_id == collection_id)
+    return (await conn.execute(stmt)).one_or_none()
 
 
 async def _without_points_or_jobs(conn: AsyncConnection, asset_ids: list[str]) -> list[str]:
-    """Of these assets, those with no ledger row and no pending job (to heal)."""
+    """Of these assets, those to heal: no point in the ledger, and either never handled by a
+    job or task, or last given up after transient errors. An asset synced with no point (no
+    feature, all set aside), pending, FAILED upstream or timed out is left alone: queueing it
+    every full pass would only fetch it again for nothing."""
     if not asset_ids:
         return []
     with_points = select(synced_features.c.asset_id).where(
         synced_features.c.asset_id.in_(asset_ids)
     )
-    pending = select(tasks.c.asset_id).where(
-        tasks.c.task_id.in_([asset_job_id(a) for a in asset_ids]),
-        # Pending already, or failed upstream (nothing to sync until it changes).
+    handled = select(tasks.c.asset_id).where(
+        tasks.c.asset_id.in_(asset_ids),
         or_(
-            tasks.c.state == "pending",
-            and_(tasks.c.state == "failed", tasks.c.error.like("failed upstream%")),
+            tasks.c.state != "failed",
+            and_(tasks.c.state == "failed", tasks.c.error.not_like("gave up after%")),
         ),
     )
-    busy = {str(r[0]) for r in (await conn.execute(with_points.union(pending))).all()}
+    busy = {str(r[0]) for r in (await conn.execute(with_points.union(handled))).all()}
     return [a for a in asset_ids if a not in busy]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ PAGE_SIZE = 100
 #: The listing's order: by creation, so assets added during a pass append to its end.
 FULL_SORT = ("created_at", "asc")
 CHANGED_SORT = ("updated_at", "asc")
+NEWEST_FIRST = ("updated_at", "desc")
 
 
 class ListingError(Exception):
@@ -106,24 +108,38 @@ class Mirroring:
         self.on_queued = on_queued
         self.page_size = page_size
         self._said_ignored: set[str] = set()
+        self._said_empty: set[str] = set()
+        #: The kind of pass each collection is in (an incremental one may become full).
+        self.kind: dict[str, str] = {}
 
     # -- incremental ----------------------------------------------------------------------
 
     async def incremental(self, collection_id: str) -> PassReport:
         """Queue the assets changed since the watermark; a full pass if upstream ignores the
-        filter or there is no watermark yet."""
+        filter or the sort, or there is no watermark yet."""
         mirror = await self.store.mirror(collection_id)
         if mirror is None or mirror.watermark is None:
             return await self.full(collection_id)
-        bound = mirror.watermark - self.settings.watch_overlap
-        changed = {"AND": [{"key": "updated_at", "operator": "gte", "value": _iso(bound)}]}
+        self.kind[collection_id] = "incremental"
+        started, began = await self.store.now(), time.monotonic()
+        overlap = self.settings.watch_overlap
+        settled = mirror.watermark_settled == mirror.watermark
+        # Below a settled watermark no late write can still appear: list from it (the assets
+        # stamped exactly at it come again, and are not queued twice).
+        bound = mirror.watermark if settled else mirror.watermark - overlap
         report = PassReport(collection_id, "incremental")
-        async for _number, page in self._pages(
-            collection_id, 1, filters=changed, sort=CHANGED_SORT
-        ):
+        # Keyset paging: each request lists from the newest stamp read so far (page 1), so an
+        # asset that changes meanwhile moves behind the cursor instead of shifting a page by
+        # one under it. Only a page of one single stamp is paged by number.
+        since, number = bound, 1
+        while True:
+            page = await self._page(collection_id, number, _changed_since(since), CHANGED_SORT)
             stamps = [_epoch(a) for a in page.results]
-            if any(t is None or t < bound - 0.001 for t in stamps):
-                return await self._filter_ignored(collection_id)
+            known = [t for t in stamps if t is not None]
+            if len(known) < len(stamps) or any(t < since - 0.001 for t in known):
+                return await self._fell_back(collection_id, "ignored the updated_at filter")
+            if known != sorted(known):
+                return await self._fell_back(collection_id, "ignored the sort on updated_at")
             if mirror.filter_ignored:
                 log.info(
                     "Mixpeek honours the updated_at filter of %s again",
@@ -133,17 +149,30 @@ class Mirroring:
                 await self.store.set_filter_ignored(collection_id, False)
                 mirror = await self.store.mirror(collection_id) or mirror
             await self._record(report, page, None, watermark=_newest(stamps))
-        await self.store.finish_incremental(collection_id, next_in=self.settings.watch_interval)
+            if not page.has_next or not known:
+                break
+            if known[-1] > since:
+                since, number = known[-1], 1
+            else:
+                number += 1
+        await self.store.finish_incremental(
+            collection_id,
+            # Passes start an interval apart, however long each one took.
+            next_in=max(self.settings.watch_interval - (time.monotonic() - began), 0.0),
+            started=None if settled else started,
+            overlap=overlap,
+        )
         self.metrics.watch_pass(collection_id, "incremental", report.listed)
         self._log_pass(report)
         return report
 
-    async def _filter_ignored(self, collection_id: str) -> PassReport:
+    async def _fell_back(self, collection_id: str, what: str) -> PassReport:
+        """Upstream cannot list changes: a full listing finds them instead (said once)."""
         if collection_id not in self._said_ignored:
             self._said_ignored.add(collection_id)
             log.warning(
-                "Mixpeek ignored the updated_at filter when listing %s (assets older than the "
-                "watermark came back): its changes are found by full listings instead",
+                "Mixpeek %s when listing %s: its changes are found by full listings instead",
+                what,
                 collection_id,
                 extra={"event": "watch_filter_ignored", "collection_id": collection_id},
             )
@@ -168,13 +197,14 @@ class Mirroring:
         """List every asset (resuming an unfinished pass), then sweep deletions.
 
         ``requeue_all`` queues every listed asset (``backfill``: a re-sync of everything);
-        otherwise only new and changed assets, and those with no point yet. ``force`` sweeps
-        past the delete guard; ``sweep=False`` ends the pass without one. ``defer_sweep``
-        leaves the listed pass for a daemon to sweep (this process cannot reach Qdrant).
-        ``on_page(report, total assets upstream)`` follows the listing.
+        otherwise only new and changed assets, and those never synced. ``force`` sweeps past
+        the delete guard; ``sweep=False`` ends the pass without one (and leaves a held sweep
+        as it is). ``defer_sweep`` leaves the listed pass for a daemon to sweep (this process
+        cannot reach Qdrant). ``on_page(report, total assets upstream)`` follows the listing.
         """
+        self.kind[collection_id] = "full"
         mirror = await self.store.begin_full_pass(
-            collection_id, requeue_all=requeue_all, force=force
+            collection_id, requeue_all=requeue_all, force=force, no_sweep=not sweep
         )
         report = PassReport(collection_id, "full", listed=mirror.pass_listed)
         if mirror.pass_step != SWEEPING:
@@ -185,32 +215,57 @@ class Mirroring:
                     mirror.pass_next_page,
                     extra={"event": "watch_resumed", "collection_id": collection_id},
                 )
-            async for number, page in self._pages(
-                collection_id, mirror.pass_next_page, sort=FULL_SORT
-            ):
+            else:
+                # The watermark this pass leaves: upstream's newest change before it began.
+                # Changes during the listing are newer, so the incremental passes after it
+                # find them, on pages already listed too.
+                newest = await self._page(collection_id, 1, None, NEWEST_FIRST, size=1)
+                stamp = _newest([_epoch(a) for a in newest.results])
+                await self.store.set_pass_watermark(collection_id, stamp)
+                mirror = await self.store.mirror(collection_id) or mirror
+            number, previous = mirror.pass_next_page, None
+            while True:
+                page = await self._page(collection_id, number, None, FULL_SORT)
+                ids = [a.asset_id for a in page.results]
+                if ids and ids == previous:  # a server ignoring ?page= would loop forever
+                    raise ListingError(
+                        f"Mixpeek served page {number} of {collection_id} twice (does it "
+                        "ignore ?page=?): the listing is incomplete"
+                    )
+                previous = ids
                 await self._record(
                     report,
                     page,
                     (mirror.pass_no, number + 1),
-                    watermark=_newest([_epoch(a) for a in page.results]),
+                    watermark=None,
                     requeue_all=mirror.pass_requeue_all,
                 )
                 if on_page is not None:
                     on_page(report, page.total)
+                if not page.has_next:
+                    break
+                number += 1
             await self.store.start_sweep(collection_id)
-        if defer_sweep:
+        if defer_sweep and not mirror.pass_no_sweep:
             await self.store.due_full_now(collection_id)
             return report
-        if sweep:
+        if not mirror.pass_no_sweep:
             await self._sweep(report, mirror.pass_no, force=mirror.pass_force)
         await self.store.finish_full_pass(
             collection_id,
             next_in=self.settings.watch_full_interval,
-            watermark=None,
-            held=report.held is not None,
+            watermark=mirror.pass_watermark,
+            held=None if mirror.pass_no_sweep else report.held is not None,
             incremental_in=self.settings.watch_interval,
         )
         self.metrics.watch_pass(collection_id, "full", report.listed)
+        if report.listed == 0 and collection_id not in self._said_empty:
+            self._said_empty.add(collection_id)
+            log.warning(
+                "Mixpeek lists no asset in %s (is the collection id right? MIXPEEK_NAMESPACE?)",
+                collection_id,
+                extra={"event": "watch_empty", "collection_id": collection_id},
+            )
         self._log_pass(report)
         return report
 
@@ -249,34 +304,41 @@ class Mirroring:
         if queued and self.on_queued is not None:
             self.on_queued()
 
-    async def _pages(
+    async def _page(
         self,
         collection_id: str,
-        first: int,
-        *,
-        filters: dict[str, Any] | None = None,
+        number: int,
+        filters: dict[str, Any] | None,
         sort: tuple[str, str],
-    ) -> AsyncIterator[tuple[int, Page[Asset]]]:
-        """The listing's pages from ``first`` on; ListingError if one cannot be read."""
-        number, previous = first, None
+        *,
+        size: int | None = None,
+    ) -> Page[Asset]:
+        """One page of the listing; ListingError if it cannot be read (after retries)."""
+        try:
+            return await self.client.list_assets(
+                collection_id,
+                page=number,
+                page_size=size or self.page_size,
+                filters=filters,
+                sort=sort,
+            )
+        except MixpeekAuthError:
+            raise
+        except MixpeekError as exc:
+            raise ListingError(f"listing {collection_id} failed on page {number}: {exc}") from exc
+
+    async def _pages(self, collection_id: str, sort: tuple[str, str]) -> AsyncIterator[Page[Asset]]:
+        """Every page of an unfiltered listing, in order."""
+        number, previous = 1, None
         while True:
-            try:
-                page = await self.client.list_assets(
-                    collection_id, page=number, page_size=self.page_size, filters=filters, sort=sort
-                )
-            except MixpeekAuthError:
-                raise
-            except MixpeekError as exc:
-                raise ListingError(
-                    f"listing {collection_id} failed on page {number}: {exc}"
-                ) from exc
+            page = await self._page(collection_id, number, None, sort)
             ids = [a.asset_id for a in page.results]
             if ids and ids == previous:  # a server ignoring ?page= would loop forever
                 raise ListingError(
                     f"Mixpeek served page {number} of {collection_id} twice (does it ignore "
                     "?page=?): the listing is incomplete"
                 )
-            yield number, page
+            yield page
             if not page.has_next:
                 return
             number, previous = number + 1, ids
@@ -290,7 +352,7 @@ class Mirroring:
         """
         report = PassReport(collection_id, "full")
         listed: set[str] = set()
-        async for _number, page in self._pages(collection_id, 1, sort=FULL_SORT):
+        async for page in self._pages(collection_id, FULL_SORT):
             for asset in page.results:
                 listed.add(asset.asset_id)
                 report.queued.append(asset.asset_id)
@@ -300,9 +362,9 @@ class Mirroring:
         candidates = sorted(await self.store.known_assets(collection_id) - listed)
         report.gone = await self.confirm_gone(candidates)
         if report.gone:
-            removal = await self.plan(collection_id, report.gone)
-            report.removed_points = removal.total
-            report.held = await self.guard(removal)
+            doomed = await self.store.ledger_counts(collection_id, report.gone)
+            report.removed_points = sum(doomed.values())
+            report.held = await self.guard(collection_id, report.gone)
         return report
 
     # -- sweep ----------------------------------------------------------------------------
@@ -316,10 +378,10 @@ class Mirroring:
         report.swept = True
         if not gone:
             return
-        removal = await self.plan(cid, gone)
-        held = await self.guard(removal)
+        # The guard first, on the ledger's counts: planning a removal scans Qdrant per asset,
+        # which a held sweep (repeated every full pass) must not pay for.
+        held = await self.guard(cid, gone)
         if held is not None and not force:
-            held.assets = gone
             report.held = held
             await self.store.hold_sweep(cid, points=held.points, total=held.total, assets=gone)
             self.metrics.watch_held(cid)
@@ -341,6 +403,7 @@ class Mirroring:
         # The intent is durable before anything goes: a sweep killed half-way finishes the
         # removal of these (ledger rows and strays alike) on its next run.
         await self.store.mark_gone(cid, gone)
+        removal = await self.plan(cid, gone)
         report.removed_points = await apply_removal(self.store, self.qdrant, removal)
         await self.store.forget_mirror_assets(cid, gone)
         self.metrics.watch_swept(cid, len(gone))
@@ -389,13 +452,19 @@ class Mirroring:
             self.store, self.qdrant, asset_ids, every_collection=False, also=[target]
         )
 
-    async def guard(self, removal: Removal) -> HeldSweep | None:
-        """The delete guard, per Qdrant collection: the first one it holds, else None."""
-        for collection in removal.collections:
-            doomed = removal.count(collection)
-            total = await self.qdrant.count(collection)
-            if total and doomed / total > self.settings.delete_guard:
-                return HeldSweep(doomed, total, [])
+    async def guard(self, collection_id: str, gone: Sequence[str]) -> HeldSweep | None:
+        """The delete guard: held when removing ``gone`` would delete more than
+        ``SYNC_DELETE_GUARD`` of this Mixpeek collection's points (per Qdrant collection).
+
+        Measured against the collection's own points, not the Qdrant collection's: where
+        several Mixpeek collections share one, a wrong listing of each would otherwise pass
+        the guard one small share at a time."""
+        doomed = await self.store.ledger_counts(collection_id, gone)
+        own = await self.store.collection_points(collection_id)
+        for qdrant_collection, points in sorted(doomed.items()):
+            total = own.get(qdrant_collection, 0)
+            if total and points / total > self.settings.delete_guard:
+                return HeldSweep(points, total, list(gone))
         return None
 
     def _log_pass(self, report: PassReport) -> None:
@@ -425,8 +494,10 @@ async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncI
     """Hold lock ``name`` (already acquired by ``owner``) while the body runs: renewed every
     third of ``seconds``; if another process takes it (it expired), the body is cancelled."""
     body = asyncio.current_task()
+    lost = False
 
     async def renew() -> None:
+        nonlocal lost
         while True:
             await asyncio.sleep(seconds / 3)
             try:
@@ -435,12 +506,18 @@ async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncI
                 continue  # the store is down: the body's own writes fail too
             if not held and body is not None:
                 log.warning("lost the lock %s; stopping", name, extra={"event": "lock_lost"})
+                lost = True
                 body.cancel()
                 return
 
     renewer = asyncio.create_task(renew())
     try:
         yield
+    except asyncio.CancelledError:
+        # Cancelled by the renewer (and by nothing else): the pass, not the process, ends.
+        if lost and body is not None and body.uncancel() == 0:
+            raise PassLost(f"another process took the lock {name}") from None
+        raise
     finally:
         renewer.cancel()
         with contextlib.suppress(Exception):
@@ -470,16 +547,21 @@ class Watcher:
         self.lease_seconds = lease_seconds
         self.on_fatal = on_fatal
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.stopping = False
 
     async def tick(self) -> None:
         """Start the passes that are due and not running anywhere."""
-        for collection_id, kind in await self.store.due_mirrors():
-            if collection_id in self.running:
+        for collection_id, _kind in await self.store.due_mirrors():
+            if collection_id in self.running or self.stopping:
                 continue
-            if not await self.store.acquire_lock(
-                lock_name(collection_id), self.owner, self.lease_seconds
-            ):
+            name = lock_name(collection_id)
+            if not await self.store.acquire_lock(name, self.owner, self.lease_seconds):
                 continue  # another replica lists it
+            # Read again under the lock: a replica may have just finished this very pass.
+            kind = dict(await self.store.due_mirrors()).get(collection_id)
+            if kind is None or self.stopping:
+                await self.store.release_lock(name, self.owner)
+                continue
             task = asyncio.create_task(
                 self._run(collection_id, kind), name=f"watch:{collection_id}"
             )
@@ -493,27 +575,37 @@ class Watcher:
 
     async def stop(self) -> None:
         """Cut the passes short (each resumes at its next page) and hand their locks back."""
+        self.stopping = True
         for task in list(self.running.values()):
             task.cancel()
         await asyncio.gather(*self.running.values(), return_exceptions=True)
 
     async def _run(self, collection_id: str, kind: str) -> None:
-        async with holding(self.store, lock_name(collection_id), self.owner, self.lease_seconds):
-            try:
-                if kind == "full":
-                    await self.mirroring.full(collection_id)
-                else:
-                    await self.mirroring.incremental(collection_id)
-            except asyncio.CancelledError:
-                raise
-            except MixpeekAuthError as exc:
-                await self._failed(collection_id, str(exc))
-                if self.on_fatal is not None:
-                    self.on_fatal(exc)
-            except Exception as exc:  # upstream, Qdrant or store trouble: try again later
-                await self._failed(collection_id, _describe(exc))
+        try:
+            async with holding(
+                self.store, lock_name(collection_id), self.owner, self.lease_seconds
+            ):
+                await self._pass(collection_id, kind)
+        except PassLost as exc:  # another replica took over; it resumes the pass
+            log.warning("%s", exc, extra={"event": "lock_lost", "collection_id": collection_id})
 
-    async def _failed(self, collection_id: str, error: str) -> None:
+    async def _pass(self, collection_id: str, kind: str) -> None:
+        try:
+            if kind == "full":
+                await self.mirroring.full(collection_id)
+            else:
+                await self.mirroring.incremental(collection_id)
+        except asyncio.CancelledError:
+            raise
+        except MixpeekAuthError as exc:
+            await self._failed(collection_id, str(exc), kind)
+            if self.on_fatal is not None:
+                self.on_fatal(exc)
+        except Exception as exc:  # upstream, Qdrant or store trouble: try again later
+            await self._failed(collection_id, _describe(exc), kind)
+
+    async def _failed(self, collection_id: str, error: str, kind: str) -> None:
+        full = self.mirroring.kind.get(collection_id, kind) == "full"
         retry_in = min(self.mirroring.settings.watch_interval, 30.0)
         log.warning(
             "watch pass of %s failed (tried again in %.0fs): %s",
@@ -523,7 +615,7 @@ class Watcher:
             extra={"event": "watch_pass_failed", "collection_id": collection_id},
         )
         with contextlib.suppress(Exception):
-            await self.store.pass_failed(collection_id, error, retry_in=retry_in)
+            await self.store.pass_failed(collection_id, error, retry_in=retry_in, full=full)
 
 
 def _stamp(asset: Asset) -> str | None:
@@ -545,6 +637,10 @@ def _epoch(asset: Asset) -> float | None:
 def _newest(stamps: Sequence[float | None]) -> float | None:
     known = [s for s in stamps if s is not None]
     return max(known) if known else None
+
+
+def _changed_since(epoch: float) -> dict[str, Any]:
+    return {"AND": [{"key": "updated_at", "operator": "gte", "value": _iso(epoch)}]}
 
 
 def _iso(epoch: float) -> str:

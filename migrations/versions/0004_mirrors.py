@@ -27,6 +27,8 @@ def upgrade() -> None:
         sa.Column("source", sa.String(16)),
         sa.Column("added_at", sa.Float(), nullable=False),
         sa.Column("watermark", sa.Float()),
+        sa.Column("watermark_moved_at", sa.Float()),
+        sa.Column("watermark_settled", sa.Float()),
         sa.Column("incremental_due_at", sa.Float()),
         sa.Column("full_due_at", sa.Float()),
         sa.Column("last_incremental_at", sa.Float()),
@@ -39,6 +41,8 @@ def upgrade() -> None:
         sa.Column("pass_started_at", sa.Float()),
         sa.Column("pass_requeue_all", sa.Integer(), server_default="0", nullable=False),
         sa.Column("pass_force", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("pass_no_sweep", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("pass_watermark", sa.Float()),
         sa.Column("held_points", sa.Integer()),
         sa.Column("held_total", sa.Integer()),
         sa.Column("held_assets", sa.Text()),
@@ -67,6 +71,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_fetch_outcomes"),
     )
     op.create_index("ix_fetch_outcomes_upstream_id", "fetch_outcomes", ["upstream", "id"])
+    op.create_index("ix_tasks_asset_id", "tasks", ["asset_id"])
     with op.batch_alter_table("synced_features") as batch:
         batch.add_column(sa.Column("collection_id", sa.String(255)))
         batch.create_index("ix_synced_features_collection_id", ["collection_id"])
@@ -93,6 +98,7 @@ def downgrade() -> None:
     with op.batch_alter_table("synced_features") as batch:
         batch.drop_index("ix_synced_features_collection_id")
         batch.drop_column("collection_id")
+    op.drop_index("ix_tasks_asset_id", "tasks")
     op.drop_table("fetch_outcomes")
     op.drop_table("mirror_assets")
     op.drop_table("mirrors")

@@ -14,7 +14,7 @@ import pytest
 from sync_service.emulator import EmulatorServer
 from sync_service.runtime import Service, open_service
 from sync_service.scheduler import Daemon
-from sync_service.watch import Mirroring, Watcher, lock_name
+from sync_service.watch import Mirroring, PassLost, Watcher, holding, lock_name
 from tests.conftest import local_settings
 
 COLLECTION = "watched"
@@ -56,7 +56,8 @@ async def test_an_incremental_pass_with_nothing_changed_is_one_request(
     await service.store.watch_add([COLLECTION], source="cli")
     before = listings(emulator)
     full = await m.full(COLLECTION)
-    assert (full.listed, len(full.queued), listings(emulator) - before) == (250, 250, 3)
+    # Three pages, and one request for the newest change (the watermark the pass leaves).
+    assert (full.listed, len(full.queued), listings(emulator) - before) == (250, 250, 4)
     await drain(service)
 
     before = listings(emulator)
@@ -91,7 +92,7 @@ async def test_a_full_pass_cut_short_resumes_at_its_next_page(
     async def flaky(*args: Any, **kwargs: Any) -> Any:
         nonlocal pages
         pages += 1
-        if pages == 3:
+        if pages == 4:  # the newest-change request, pages 1 and 2, then page 3 fails
             raise httpx.ConnectError("upstream went away")
         return await original(*args, **kwargs)
 
@@ -101,7 +102,7 @@ async def test_a_full_pass_cut_short_resumes_at_its_next_page(
     mirror = await service.store.mirror(COLLECTION)
     assert mirror is not None and (mirror.pass_step, mirror.pass_next_page) == ("listing", 3)
     report = await m.full(COLLECTION)
-    assert pages == 4  # page 3 again; pages 1 and 2 were not listed twice
+    assert pages == 5  # page 3 again; pages 1 and 2 were not listed twice
     assert report.listed == 30 and report.swept
 
 
@@ -146,3 +147,150 @@ async def test_a_sweep_confirms_each_candidate_and_keeps_what_it_cannot_confirm(
     assert report.gone == [ids[0]] and report.held is None
     kept = {r.asset_id for r in await service.store.ledger()}
     assert ids[0] not in kept and ids[1] in kept
+
+
+def delete_upstream(emulator: EmulatorServer, ids: list[str]) -> None:
+    httpx.post(
+        f"{emulator.url}/_emulator/assets/delete", json={"asset_ids": ids}
+    ).raise_for_status()
+
+
+async def test_the_guard_counts_a_collections_own_points_when_qdrant_is_shared(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    """Two Mixpeek collections in one Qdrant collection: losing every asset of the small one
+    is 100 % of it (held), though only 10 % of the Qdrant collection."""
+    settings = local_settings(tmp_path, emulator, QDRANT_COLLECTION="shared")
+    small = [
+        *httpx.post(
+            f"{emulator.url}/_emulator/seed",
+            json={"collection_id": "small", "count": 2, "modality": "text"},
+        ).json()["asset_ids"]
+    ]
+    seed(emulator, 18)
+    async with open_service(settings) as svc:
+        m = mirroring(svc)
+        await m.full("small")
+        await m.full(COLLECTION)
+        await drain(svc)
+        delete_upstream(emulator, small)
+        report = await m.full("small")
+        assert report.held is not None and (report.held.points, report.held.total) == (2, 2)
+        assert await svc.sink.count("shared") == 20  # nothing deleted
+
+
+async def test_a_pass_without_sweep_deletes_nothing_and_keeps_a_held_sweep(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    ids = seed(emulator, 5)
+    m = mirroring(service)
+    await m.full(COLLECTION)
+    await drain(service)
+    delete_upstream(emulator, ids[:2])  # 40 %: held
+    assert (await m.full(COLLECTION)).held is not None
+    quiet = await m.full(COLLECTION, sweep=False)
+    assert quiet.gone == [] and not quiet.swept
+    mirror = await service.store.mirror(COLLECTION)
+    assert mirror is not None and mirror.held_points == 2  # still shown
+    assert len(await service.store.ledger()) == 5
+
+
+async def test_a_change_on_a_page_already_listed_is_found_by_the_next_incremental_pass(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    """The watermark a full pass leaves is upstream's newest change when it began, not the
+    newest it listed: a change behind the listing's cursor still comes after it."""
+    settings = local_settings(tmp_path, emulator, SYNC_WATCH_OVERLAP=0)
+    ids = seed(emulator, 30)
+    async with open_service(settings) as svc:
+        m = mirroring(svc, page_size=10)
+        original = svc.client.list_assets
+        served: list[int] = []
+
+        async def changing(*args: Any, **kwargs: Any) -> Any:
+            page = await original(*args, **kwargs)
+            if kwargs.get("sort") == ("created_at", "asc"):
+                served.append(kwargs["page"])
+                first, last = page.results[0].asset_id, ids[-1]
+                if kwargs["page"] == 1:  # behind the cursor from now on
+                    reindex(emulator, first)
+                    await asyncio.sleep(0.01)
+                    reindex(emulator, last)  # on page 3, listed with the newest stamp
+            return page
+
+        svc.client.list_assets = changing  # type: ignore[method-assign]
+        await m.full(COLLECTION)
+        listed: list[str] = []
+
+        async def recording(*args: Any, **kwargs: Any) -> Any:
+            page = await original(*args, **kwargs)
+            listed.extend(a.asset_id for a in page.results)
+            return page
+
+        svc.client.list_assets = recording  # type: ignore[method-assign]
+        await m.incremental(COLLECTION)
+        assert ids[0] in listed and ids[-1] in listed
+
+
+async def test_incremental_passes_go_on_while_a_full_pass_waits_to_retry(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    seed(emulator, 30)
+    m = mirroring(service, page_size=10)
+    await m.full(COLLECTION)
+    service.settings.watch_interval = 0.01
+    svc_list = service.client.list_assets
+
+    async def page_2_fails(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("sort") == ("created_at", "asc") and kwargs.get("page") == 2:
+            raise httpx.ConnectError("page 2 is broken")
+        return await svc_list(*args, **kwargs)
+
+    service.client.list_assets = page_2_fails  # type: ignore[method-assign]
+    await service.store.watch_add([COLLECTION], source="cli")
+    with pytest.raises(httpx.ConnectError):
+        await m.full(COLLECTION)
+    await service.store.pass_failed(COLLECTION, "page 2 is broken", retry_in=30, full=True)
+    (created,) = seed(emulator, 1)
+    assert (COLLECTION, "incremental") in await service.store.due_mirrors()
+    assert created in (await m.incremental(COLLECTION)).queued
+
+
+async def test_a_full_pass_does_not_requeue_assets_synced_without_points(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    ids = seed(emulator, 3)
+    m = mirroring(service)
+    await m.full(COLLECTION)
+    # One synced without points (its only vector refused, say), one given up after retries.
+    claims = {c.asset_id: c for c in await service.store.claim_due("w", 10, 30)}
+    from sync_service.store import SyncResult
+
+    await service.store.mark_synced(claims[ids[0]], SyncResult("DONE", ids[0], COLLECTION, None))
+    await service.store.mark_failed(claims[ids[1]], "gave up after 8 attempts: 503")
+    await service.store.mark_failed(claims[ids[2]], "failed upstream (asset status FAILED)")
+    assert (await m.full(COLLECTION)).queued == [ids[1]]
+
+
+async def test_losing_the_lock_ends_the_pass_not_the_process(service: Service) -> None:
+    store = service.store
+    assert await store.acquire_lock("watch:x", "me", 0.3)
+    calls = 0
+    real = store.acquire_lock
+
+    async def stolen(name: str, owner: str, seconds: float) -> bool:
+        nonlocal calls
+        calls += 1
+        return False if calls >= 1 else await real(name, owner, seconds)
+
+    store.acquire_lock = stolen  # type: ignore[method-assign]
+    with pytest.raises(PassLost):
+        async with holding(store, "watch:x", "me", 0.3):
+            await asyncio.sleep(5)
+    assert asyncio.current_task() is not None and not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+
+def reindex(emulator: EmulatorServer, asset_id: str) -> None:
+    httpx.post(
+        f"{emulator.url}/_emulator/assets/{asset_id}/reindex", json={"mode": "payload"}
+    ).raise_for_status()
