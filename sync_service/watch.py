@@ -469,7 +469,9 @@ class Mirroring:
 
     def _log_pass(self, report: PassReport) -> None:
         # A pass that changed nothing is routine (every minute, for months): debug only.
-        busy = report.queued or report.gone or report.failed_upstream or report.kind == "full"
+        busy = bool(report.queued or report.gone or report.failed_upstream or report.held) or (
+            report.kind == "full" and report.listed > 0
+        )
         log.log(
             logging.INFO if busy else logging.DEBUG,
             "%s pass of %s: %d listed, %d queued, %d failed upstream, %d gone",
