@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 from rich.table import Table
@@ -18,7 +19,10 @@ from sync_service.cli_common import err, fail, load_settings, out, progress_bar,
 
 if TYPE_CHECKING:
     from sync_service.backfill import Progress
+    from sync_service.store import Store
     from sync_service.watch import PassReport
+
+T = TypeVar("T")
 
 _EMBEDDED_LOCKED = "already accessed by another instance"
 
@@ -239,14 +243,7 @@ def watch_add(
 ) -> None:
     """Watch collections: the daemon lists them and syncs new, changed and deleted assets."""
     ids = _ids(collection_ids)
-    settings = load_settings()
-    from sync_service.store import open_store
-
-    async def main() -> list[str]:
-        async with open_store(settings) as store:
-            return await store.watch_add(ids, source="cli")
-
-    added = run_async(main())
+    added = _with_store(lambda store: store.watch_add(ids, source="cli"))
     err.print(f"watching {len(added)} new collection(s); {len(ids) - len(added)} already watched")
 
 
@@ -256,18 +253,23 @@ def watch_remove(
 ) -> None:
     """Stop watching collections (their points stay in Qdrant)."""
     ids = _ids(collection_ids)
-    settings = load_settings()
-    from sync_service.store import open_store
-
-    async def main() -> list[str]:
-        async with open_store(settings) as store:
-            return await store.watch_remove(ids)
-
-    removed = run_async(main())
+    removed = _with_store(lambda store: store.watch_remove(ids))
     unknown = sorted(set(ids) - set(removed))
     err.print(f"stopped watching {len(removed)} collection(s)")
     if unknown:
         err.print(f"not watched: {', '.join(unknown)}", highlight=False, markup=False)
+
+
+def _with_store(action: Callable[[Store], Awaitable[T]]) -> T:
+    """Run one state-store action with the configured store."""
+    settings = load_settings()
+    from sync_service.store import open_store
+
+    async def main() -> T:
+        async with open_store(settings) as store:
+            return await action(store)
+
+    return run_async(main())
 
 
 @watch_app.command("list")
@@ -275,14 +277,7 @@ def watch_list(
     as_json: bool = typer.Option(False, "--json", help="A JSON array on stdout."),
 ) -> None:
     """The watched collections and the state of their passes."""
-    settings = load_settings()
-    from sync_service.store import open_store
-
-    async def main() -> list[dict[str, Any]]:
-        async with open_store(settings) as store:
-            return await watch_rows(store)
-
-    rows = run_async(main())
+    rows = _with_store(watch_rows)
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
         return

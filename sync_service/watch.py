@@ -550,9 +550,17 @@ class Watcher:
         self.on_fatal = on_fatal
         self.running: dict[str, asyncio.Task[None]] = {}
         self.stopping = False
+        self._ticking = asyncio.Lock()
 
     async def tick(self) -> None:
-        """Start the passes that are due and not running anywhere."""
+        """Start the passes that are due and not running anywhere (one tick at a time: the
+        lock is this process's for every pass it runs, so it cannot tell two ticks apart)."""
+        if self._ticking.locked():
+            return
+        async with self._ticking:
+            await self._start_due()
+
+    async def _start_due(self) -> None:
         for collection_id, _kind in await self.store.due_mirrors():
             if collection_id in self.running or self.stopping:
                 continue

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer
@@ -87,6 +88,14 @@ def emulator() -> Iterator[EmulatorServer]:
     """A fast emulator on a free loopback port (real HTTP)."""
     with EmulatorServer(EmulatorConfig(api_key=API_KEY, processing_time=0.4, seed=1)) as server:
         yield server
+
+
+@pytest.fixture
+def http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
+    """A client of the ``emulator`` fixture's API, with the API key."""
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with httpx.Client(base_url=emulator.url, headers=headers, timeout=30.0) as client:
+        yield client
 
 
 PG_TEST_URL = os.environ.get("PG_TEST_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

@@ -96,3 +96,9 @@ def compare_points(expected: list[dict[str, Any]], records: list[Any]) -> dict[s
         "wrong": len(wrong),
         "duplicated": len(records) - len(by_id),
     }
+
+
+def ok(response: httpx.Response) -> Any:
+    """The JSON of a 200 answer (else the test fails with the body)."""
+    assert response.status_code == 200, response.text
+    return response.json()

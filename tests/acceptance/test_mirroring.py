@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from qdrant_client import QdrantClient
 
 from sync_service.emulator import EmulatorServer
 from tests.conftest import API_KEY
@@ -66,22 +65,16 @@ def live(seeded: dict[str, list[str]], gone: set[str]) -> list[str]:
     ]
 
 
-def points_of(svc: Service) -> list[Any]:
-    url = svc.env["QDRANT_URL"]
-    client = QdrantClient(url=url, check_compatibility=False)
-    try:
-        if not client.collection_exists(COLLECTION):
-            return []
-        records, offset = [], None
-        while True:
-            page, offset = client.scroll(
-                COLLECTION, limit=256, offset=offset, with_payload=True, with_vectors=True
-            )
-            records.extend(page)
-            if offset is None:
-                return records
-    finally:
-        client.close()
+def in_step(svc: Service, seeded: dict[str, list[str]], gone: set[str]) -> bool:
+    """Qdrant holds exactly what upstream serves for the seeded assets not deleted."""
+    expected = expected_for(svc.emulator, live(seeded, gone))
+    return compare_points(expected, svc.points()) == IN_STEP
+
+
+@pytest.fixture
+def svc(tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn) -> Service:
+    """The service's commands, writing to the Qdrant server stand-in."""
+    return Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: str) -> float:
@@ -109,11 +102,10 @@ def stop(proc: subprocess.Popen[str], log: Path) -> None:
 
 
 def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn, report: Callable[[str], None]
+    tmp_path: Path, emulator: EmulatorServer, svc: Service, report: Callable[[str], None]
 ) -> None:
     # Seven assets by the deletion: one is 14 %, under the delete guard (20 %).
     seeded = seed(emulator, 6)
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
     log = tmp_path / "daemon.log"
     daemon = start_daemon(
         svc,
@@ -124,19 +116,18 @@ def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
     )
     gone: set[str] = set()
 
-    def in_step() -> bool:
-        expected = expected_for(emulator, live(seeded, gone))
-        return compare_points(expected, points_of(svc)) == IN_STEP
+    def mirrored() -> bool:
+        return in_step(svc, seeded, gone)
 
     try:
-        wait_until(in_step, 30, "the first full pass to sync the collection")
+        wait_until(mirrored, 30, "the first full pass to sync the collection")
 
         # Created by someone else: lands within an incremental interval (plus its sync).
         created = seed(emulator, 1)
         new_asset = created["asset_ids"][0]
         seeded = {k: seeded[k] + created[k] for k in seeded}
         took = wait_until(
-            lambda: any(p.payload["asset_id"] == new_asset for p in points_of(svc)),
+            lambda: any(p.payload["asset_id"] == new_asset for p in svc.points()),
             15,
             "a new asset to land",
         )
@@ -145,26 +136,26 @@ def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
             f"(incremental interval {WATCH_INTERVAL:g}s)"
         )
         assert took <= WATCH_INTERVAL + 5
-        wait_until(in_step, 15, "the new asset's points to match upstream")
+        wait_until(mirrored, 15, "the new asset's points to match upstream")
 
         # Changed upstream (new vectors, then a new caption): re-synced.
         for asset_id, mode in ((seeded["asset_ids"][0], "vectors"), (new_asset, "payload")):
             httpx.post(
                 f"{emulator.url}/_emulator/assets/{asset_id}/reindex", json={"mode": mode}
             ).raise_for_status()
-        wait_until(in_step, 20, "the changed assets to be re-synced")
+        wait_until(mirrored, 20, "the changed assets to be re-synced")
 
         # Deleted upstream: removed after the next full pass.
         doomed = seeded["asset_ids"][1]
         delete_upstream(emulator, [doomed])
         gone.add(doomed)
         took = wait_until(
-            lambda: all(p.payload["asset_id"] != doomed for p in points_of(svc)),
+            lambda: all(p.payload["asset_id"] != doomed for p in svc.points()),
             20,
             "the deleted asset's points to go",
         )
         report(f"watch: an asset deleted upstream lost its points in {took:.2f}s (full 6s)")
-        assert in_step()
+        assert mirrored()
         status = json.loads(svc.cli("status", "--json").stdout)
         (watched,) = status["watch"]
         assert watched["collection_id"] == COLLECTION and watched["last_full_ago"] is not None
@@ -174,10 +165,9 @@ def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
 
 
 def test_a_listing_that_fails_on_page_3_deletes_nothing(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn
+    tmp_path: Path, emulator: EmulatorServer, svc: Service
 ) -> None:
     seeded = seed(emulator, 30)
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
     svc.cli("backfill", "--collection-id", COLLECTION, "--page-size", "10", "--no-progress")
     doomed = seeded["asset_ids"][0]
     delete_upstream(emulator, [doomed])
@@ -193,7 +183,7 @@ def test_a_listing_that_fails_on_page_3_deletes_nothing(
     )
     assert failed.returncode == 1, failed.stderr
     assert "page 3" in failed.stderr
-    assert any(p.payload["asset_id"] == doomed for p in points_of(svc)), "nothing is deleted"
+    assert any(p.payload["asset_id"] == doomed for p in svc.points()), "nothing is deleted"
 
     # Upstream heals: the next run resumes at page 3, completes, and sweeps.
     svc.patch(list_fail_page=None)
@@ -201,15 +191,13 @@ def test_a_listing_that_fails_on_page_3_deletes_nothing(
         "backfill", "--collection-id", COLLECTION, "--page-size", "10", "--no-progress"
     )
     assert "removed 1 asset(s) deleted upstream" in result.stderr
-    expected = expected_for(emulator, live(seeded, {doomed}))
-    assert compare_points(expected, points_of(svc)) == IN_STEP
+    assert in_step(svc, seeded, {doomed})
 
 
 def test_a_mass_deletion_is_held_until_forced(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn
+    tmp_path: Path, emulator: EmulatorServer, svc: Service
 ) -> None:
     seeded = seed(emulator, 10)
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
     svc.cli("backfill", "--collection-id", COLLECTION, "--no-progress")
     doomed = seeded["asset_ids"][:4]  # 40 %, over the default guard of 20 %
     delete_upstream(emulator, doomed)
@@ -217,7 +205,7 @@ def test_a_mass_deletion_is_held_until_forced(
     held = svc.cli("backfill", "--collection-id", COLLECTION, "--no-progress", check=False)
     assert held.returncode == 3, held.stderr
     assert "sweep held by the delete guard" in held.stderr
-    assert len(points_of(svc)) == 10 * 2, "a held sweep deletes nothing"
+    assert len(svc.points()) == 10 * 2, "a held sweep deletes nothing"
     (watched,) = json.loads(svc.cli("status", "--json").stdout)["watch"]
     assert watched["held_sweep"]["points"] == 8 and watched["held_sweep"]["total"] == 20
     assert sorted(watched["held_sweep"]["assets"]) == sorted(doomed)
@@ -228,20 +216,18 @@ def test_a_mass_deletion_is_held_until_forced(
         sorted(doomed)
     )
     assert "would delete 4 asset(s)" in dry.stdout
-    assert len(points_of(svc)) == 10 * 2, "a dry run deletes nothing"
+    assert len(svc.points()) == 10 * 2, "a dry run deletes nothing"
 
     forced = svc.cli("backfill", "--collection-id", COLLECTION, "--force", "--no-progress")
     assert "removed 4 asset(s) deleted upstream" in forced.stderr
-    expected = expected_for(emulator, live(seeded, set(doomed)))
-    assert compare_points(expected, points_of(svc)) == IN_STEP
+    assert in_step(svc, seeded, set(doomed))
     assert json.loads(svc.cli("status", "--json").stdout)["watch"] == []
 
 
 def test_a_sweep_killed_half_way_leaves_no_stale_point_after_the_restart(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn
+    tmp_path: Path, emulator: EmulatorServer, svc: Service
 ) -> None:
     seeded = seed(emulator, 6)
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
     svc.cli("backfill", "--collection-id", COLLECTION, "--no-progress")
     doomed = seeded["asset_ids"][0]
     delete_upstream(emulator, [doomed])
@@ -255,18 +241,16 @@ def test_a_sweep_killed_half_way_leaves_no_stale_point_after_the_restart(
         SYNC_FAILPOINTS="after_forget_ledger=kill",
     )
     assert killed.returncode == -signal.SIGKILL
-    assert any(p.payload["asset_id"] == doomed for p in points_of(svc)), "killed mid-sweep"
+    assert any(p.payload["asset_id"] == doomed for p in svc.points()), "killed mid-sweep"
 
     svc.cli("backfill", "--collection-id", COLLECTION, "--no-progress")
-    expected = expected_for(emulator, live(seeded, {doomed}))
-    assert compare_points(expected, points_of(svc)) == IN_STEP
+    assert in_step(svc, seeded, {doomed})
 
 
 def test_an_upstream_ignoring_the_filter_gets_full_listings_said_once(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn
+    tmp_path: Path, emulator: EmulatorServer, svc: Service
 ) -> None:
     seeded = seed(emulator, 3)
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
     svc.patch(ignore_filters=True)
     log = tmp_path / "daemon.log"
     # A zero overlap window: every asset listed before the watermark betrays the filter.
@@ -278,11 +262,11 @@ def test_an_upstream_ignoring_the_filter_gets_full_listings_said_once(
         SYNC_WATCH_OVERLAP="0",
     )
     try:
-        wait_until(lambda: len(points_of(svc)) == 3 * 2, 30, "the first full pass")
+        wait_until(lambda: len(svc.points()) == 3 * 2, 30, "the first full pass")
         time.sleep(0.5)  # the asset seeded next must be newer than the watermark
         created = seed(emulator, 1)["asset_ids"][0]
         wait_until(
-            lambda: any(p.payload["asset_id"] == created for p in points_of(svc)),
+            lambda: any(p.payload["asset_id"] == created for p in svc.points()),
             15,
             "the new asset, found by a full listing",
         )
@@ -292,14 +276,13 @@ def test_an_upstream_ignoring_the_filter_gets_full_listings_said_once(
     text = log.read_text()
     assert text.count("ignored the updated_at filter") == 1, text[-3000:]
     expected = expected_for(emulator, seeded["task_ids"])
-    assert compare_points(expected, points_of(svc))["lost"] == 0
+    assert compare_points(expected, svc.points())["lost"] == 0
 
 
 def test_backfill_exits_0_when_assets_failed_upstream(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn
+    tmp_path: Path, emulator: EmulatorServer, svc: Service
 ) -> None:
     seed(emulator, 3)
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
     svc.patch(fail_rate=1.0)
     (task_id,) = svc.submit("--video", "https://example.com/dead-link.mp4")
     svc.patch(fail_rate=0.0)
@@ -334,7 +317,7 @@ def test_three_replicas_watching_one_collection_queue_each_asset_once(
     svc.cli("migrate")  # as the compose file's one-shot does, before the replicas start
     procs = [start_daemon(svc, log, **env) for log in logs]
     try:
-        wait_until(lambda: len(points_of(svc)) == 60 * 2, 60, "the collection")
+        wait_until(lambda: len(svc.points()) == 60 * 2, 60, "the collection")
         time.sleep(3 * WATCH_INTERVAL)  # incremental passes follow: they queue nothing
     finally:
         for proc, log in zip(procs, logs, strict=True):
@@ -354,4 +337,4 @@ def test_three_replicas_watching_one_collection_queue_each_asset_once(
     queued = sum(e.get("queued", 0) for e in events if e.get("event") == "watch_pass")
     assert queued == 60, "each asset queued once, by one replica's pass"
     expected = expected_for(emulator, seeded["task_ids"])
-    assert compare_points(expected, points_of(svc)) == IN_STEP
+    assert compare_points(expected, svc.points()) == IN_STEP

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -11,21 +10,10 @@ import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import API_KEY
+from tests.support import ok
 
 MODES = ("vectors", "payload", "features", "all")
 Snapshot = dict[str, tuple[dict[str, Any], list[float]]]  # feature id -> (doc, vector)
-
-
-@pytest.fixture
-def http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=emulator.url, headers=headers, timeout=30.0) as client:
-        yield client
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def snapshot(http: httpx.Client, asset_id: str) -> Snapshot:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import itertools
 import statistics
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -23,20 +22,9 @@ from sync_service.emulator import EmulatorConfig, EmulatorServer
 from sync_service.emulator import server as server_module
 from sync_service.emulator.command import emulator as emulator_command
 from tests.conftest import API_KEY
+from tests.support import ok
 
 CONTROL = "/_emulator"
-
-
-@pytest.fixture
-def http(emulator: EmulatorServer) -> Iterator[httpx.Client]:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    with httpx.Client(base_url=emulator.url, headers=headers, timeout=30.0) as client:
-        yield client
-
-
-def ok(response: httpx.Response) -> Any:
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 def since(stamp: Any, operator: str = "gte") -> dict[str, Any]:

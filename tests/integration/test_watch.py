@@ -48,6 +48,17 @@ def mirroring(svc: Service, page_size: int = 100) -> Mirroring:
     return Mirroring(svc.settings, svc.store, svc.client, svc.sink, page_size=page_size)
 
 
+async def mirrored(
+    svc: Service, emulator: EmulatorServer, count: int
+) -> tuple[list[str], Mirroring]:
+    """``count`` assets seeded upstream, listed by a full pass and synced."""
+    ids = seed(emulator, count)
+    m = mirroring(svc)
+    await m.full(COLLECTION)
+    await drain(svc)
+    return ids, m
+
+
 async def test_an_incremental_pass_with_nothing_changed_is_one_request(
     service: Service, emulator: EmulatorServer
 ) -> None:
@@ -127,10 +138,7 @@ async def test_only_the_lock_holder_lists_a_collection(
 async def test_a_sweep_confirms_each_candidate_and_keeps_what_it_cannot_confirm(
     service: Service, emulator: EmulatorServer
 ) -> None:
-    ids = seed(emulator, 10)
-    m = mirroring(service)
-    await m.full(COLLECTION)
-    await drain(service)
+    ids, m = await mirrored(service, emulator, 10)
     # One deleted; one hidden from the listing but still there (a listing that missed it).
     httpx.delete(
         f"{emulator.url}/assets/{ids[0]}", headers={"Authorization": "Bearer sk-test-SECRET-4242"}
@@ -182,10 +190,7 @@ async def test_the_guard_counts_a_collections_own_points_when_qdrant_is_shared(
 async def test_a_pass_without_sweep_deletes_nothing_and_keeps_a_held_sweep(
     service: Service, emulator: EmulatorServer
 ) -> None:
-    ids = seed(emulator, 5)
-    m = mirroring(service)
-    await m.full(COLLECTION)
-    await drain(service)
+    ids, m = await mirrored(service, emulator, 5)
     delete_upstream(emulator, ids[:2])  # 40 %: held
     assert (await m.full(COLLECTION)).held is not None
     quiet = await m.full(COLLECTION, sweep=False)
@@ -294,3 +299,23 @@ def reindex(emulator: EmulatorServer, asset_id: str) -> None:
     httpx.post(
         f"{emulator.url}/_emulator/assets/{asset_id}/reindex", json={"mode": "payload"}
     ).raise_for_status()
+
+
+async def test_ticks_at_once_start_one_pass_per_collection(
+    service: Service, emulator: EmulatorServer
+) -> None:
+    """The scheduled tick and a wake-up may run together: still one pass."""
+    seed(emulator, 3)
+    await service.store.watch_add([COLLECTION], source="cli")
+    watcher = Watcher(mirroring(service), owner="me", lease_seconds=30)
+    started: list[str] = []
+    real = watcher.mirroring.full
+
+    async def counted(collection_id: str, **kwargs: Any) -> Any:
+        started.append(collection_id)
+        return await real(collection_id, **kwargs)
+
+    watcher.mirroring.full = counted  # type: ignore[method-assign]
+    await asyncio.gather(watcher.tick(), watcher.tick(), watcher.tick())
+    await asyncio.gather(*watcher.running.values())
+    assert started == [COLLECTION]
