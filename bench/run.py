@@ -4,7 +4,8 @@
 
 Scenarios (see bench/README.md): 1 throughput vs ideal and vs the naive script, 2 rate-limited
 upstream, 3 upstream calls per feature, 4 the write path alone, 5 100k pending tasks,
-6 freshness. The service always runs as a real ``sync-service`` subprocess.
+6 freshness, 7 keeping Qdrant in step, 8 watch mode. The service always runs as a real
+``sync-service`` subprocess.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from bench.freshness import freshness
 from bench.keep_in_step import keep_in_step
 from bench.scenarios import FULL, QUICK, Size, rate_limited, throughput
 from bench.store_bench import store_scale
+from bench.watch import watch
 from bench.write_path import write_path
 
 DEFAULT_JSON = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -50,6 +52,7 @@ SCENARIOS: dict[str, tuple[set[int], Scenario]] = {
     "store_scale": ({5}, lambda size, tmp: store_scale(size.pending, tmp)),
     "freshness": ({6}, freshness),
     "keep_in_step": ({7}, lambda size, tmp: keep_in_step(size.keep_assets, tmp)),
+    "watch": ({8}, watch),
 }
 
 
@@ -91,7 +94,7 @@ def print_table(rows: list[Row], console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run < 1 min")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7", help="scenario numbers, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="scenario numbers, e.g. 1,4")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     args = parser.parse_args(argv)
     only = {int(x) for x in args.only.split(",") if x.strip()}

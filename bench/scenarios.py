@@ -45,10 +45,27 @@ class Size:
     pending: int  # scenario 5
     fresh_variants: int = 3  # scenario 6: as shipped (two cohorts), backoff only, no backoff
     keep_assets: int = 1000  # scenario 7
+    watch_assets: int = 10_000  # scenario 8: the watched collection
+    watch_quiet_passes: int = 2  # scenario 8: incremental passes timed on an idle daemon
+    watch_changes: int = 30  # scenario 8: upstream changes timed to Qdrant
 
 
 FULL = Size(200, 20, 50, 40, (5.0, 25.0), 20_000, 5_000, 100_000, fresh_variants=3)
-QUICK = Size(30, 3, 6, 6, (3.0, 6.0), 2_000, 0, 20_000, fresh_variants=1, keep_assets=100)
+QUICK = Size(
+    30,
+    3,
+    6,
+    6,
+    (3.0, 6.0),
+    2_000,
+    0,
+    20_000,
+    fresh_variants=1,
+    keep_assets=100,
+    watch_assets=500,
+    watch_quiet_passes=1,
+    watch_changes=8,
+)
 
 
 def _cpu_self() -> float:
