@@ -141,7 +141,9 @@ def test_postgresql_dropping_every_connection_mid_run(
 ) -> None:
     with FaultProxy("127.0.0.1", 5432) as proxy:
         url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
-        # About 4 s of work (80 requests at 0.1 s, 2 in flight), so the outage lands mid-run.
+        # About 8 s of work (80 requests at 0.2 s, 2 in flight), so the outage lands mid-run
+        # even when a loaded machine makes the `status` calls below slow (at 0.1 s the whole
+        # run once ended before the outage began).
         service = Service(
             tmp_path,
             emulator,
@@ -152,7 +154,7 @@ def test_postgresql_dropping_every_connection_mid_run(
         urls = [f"https://example.com/p{i}.mp4?duration=60" for i in range(10)]
         task_ids = service.submit(*[a for u in urls for a in ("--video", u)])
         time.sleep(0.5)
-        emulator.update_config(latency=0.1)
+        emulator.update_config(latency=0.2)
         daemon = service.start("run", "--drain")
         wait_for(lambda: service.status()["counts"]["synced"] >= 1)
         with proxy.outage():  # PostgreSQL "restarts": connections dropped, 3 s unreachable
