@@ -34,7 +34,7 @@ from sqlalchemy import text
 
 from bench.common import ROOT, Row, Service, TimedEmulator, proc_cpu_seconds, proc_status
 from sync_service.emulator import EmulatorConfig
-from sync_service.store import Claim, Store
+from sync_service.state.store import Claim, Store
 
 CHUNK = 5_000
 DUE = 100
@@ -109,7 +109,7 @@ async def _measure(db: Path, count: int) -> dict[str, Any]:
 async def _daemon_ticks(store: Store) -> dict[str, Any]:
     """The daemon's own tick (claim + start work), if its constructor still fits."""
     try:
-        from sync_service.scheduler import Daemon
+        from sync_service.engine.scheduler import Daemon
 
         stub = _StubPipeline()
         daemon = Daemon(

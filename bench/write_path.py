@@ -22,8 +22,8 @@ import numpy as np
 from qdrant_client import AsyncQdrantClient, models
 
 from bench.common import Row
-from sync_service.points import PlannedPoint, VectorSpec, plan_points
-from sync_service.sink import QdrantSink
+from sync_service.engine.points import PlannedPoint, VectorSpec, plan_points
+from sync_service.qdrant.sink import QdrantSink
 
 VECTOR = "multimodal-v1"
 DIM = 1408

@@ -8,8 +8,8 @@ from alembic import context
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from sync_service.schema import metadata
 from sync_service.settings import Settings, async_database_url
+from sync_service.state.schema import metadata
 
 target_metadata = metadata
 
@@ -35,7 +35,7 @@ async def _run_with_own_engine() -> None:
 
 given = context.config.attributes.get("connection")
 if given is not None:
-    # Called by sync_service.store.Store.migrate() with a connection already open.
+    # Called by sync_service.state.store.Store.migrate() with a connection already open.
     _run(given)
 elif context.is_offline_mode():
     context.configure(

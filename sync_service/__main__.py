@@ -1,5 +1,5 @@
 """Allows ``python -m sync_service``."""
 
-from sync_service.cli import main
+from sync_service.cli.main import main
 
 main()

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 
 import uvicorn
 
-from sync_service.metrics import Metrics
-from sync_service.mixpeek import MixpeekClient, RequestObserver, RetryPolicy
-from sync_service.pipeline import Pipeline
+from sync_service.control.metrics import Metrics
+from sync_service.engine.pipeline import Pipeline
+from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
-from sync_service.sink import QdrantSink
-from sync_service.store import Store, open_store
+from sync_service.state.store import Store, open_store
+from sync_service.upstream.gen_b.client import MixpeekClient, RequestObserver, RetryPolicy
 
 
 @dataclass
@@ -79,7 +79,7 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
     if settings.api_port == 0:
         yield None
         return
-    from sync_service.api import create_api
+    from sync_service.control.api import create_api
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app = create_api(

@@ -23,7 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
-from sync_service.poll_schedule import PollScheduleKind
+from sync_service.engine.poll_schedule import PollScheduleKind
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 

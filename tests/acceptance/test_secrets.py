@@ -163,7 +163,7 @@ def run_cli(
 
 def seed(database_url: str, *task_ids: str) -> None:
     """Track tasks in-process (the ``track`` command's own output is checked elsewhere)."""
-    from sync_service.store import Store
+    from sync_service.state.store import Store
 
     async def main() -> None:
         store = Store.open(database_url)

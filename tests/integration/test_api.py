@@ -10,14 +10,14 @@ import httpx
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from sync_service.api import create_api
+from sync_service.control.api import create_api
+from sync_service.control.metrics import Metrics
 from sync_service.emulator import EmulatorServer
-from sync_service.metrics import Metrics
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
-from sync_service.pipeline import Pipeline
+from sync_service.engine.pipeline import Pipeline
+from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
-from sync_service.sink import QdrantSink
-from sync_service.store import Store
+from sync_service.state.store import Store
+from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.conftest import API_KEY
 
 TOKEN = "control-token-XYZ-123"

@@ -34,12 +34,12 @@ from hypothesis import strategies as st
 from hypothesis.errors import Unsatisfiable
 from qdrant_client import AsyncQdrantClient
 
-from sync_service.api import OPEN_PATHS, create_api
+from sync_service.control.api import OPEN_PATHS, create_api
+from sync_service.control.metrics import Metrics
 from sync_service.emulator import EmulatorConfig, EmulatorServer
-from sync_service.metrics import Metrics
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
-from sync_service.sink import QdrantSink
-from sync_service.store import DeadLetter, Store, SyncResult
+from sync_service.qdrant.sink import QdrantSink
+from sync_service.state.store import DeadLetter, Store, SyncResult
+from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.conftest import API_KEY
 
 schemathesis = pytest.importorskip("schemathesis", minversion="4.32")

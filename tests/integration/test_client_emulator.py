@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from sync_service.emulator import EmulatorServer
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
-from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekNotFound
-from sync_service.mixpeek_models import Task, TaskOutcome
+from sync_service.upstream.errors import MixpeekAuthError, MixpeekNotFound
+from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
+from sync_service.upstream.gen_b.models import Task, TaskOutcome
 from tests.conftest import API_KEY
 
 FAST = RetryPolicy(max_attempts=8, base_delay=0.01, max_delay=0.1, attempt_timeout=5)

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 from sync_service.emulator import EmulatorConfig, EmulatorServer
 from sync_service.emulator.command import emulator
 from sync_service.emulator.wire_faults import DRIP_CHUNK
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
-from sync_service.mixpeek_models import TaskOutcome
+from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
+from sync_service.upstream.gen_b.models import TaskOutcome
 
 AUTH = {"Authorization": "Bearer test-key"}
 TRANSPORT_ERRORS = (httpx.RemoteProtocolError, httpx.ReadError)

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from sync_service.emulator import EmulatorServer
-from sync_service.http_transport import AiohttpTransport, pooled_transport
+from sync_service.upstream.transport import AiohttpTransport, pooled_transport
 from tests.conftest import API_KEY
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from sync_service.schema import metadata
-from sync_service.store import Store, _alembic, alembic_config
+from sync_service.state.schema import metadata
+from sync_service.state.store import Store, _alembic, alembic_config
 
 REVISIONS = [
     r.revision

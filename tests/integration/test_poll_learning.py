@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 
 from sync_service.emulator import EmulatorServer
+from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import open_service
-from sync_service.scheduler import Daemon
 from tests.conftest import API_KEY, local_settings
 
 

@@ -24,8 +24,8 @@ import pytest
 from qdrant_client import AsyncQdrantClient, QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
 
-from sync_service.points import VectorSpec, plan_points
-from sync_service.sink import INDEXED_FIELDS, QdrantSink
+from sync_service.engine.points import VectorSpec, plan_points
+from sync_service.qdrant.sink import INDEXED_FIELDS, QdrantSink
 from tests.qdrant_server import QdrantStandIn, create_app
 
 WRITE_ROUTES = re.compile(

@@ -23,13 +23,13 @@ from qdrant_client import QdrantClient, models
 
 from sync_service.emulator import EmulatorServer
 from sync_service.emulator.lifecycle import ReindexMode
-from sync_service.forget import apply_removal, plan_removal
-from sync_service.mixpeek_errors import MixpeekNotFound
-from sync_service.pipeline import FetchedAsset
-from sync_service.reindex import ReindexError, ReindexReport, reindex, rollback
+from sync_service.engine.pipeline import FetchedAsset
+from sync_service.engine.scheduler import Daemon
+from sync_service.keep.forget import apply_removal, plan_removal
+from sync_service.keep.reindex import ReindexError, ReindexReport, reindex, rollback
 from sync_service.runtime import Service, open_service
-from sync_service.scheduler import Daemon
 from sync_service.settings import Distance, Settings
+from sync_service.upstream.errors import MixpeekNotFound
 from tests.conftest import API_KEY, local_settings
 from tests.qdrant_server import QdrantStandIn
 from tests.support import IN_STEP, compare_points, expected_point, served

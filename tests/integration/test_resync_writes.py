@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from sync_service.points import PlannedPoint
+from sync_service.engine.points import PlannedPoint
 from tests.integration import test_verify as shared
 from tests.integration.test_verify import COLLECTION, Synced
 

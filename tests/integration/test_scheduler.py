@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from sync_service.scheduler import Daemon
-from sync_service.store import Claim, Store
+from sync_service.engine.scheduler import Daemon
+from sync_service.state.store import Claim, Store
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import httpx
 import pytest
 from qdrant_client import AsyncQdrantClient
 
-from sync_service.points import PlannedPoint, VectorSpec, plan_points
-from sync_service.sink import INDEXED_FIELDS, QdrantSink, SinkUnavailable
+from sync_service.engine.points import PlannedPoint, VectorSpec, plan_points
+from sync_service.qdrant.sink import INDEXED_FIELDS, QdrantSink, SinkUnavailable
 from tests.qdrant_server import QdrantStandIn
 
 ASSET = {"asset_id": "a1", "collection_id": "c1", "modality": "video", "url": "https://x/a.mp4"}

@@ -9,9 +9,9 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from sync_service.schema import metadata
-from sync_service.store import DeadLetter, LeaseLost, Store, SyncedFeature, SyncResult
-from sync_service.store_watch import Listed
+from sync_service.state.mirrors import Listed
+from sync_service.state.schema import metadata
+from sync_service.state.store import DeadLetter, LeaseLost, Store, SyncedFeature, SyncResult
 
 
 @pytest.fixture

@@ -19,12 +19,12 @@ import pytest
 from qdrant_client import models
 
 from sync_service.emulator import EmulatorServer
-from sync_service.forget import DeleteGuardError, apply_removal, plan_removal
-from sync_service.points import SparseValues
+from sync_service.engine.points import SparseValues
+from sync_service.engine.scheduler import Daemon
+from sync_service.keep.forget import DeleteGuardError, apply_removal, plan_removal
+from sync_service.keep.verify import VerifyReport, same_vectors, verify
+from sync_service.qdrant.sink import SinkUnavailable
 from sync_service.runtime import Service, open_service
-from sync_service.scheduler import Daemon
-from sync_service.sink import SinkUnavailable
-from sync_service.verify import VerifyReport, same_vectors, verify
 from tests.conftest import API_KEY, local_settings
 from tests.support import IN_STEP, compare_points, expected_point, served
 

@@ -5,7 +5,8 @@ note §6 row F1):
 
 * upstream: the Mixpeek emulator app over ``httpx.ASGITransport`` (no sockets), on a fake clock
   the rules advance, so task progression is deterministic;
-* state store: :class:`~sync_service.store.Store` on a SQLite file (migrated once per example);
+* state store: :class:`~sync_service.state.store.Store` on a SQLite file (migrated once per
+  example);
 * Qdrant: ``AsyncQdrantClient(":memory:")`` behind :class:`FaultySink`, which can fail the next
   upserts before or after writing (the ambiguous case), half-way, or "kill" the worker there;
 * the daemon's loop is replaced by the ``tick`` rule (claim due tasks, process each one).
@@ -67,13 +68,13 @@ from sqlalchemy import select, update
 
 from sync_service.emulator import EmulatorConfig, content
 from sync_service.emulator.app import create_app
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
-from sync_service.pipeline import Pipeline
-from sync_service.points import PlannedPoint, VectorSpec
-from sync_service.schema import tasks
+from sync_service.engine.pipeline import Pipeline
+from sync_service.engine.points import PlannedPoint, VectorSpec
+from sync_service.qdrant.sink import QdrantSink, RefusedPoint
 from sync_service.settings import Settings
-from sync_service.sink import QdrantSink, RefusedPoint
-from sync_service.store import FAILED, PENDING, SYNCED, LeaseLost, Store
+from sync_service.state.schema import tasks
+from sync_service.state.store import FAILED, PENDING, SYNCED, LeaseLost, Store
+from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.support import IN_STEP, compare_points, expected_point, point_id
 
 # Read at import: the autouse fixture in tests/conftest.py clears SYNC_* variables per test.

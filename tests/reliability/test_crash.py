@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer
-from sync_service.failpoints import PIPELINE_STEPS
+from sync_service.engine.failpoints import PIPELINE_STEPS
 from tests.conftest import API_KEY
 from tests.harness import Service
 from tests.support import IN_STEP, compare_points

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from sync_service.admission import FETCH, POLL, Admission
+from sync_service.upstream.admission import FETCH, POLL, Admission
 
 
 async def test_in_flight_is_bounded_and_fetches_go_before_polls() -> None:

@@ -15,8 +15,7 @@ import pytest
 from pydantic import SecretStr
 
 from sync_service import __version__
-from sync_service.mixpeek import MixpeekClient, RetryPolicy
-from sync_service.mixpeek_errors import (
+from sync_service.upstream.errors import (
     MixpeekAuthError,
     MixpeekBadRequest,
     MixpeekBadResponse,
@@ -26,6 +25,7 @@ from sync_service.mixpeek_errors import (
     MixpeekServerError,
     MixpeekTransportError,
 )
+from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 
 KEY = "sk-test-SECRET-123"
 BASE = "https://mixpeek.test"

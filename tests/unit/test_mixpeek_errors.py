@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from sync_service.mixpeek_errors import (
+from sync_service.upstream.errors import (
     MixpeekAuthError,
     MixpeekBadRequest,
     MixpeekConflict,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync_service.mixpeek_models import (
+from sync_service.upstream.gen_b.models import (
     Asset,
     AssetFeatures,
     CursorPage,

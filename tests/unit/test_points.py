@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sync_service.points import (
+from sync_service.engine.points import (
     SparseValues,
     VectorSpec,
     build_payload,

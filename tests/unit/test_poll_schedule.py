@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sync_service.poll_schedule import PollSchedule
+from sync_service.engine.poll_schedule import PollSchedule
 
 INTERVAL, MAX = 1.0, 30.0
 

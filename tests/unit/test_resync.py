@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from sync_service.points import plan_points
-from sync_service.resync import plan_writes
-from sync_service.store_ledger import LedgerRow
+from sync_service.engine.points import plan_points
+from sync_service.engine.resync import plan_writes
+from sync_service.state.ledger import LedgerRow
 
 ASSET = {"asset_id": "a1", "collection_id": "c", "modality": "video", "status": "DONE"}
 

@@ -23,7 +23,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
-from sync_service.schema import (
+from sync_service.settings import Settings, async_database_url
+from sync_service.state.ledger import LedgerQueries, db_time
+from sync_service.state.mirrors import PRUNE_CHANCE, WatchQueries, prune_outcomes
+from sync_service.state.schema import (
     RELEASED,
     db_now,
     dead_letters,
@@ -32,12 +35,9 @@ from sync_service.schema import (
     synced_features,
     tasks,
 )
-from sync_service.settings import Settings, async_database_url
-from sync_service.store_ledger import LedgerQueries, db_time
-from sync_service.store_views import STATES, ViewQueries
-from sync_service.store_watch import PRUNE_CHANCE, WatchQueries, prune_outcomes
+from sync_service.state.views import STATES, ViewQueries
 
-MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 
 PENDING, SYNCED, FAILED = STATES
 
@@ -117,9 +117,9 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
     The task queue's queries are here; the ledger's, asset jobs' and re-index's are inherited
-    from :class:`~sync_service.store_ledger.LedgerQueries`, the operator's (listings, counts,
-    dead letters) from :class:`~sync_service.store_views.ViewQueries`, mirroring's (watch set,
-    passes, sweeps, the removal breaker) from :class:`~sync_service.store_watch.WatchQueries`.
+    from :class:`~sync_service.state.ledger.LedgerQueries`, the operator's (listings, counts,
+    dead letters) from :class:`~sync_service.state.views.ViewQueries`, mirroring's (watch set,
+    passes, sweeps, the removal breaker) from :class:`~sync_service.state.mirrors.WatchQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:

@@ -1,6 +1,6 @@
 """State-store reads and the dead-letter queue: listings, counts, the clock, leases held.
 
-Part of the state store: :class:`~sync_service.store.Store` inherits these, so every SQL
+Part of the state store: :class:`~sync_service.state.store.Store` inherits these, so every SQL
 statement lives in ``store.py``, ``store_ledger.py`` and this module.
 """
 
@@ -13,7 +13,14 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.schema import RELEASED, db_now, dead_letters, mirrors, synced_features, tasks
+from sync_service.state.schema import (
+    RELEASED,
+    db_now,
+    dead_letters,
+    mirrors,
+    synced_features,
+    tasks,
+)
 
 #: Task states, exactly (design.md §3).
 STATES = ("pending", "synced", "failed")
@@ -31,7 +38,7 @@ class StoreStats:
 
 
 class ViewQueries:
-    """Mixed into :class:`sync_service.store.Store`, which provides the connection plumbing."""
+    """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
     engine: AsyncEngine
 

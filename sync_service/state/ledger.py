@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.schema import db_now, locks, reindexes, synced_features, tasks
+from sync_service.state.schema import db_now, locks, reindexes, synced_features, tasks
 
 #: Task ids of asset jobs (backfill, repair): synced straight from the asset, no task to poll.
 ASSET_JOB_PREFIX = "asset:"
@@ -51,7 +51,7 @@ class Reindex:
 
 
 class LedgerQueries:
-    """Mixed into :class:`sync_service.store.Store`, which provides the connection plumbing."""
+    """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
     engine: AsyncEngine
     dialect: str

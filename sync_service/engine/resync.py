@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
-from sync_service.points import PlannedPoint
-from sync_service.store_ledger import LedgerRow
+from sync_service.engine.points import PlannedPoint
+from sync_service.state.ledger import LedgerRow
 
 
 @dataclass

@@ -18,10 +18,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sync_service import logs
+from sync_service.control import logs
 from sync_service.emulator import EmulatorConfig, EmulatorServer
+from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import Service, open_service
-from sync_service.scheduler import Daemon
 from sync_service.settings import Settings
 
 COLLECTION = "demo"

@@ -26,15 +26,15 @@ from typing import Any
 import numpy as np
 from qdrant_client import models
 
-from sync_service.forget import apply_removal, check_guard, plan_removal
-from sync_service.mixpeek_errors import MixpeekError, MixpeekNotFound
-from sync_service.pipeline import FatalError, payload_task_id
-from sync_service.points import SparseValues, Vector, payload_fingerprint, plan_points
+from sync_service.engine.pipeline import FatalError, payload_task_id
+from sync_service.engine.points import SparseValues, Vector, payload_fingerprint, plan_points
+from sync_service.engine.scheduler import worker_name
+from sync_service.keep.forget import apply_removal, check_guard, plan_removal
+from sync_service.qdrant.sink import VERSION_FIELD, synced_payload
 from sync_service.runtime import Service
-from sync_service.scheduler import worker_name
-from sync_service.sink import VERSION_FIELD, synced_payload
-from sync_service.store import FAILED, PENDING, SYNCED, LeaseLost, Store
-from sync_service.store_ledger import asset_job_id
+from sync_service.state.ledger import asset_job_id
+from sync_service.state.store import FAILED, PENDING, SYNCED, LeaseLost, Store
+from sync_service.upstream.errors import MixpeekError, MixpeekNotFound
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@
 httpx's read timeout is per chunk, so a slow-drip answer would otherwise never time out
 (design.md §8 item 2). ``Retry-After`` (or ``details.retry_after``) raises the backoff wait. Body
 parsing happens inside the attempt, so a truncated 200 is retried like any other transient failure.
-Non-2xx answers become typed :mod:`~sync_service.mixpeek_errors` errors, with the API key redacted.
+Non-2xx answers become typed :mod:`~sync_service.upstream.errors` errors, with the API key redacted.
 """
 
 from __future__ import annotations
@@ -26,20 +26,19 @@ import orjson
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from sync_service.admission import FETCH, Admission
-from sync_service.http_transport import pooled_transport
-
-from .mixpeek_errors import (
+from sync_service.upstream.admission import FETCH, Admission
+from sync_service.upstream.errors import (
     MixpeekBadResponse,
     MixpeekError,
     MixpeekTransportError,
     error_from_response,
 )
+from sync_service.upstream.transport import pooled_transport
 
 __all__ = ["MixpeekHttp", "RandomSource", "RequestObserver", "RetryPolicy"]
 
 # The client's logger: retry log lines keep the name they had before the plumbing moved here.
-log = logging.getLogger("sync_service.mixpeek")
+log = logging.getLogger("sync_service.upstream.gen_b.client")
 R = TypeVar("R")
 
 

@@ -1,8 +1,8 @@
 """Async Mixpeek client: the only module in the project that speaks HTTP to Mixpeek.
 
 :class:`MixpeekClient` holds the endpoints: it validates arguments, builds paths and bodies, and
-parses answers into :mod:`~sync_service.mixpeek_models`. Every request goes through
-:class:`~sync_service.mixpeek_http.MixpeekHttp`, which owns retries, deadlines and error mapping.
+parses answers into :mod:`~sync_service.upstream.gen_b.models`. Every request goes through
+:class:`~sync_service.upstream.http.MixpeekHttp`, which owns retries, deadlines and error mapping.
 """
 
 from __future__ import annotations
@@ -16,12 +16,10 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr
 
-from sync_service.admission import LIST, POLL
-
-from . import __version__
-from .mixpeek_errors import MixpeekBadRequest, MixpeekBadResponse
-from .mixpeek_http import MixpeekHttp, RequestObserver, RetryPolicy
-from .mixpeek_models import (
+from sync_service import __version__
+from sync_service.upstream.admission import LIST, POLL
+from sync_service.upstream.errors import MixpeekBadRequest, MixpeekBadResponse
+from sync_service.upstream.gen_b.models import (
     Asset,
     AssetFeatures,
     CursorPage,
@@ -31,6 +29,7 @@ from .mixpeek_models import (
     Page,
     Task,
 )
+from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
 
 __all__ = ["MixpeekClient", "RequestObserver", "RetryPolicy"]
 
@@ -83,7 +82,7 @@ class MixpeekClient:
     """Async client for the Mixpeek API, over one pooled ``httpx.AsyncClient``.
 
     Use as ``async with MixpeekClient(base_url=..., api_key=...) as client:`` or call
-    :meth:`aclose`. Errors are :class:`~sync_service.mixpeek_errors.MixpeekError` subclasses.
+    :meth:`aclose`. Errors are :class:`~sync_service.upstream.errors.MixpeekError` subclasses.
     """
 
     def __init__(

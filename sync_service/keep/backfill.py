@@ -19,10 +19,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sync_service.mixpeek_errors import MixpeekAuthError
-from sync_service.scheduler import Daemon
-from sync_service.store import Store
-from sync_service.watch import HeldSweep, Mirroring, PassReport, holding, lock_name
+from sync_service.engine.scheduler import Daemon
+from sync_service.keep.watch import HeldSweep, Mirroring, PassReport, holding, lock_name
+from sync_service.state.store import Store
+from sync_service.upstream.errors import MixpeekAuthError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import httpx
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from sync_service.points import PlannedPoint, SparseValues, VectorSpec
+from sync_service.engine.points import PlannedPoint, SparseValues, VectorSpec
 from sync_service.settings import Distance, Settings
 
 log = logging.getLogger(__name__)

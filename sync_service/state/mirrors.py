@@ -1,7 +1,7 @@
 """State-store queries for mirroring whole collections: the watch set, pass state, the assets
 listings saw, held sweeps, and the shared removal breaker.
 
-Part of the state store: :class:`~sync_service.store.Store` inherits these, so every SQL
+Part of the state store: :class:`~sync_service.state.store.Store` inherits these, so every SQL
 statement lives in the ``store*.py`` modules. Each page a pass lists is recorded in one
 transaction together with the asset jobs it queues and the pass's cursor: a crash either lost
 the page and its cursor, or kept both.
@@ -19,7 +19,8 @@ from typing import Any
 from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.schema import (
+from sync_service.state.ledger import db_time, queue_asset_jobs
+from sync_service.state.schema import (
     db_now,
     fetch_outcomes,
     mirror_assets,
@@ -27,7 +28,6 @@ from sync_service.schema import (
     synced_features,
     tasks,
 )
-from sync_service.store_ledger import db_time, queue_asset_jobs
 
 #: Pass steps of a full pass in progress.
 LISTING, SWEEPING = "listing", "sweeping"
@@ -104,7 +104,7 @@ class Listed:
 
 
 class WatchQueries:
-    """Mixed into :class:`sync_service.store.Store`, which provides the connection plumbing."""
+    """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
     engine: AsyncEngine
     dialect: str

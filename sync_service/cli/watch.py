@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import typer
 from rich.table import Table
 
-from sync_service.cli_common import err, fail, load_settings, out, progress_bar, run_async
+from sync_service.cli.common import err, fail, load_settings, out, progress_bar, run_async
 
 if TYPE_CHECKING:
-    from sync_service.backfill import Progress
-    from sync_service.store import Store
-    from sync_service.watch import PassReport
+    from sync_service.keep.backfill import Progress
+    from sync_service.keep.watch import PassReport
+    from sync_service.state.store import Store
 
 T = TypeVar("T")
 
@@ -63,11 +63,11 @@ def backfill(
     if dry_run:
         _dry_run(ids, page_size)
         return
-    from sync_service import backfill as bf
+    from sync_service.engine.scheduler import Daemon, worker_name
+    from sync_service.keep import backfill as bf
+    from sync_service.keep.watch import Mirroring
     from sync_service.runtime import mixpeek_client, open_service
-    from sync_service.scheduler import Daemon, worker_name
-    from sync_service.store import open_store
-    from sync_service.watch import Mirroring
+    from sync_service.state.store import open_store
 
     started = time.monotonic()
     bar = progress_bar(enabled=progress)
@@ -189,8 +189,8 @@ def _report(state: Progress, seconds: float) -> None:
 
 def _dry_run(ids: list[str], page_size: int) -> None:
     settings = load_settings()
+    from sync_service.keep.watch import Mirroring
     from sync_service.runtime import open_service
-    from sync_service.watch import Mirroring
 
     async def main() -> list[PassReport]:
         async with open_service(settings) as service:
@@ -263,7 +263,7 @@ def watch_remove(
 def _with_store(action: Callable[[Store], Awaitable[T]]) -> T:
     """Run one state-store action with the configured store."""
     settings = load_settings()
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> T:
         async with open_store(settings) as store:
@@ -288,7 +288,7 @@ def watch_list(
 
 async def watch_rows(store: Any) -> list[dict[str, Any]]:
     """The watched collections as ``status`` and the control API show them."""
-    from sync_service.watch import watch_view
+    from sync_service.keep.watch import watch_view
 
     return await watch_view(store)
 

@@ -27,17 +27,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sync_service.failpoints import failpoint
-from sync_service.forget import Removal, apply_removal, plan_removal
-from sync_service.metrics import Metrics
-from sync_service.mixpeek import MixpeekClient
-from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.mixpeek_models import Asset, Page, TaskOutcome, classify_status
-from sync_service.points import collection_name
+from sync_service.control.metrics import Metrics
+from sync_service.engine.failpoints import failpoint
+from sync_service.engine.points import collection_name
+from sync_service.keep.forget import Removal, apply_removal, plan_removal
+from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
-from sync_service.sink import QdrantSink
-from sync_service.store import Store
-from sync_service.store_watch import SWEEPING, Listed
+from sync_service.state.mirrors import SWEEPING, Listed
+from sync_service.state.store import Store
+from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
+from sync_service.upstream.gen_b.client import MixpeekClient
+from sync_service.upstream.gen_b.models import Asset, Page, TaskOutcome, classify_status
 
 log = logging.getLogger(__name__)
 

@@ -22,18 +22,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sync_service.failpoints import failpoint
-from sync_service.forget import remove_assets
-from sync_service.metrics import Metrics
-from sync_service.mixpeek import MixpeekClient
-from sync_service.mixpeek_errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.mixpeek_models import Task, TaskOutcome, classify_status
-from sync_service.points import Plan, Rejected, collection_name, excerpt, plan_points
-from sync_service.poll_schedule import PollSchedule, PollScheduleKind
-from sync_service.resync import plan_writes
+from sync_service.control.metrics import Metrics
+from sync_service.engine.failpoints import failpoint
+from sync_service.engine.points import Plan, Rejected, collection_name, excerpt, plan_points
+from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
+from sync_service.engine.resync import plan_writes
+from sync_service.keep.forget import remove_assets
+from sync_service.qdrant.sink import QdrantSink, SinkUnavailable
 from sync_service.settings import Settings
-from sync_service.sink import QdrantSink, SinkUnavailable
-from sync_service.store import (
+from sync_service.state.ledger import ASSET_JOB_PREFIX
+from sync_service.state.store import (
     STORE_ERRORS,
     Claim,
     DeadLetter,
@@ -41,7 +39,9 @@ from sync_service.store import (
     SyncedFeature,
     SyncResult,
 )
-from sync_service.store_ledger import ASSET_JOB_PREFIX
+from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
+from sync_service.upstream.gen_b.client import MixpeekClient
+from sync_service.upstream.gen_b.models import Task, TaskOutcome, classify_status
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -12,9 +12,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sync_service.failpoints import failpoint
-from sync_service.sink import QdrantSink
-from sync_service.store import Store
+from sync_service.engine.failpoints import failpoint
+from sync_service.qdrant.sink import QdrantSink
+from sync_service.state.store import Store
 
 
 class DeleteGuardError(Exception):

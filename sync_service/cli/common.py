@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from sync_service import logs
+from sync_service.control import logs
 from sync_service.settings import Settings, describe_validation_error
 
 T = TypeVar("T")

@@ -13,12 +13,13 @@ from urllib.parse import urlsplit
 import typer
 from rich.table import Table
 
-from sync_service import cli_keep, cli_watch
-from sync_service.cli_common import err, fail, load_settings, out, run_async
+from sync_service.cli import keep as cli_keep
+from sync_service.cli import watch as cli_watch
+from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
 
 if TYPE_CHECKING:
-    from sync_service.mixpeek_models import IndexResult
+    from sync_service.upstream.gen_b.models import IndexResult
 
 # The heavy parts (Qdrant client, SQLAlchemy, the pipeline) are imported inside the commands
 # that use them, so `status`, `track` and `--help` start quickly.
@@ -55,8 +56,8 @@ def run(
     if problem is not None:
         err.print(f"configuration error: {problem}", highlight=False, markup=False)
         raise typer.Exit(2)
+    from sync_service.engine.scheduler import Daemon
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
-    from sync_service.scheduler import Daemon
 
     async def main() -> int:
         async with open_service(settings) as service, serve_control_api(service) as url:
@@ -92,7 +93,7 @@ def track(task_ids: list[str] = typer.Argument(..., help="Mixpeek task ids.")) -
     ids = [t.strip() for t in task_ids if t.strip()]
     if not ids:
         fail("no task id given", 2)
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> int:
         async with open_store(settings) as store:
@@ -127,9 +128,9 @@ def submit(
     if any(not t.strip() for t in text):
         fail("--text must not be empty", 2)
     meta = _parse_metadata(metadata)
-    from sync_service.mixpeek_errors import MixpeekError
     from sync_service.runtime import mixpeek_client
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
+    from sync_service.upstream.errors import MixpeekError
 
     async def main() -> list[str]:
         submitted: list[str] = []
@@ -170,7 +171,7 @@ def status(
 ) -> None:
     """What is pending, synced and failed."""
     settings = load_settings()
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> tuple[
         dict[str, int], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]
@@ -216,7 +217,7 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first."""
     settings = load_settings()
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> list[dict[str, Any]]:
         async with open_store(settings) as store:
@@ -246,7 +247,7 @@ def dlq_retry(
 ) -> None:
     """Sync the dead letters' tasks again (after their cause was fixed); `run` picks them up."""
     settings = load_settings()
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> tuple[set[str], list[int]]:
         async with open_store(settings) as store:
@@ -276,7 +277,7 @@ def dlq_drop(
 ) -> None:
     """Forget dead letters for good (their features stay out of Qdrant)."""
     settings = load_settings()
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> tuple[int, list[int]]:
         async with open_store(settings) as store:
@@ -296,7 +297,7 @@ def dlq_drop(
 def migrate() -> None:
     """Bring the state store's schema to the newest migration."""
     settings = load_settings()
-    from sync_service.store import open_store
+    from sync_service.state.store import open_store
 
     async def main() -> None:
         async with open_store(settings):
@@ -313,7 +314,7 @@ def demo(
     ),
 ) -> None:
     """The whole loop on embedded defaults against the built-in emulator, then a query."""
-    from sync_service.demo import run_demo
+    from sync_service.cli.demo import run_demo
 
     raise typer.Exit(run_demo(data_dir, out))
 
@@ -376,8 +377,8 @@ def main() -> None:
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from sync_service.mixpeek_errors import MixpeekError
-        from sync_service.sink import SinkUnavailable
+        from sync_service.qdrant.sink import SinkUnavailable
+        from sync_service.upstream.errors import MixpeekError
 
         if isinstance(exc, SQLAlchemyError):
             _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")

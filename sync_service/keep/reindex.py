@@ -39,18 +39,25 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, field
 
-from sync_service.failpoints import failpoint
-from sync_service.forget import remove_assets
-from sync_service.mixpeek_errors import MixpeekNotFound
-from sync_service.pipeline import payload_task_id
-from sync_service.points import Plan, PlannedPoint, Rejected, VectorSpec, plan_points, point_id_for
+from sync_service.engine.failpoints import failpoint
+from sync_service.engine.pipeline import payload_task_id
+from sync_service.engine.points import (
+    Plan,
+    PlannedPoint,
+    Rejected,
+    VectorSpec,
+    plan_points,
+    point_id_for,
+)
+from sync_service.engine.scheduler import worker_name
+from sync_service.keep.forget import remove_assets
+from sync_service.keep.verify import same_vectors
+from sync_service.qdrant.sink import VERSION_FIELD, synced_payload
 from sync_service.runtime import Service
-from sync_service.scheduler import worker_name
 from sync_service.settings import Distance
-from sync_service.sink import VERSION_FIELD, synced_payload
-from sync_service.store import STORE_ERRORS
-from sync_service.store_ledger import LedgerRow, Reindex
-from sync_service.verify import same_vectors
+from sync_service.state.ledger import LedgerRow, Reindex
+from sync_service.state.store import STORE_ERRORS
+from sync_service.upstream.errors import MixpeekNotFound
 
 log = logging.getLogger(__name__)
 

@@ -30,12 +30,12 @@ from pydantic import (
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from sync_service.metrics import Metrics
-from sync_service.mixpeek import MixpeekClient
-from sync_service.mixpeek_errors import MixpeekError
-from sync_service.sink import QdrantSink
-from sync_service.store import Store
-from sync_service.watch import watch_view
+from sync_service.control.metrics import Metrics
+from sync_service.keep.watch import watch_view
+from sync_service.qdrant.sink import QdrantSink
+from sync_service.state.store import Store
+from sync_service.upstream.errors import MixpeekError
+from sync_service.upstream.gen_b.client import MixpeekClient
 
 log = logging.getLogger(__name__)
 

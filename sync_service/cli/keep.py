@@ -9,7 +9,7 @@ from typing import Any
 
 import typer
 
-from sync_service.cli_common import err, fail, load_settings, out, progress_bar, run_async
+from sync_service.cli.common import err, fail, load_settings, out, progress_bar, run_async
 from sync_service.settings import Distance
 
 
@@ -23,7 +23,7 @@ def forget(
     ids = [a.strip() for a in asset_ids if a.strip()]
     if not ids:
         fail("no asset id given", 2)
-    from sync_service.forget import DeleteGuardError, apply_removal, check_guard, plan_removal
+    from sync_service.keep.forget import DeleteGuardError, apply_removal, check_guard, plan_removal
     from sync_service.runtime import open_service
 
     async def main() -> dict[str, Any]:
@@ -65,10 +65,10 @@ def verify(
 ) -> None:
     """Compare the state store, Qdrant and a sample of upstream; exit 1 on drift."""
     settings = load_settings()
-    from sync_service.forget import DeleteGuardError
+    from sync_service.keep.forget import DeleteGuardError
+    from sync_service.keep.verify import VerifyReport
+    from sync_service.keep.verify import verify as run_verify
     from sync_service.runtime import open_service
-    from sync_service.verify import VerifyReport
-    from sync_service.verify import verify as run_verify
 
     bar = progress_bar()
     job = bar.add_task("verify", total=None, detail="")
@@ -113,7 +113,7 @@ def reindex(
     settings = load_settings()
     if rollback and distance is not None:
         fail("--rollback takes no --distance", 2)
-    from sync_service import reindex as rx
+    from sync_service.keep import reindex as rx
     from sync_service.runtime import open_service
 
     bar = progress_bar(enabled=progress and not rollback)

@@ -1,0 +1,1 @@
+"""What operators see and steer: the control API, metrics and logs."""

@@ -1,0 +1,1 @@
+"""Keeping Qdrant in step with upstream: watch mode, backfill, forget, verify, reindex."""

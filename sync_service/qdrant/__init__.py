@@ -1,0 +1,1 @@
+"""Qdrant, downstream: collections, aliases and point writes (the only door to Qdrant)."""

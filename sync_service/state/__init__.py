@@ -1,0 +1,1 @@
+"""The state store: its schema and every SQL statement of the service."""
