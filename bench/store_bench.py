@@ -34,7 +34,8 @@ from sqlalchemy import text
 
 from bench.common import ROOT, Row, Service, TimedEmulator, proc_cpu_seconds, proc_status
 from sync_service.emulator import EmulatorConfig
-from sync_service.state.store import Claim, Store
+from sync_service.state.records import Claim
+from sync_service.state.store import Store
 
 CHUNK = 5_000
 DUE = 100

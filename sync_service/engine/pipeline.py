@@ -12,18 +12,17 @@ so a worker that lost its lease records nothing.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from sync_service.control.metrics import Metrics
+from sync_service.engine import fetch
 from sync_service.engine.failpoints import failpoint
+from sync_service.engine.fetch import FetchedAsset, classify_asset
+from sync_service.engine.persist import persist
 from sync_service.engine.points import Plan, Rejected, collection_name, excerpt, plan_points
 from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
 from sync_service.engine.resync import plan_writes
@@ -31,20 +30,13 @@ from sync_service.keep.forget import remove_assets
 from sync_service.qdrant.sink import QdrantSink, SinkUnavailable
 from sync_service.settings import Settings
 from sync_service.state.ledger import ASSET_JOB_PREFIX
-from sync_service.state.store import (
-    STORE_ERRORS,
-    Claim,
-    DeadLetter,
-    Store,
-    SyncedFeature,
-    SyncResult,
-)
+from sync_service.state.records import Claim, DeadLetter, SyncedFeature, SyncResult
+from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
 from sync_service.upstream.gen_b.client import MixpeekClient
-from sync_service.upstream.gen_b.models import Task, TaskOutcome, classify_status
+from sync_service.upstream.gen_b.models import Task, TaskOutcome
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 
 #: The removal breaker: of the last GONE_WINDOW asset fetches (by every replica: the state
@@ -55,18 +47,6 @@ GONE_WINDOW, GONE_SHARE, GONE_MIN = 50, 0.5, 5
 
 class FatalError(Exception):
     """A problem no retry can fix (e.g. the API key was refused): the daemon must stop."""
-
-
-@dataclass(frozen=True)
-class FetchedAsset:
-    """A DONE task's asset with every feature's full JSON (vectors included when served)."""
-
-    asset: Mapping[str, Any]
-    collection_id: str
-    features: list[Mapping[str, Any]]
-    vanished: list[Rejected]
-    #: Every feature id the asset lists upstream (fetched or not), minus those that 404ed.
-    upstream_ids: frozenset[str]
 
 
 class Pipeline:
@@ -119,7 +99,7 @@ class Pipeline:
         if outcome is TaskOutcome.PENDING:
             await self._not_finished(claim, task)
         elif outcome is TaskOutcome.FAILED:
-            await self._fail(claim, await self._upstream_error(task), task.status)
+            await self._fail(claim, await fetch.upstream_error(self.client, task), task.status)
         elif not task.asset_id:
             await self._fail(claim, "task is DONE but names no asset_id", task.status)
         else:
@@ -143,7 +123,7 @@ class Pipeline:
             )
             return
         delay = self.poll_schedule.delay(age=waited, polls=claim.polls)
-        await _persist(
+        await persist(
             lambda: self.store.reschedule(claim, upstream_status=task.status, delay=delay)
         )
         log.debug(
@@ -155,17 +135,6 @@ class Pipeline:
                 "next_poll_in": round(delay, 2),
             },
         )
-
-    async def _upstream_error(self, task: Task) -> str:
-        """The asset's ``error`` (Gen B keeps the reason there, not on the task)."""
-        reason = f"failed upstream (status {task.status})"
-        if not task.asset_id:
-            return reason
-        try:
-            asset = await self.client.get_asset(task.asset_id)
-        except MixpeekError:
-            return reason
-        return f"{reason}: {asset.error}" if asset.error else reason
 
     async def _sync(self, claim: Claim, asset_id: str, task: Task | None) -> None:
         """Sync the asset of a DONE task (or of an asset job, ``task`` None).
@@ -258,7 +227,7 @@ class Pipeline:
             upstream=self.upstream_key,
             asset_stamp=_stamp(fetched.asset),
         )
-        lag = await _persist(lambda: self.store.mark_synced(claim, result))
+        lag = await persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
         self.metrics.resynced(len(writes.unchanged), len(writes.payload_only), len(writes.removed))
         await failpoint("after_record")
@@ -289,47 +258,17 @@ class Pipeline:
     # -- steps ------------------------------------------------------------------------------
 
     async def fetch_asset(self, asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
-        """The asset, its features of every modality, and each feature with its vectors.
+        """The asset with every feature's vectors, as :func:`.fetch.fetch_asset` fetches it.
 
-        ``only_if_done``: an asset that is not DONE upstream comes back without its features
-        (an asset job polling a processing asset must not download every vector each time).
+        A method, with this pipeline's client, because ``verify`` and ``reindex`` fetch through
+        the service's pipeline: what they compare or rebuild from is what the daemon syncs.
         """
-        grouped = await self.client.get_asset_features(asset_id)
-        listed = grouped.all_features()
-        if only_if_done and _classify_asset(grouped.asset.raw) is not TaskOutcome.SUCCEEDED:
-            listed = []
-        # The client bounds the requests in flight; gathering them all keeps that pool full.
-        answers = await asyncio.gather(
-            *(self.client.get_feature(f.feature_id) for f in listed), return_exceptions=True
-        )
-        features: list[Mapping[str, Any]] = []
-        vanished: list[Rejected] = []
-        for summary, answer in zip(listed, answers, strict=True):
-            if isinstance(answer, MixpeekNotFound):
-                vanished.append(
-                    Rejected(
-                        summary.feature_id, "feature vanished upstream (404)", excerpt(summary.raw)
-                    )
-                )
-            elif isinstance(answer, BaseException):
-                raise answer
-            else:
-                # The full feature wins; fields only the listing carried are kept.
-                features.append({**summary.raw, **answer.raw})
-        asset = grouped.asset.raw
-        collection_id = (
-            grouped.asset.collection_id
-            or next((f.get("collection_id") for f in features if f.get("collection_id")), None)
-            or "default"
-        )
-        gone = {r.feature_id for r in vanished}
-        upstream = frozenset(f.feature_id for f in listed if f.feature_id not in gone)
-        return FetchedAsset(asset, str(collection_id), features, vanished, upstream)
+        return await fetch.fetch_asset(self.client, asset_id, only_if_done=only_if_done)
 
     def _asset_outcome(self, fetched: FetchedAsset) -> Callable[[Claim], Awaitable[None]] | None:
         """For an asset job: what to do instead of syncing when the asset is not DONE."""
         status = fetched.asset.get("status")
-        outcome = _classify_asset(fetched.asset)
+        outcome = classify_asset(fetched.asset)
         if outcome is TaskOutcome.SUCCEEDED:
             return None
         if outcome is TaskOutcome.FAILED:
@@ -350,8 +289,8 @@ class Pipeline:
         namespace than a mass deletion, so the points are kept and the task fails saying why;
         ``forget`` (or ``verify --repair``, under the delete guard) removes them on purpose.
         """
-        await _persist(lambda: self.store.record_fetch(self.upstream_key, asset_id, gone=True))
-        recent = await _persist(
+        await persist(lambda: self.store.record_fetch(self.upstream_key, asset_id, gone=True))
+        recent = await persist(
             lambda: self.store.recent_fetch_outcomes(self.upstream_key, GONE_WINDOW)
         )
         gone = sum(recent)
@@ -397,9 +336,7 @@ class Pipeline:
         plan.points[:] = keep
 
     async def _fail(self, claim: Claim, error: str, upstream_status: str | None = None) -> None:
-        await _persist(
-            lambda: self.store.mark_failed(claim, error, upstream_status=upstream_status)
-        )
+        await persist(lambda: self.store.mark_failed(claim, error, upstream_status=upstream_status))
         self.metrics.task_failed()
         log.info(
             "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
@@ -415,7 +352,7 @@ class Pipeline:
             delay = self.settings.max_poll_interval
         delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
         limit = self.settings.max_attempts if count_attempt else None
-        gave_up = await _persist(
+        gave_up = await persist(
             lambda: self.store.retry_later(
                 claim,
                 error=error,
@@ -437,46 +374,9 @@ class Pipeline:
         )
 
 
-async def _persist(step: Callable[[], Awaitable[T]], *, patience: float = 30.0) -> T:
-    """Run a state-store write to its end: through a cancellation, and through a short outage.
-
-    Cancelling a commit half-way would leave the connection in doubt, so shutdown waits for the
-    write and then lets the cancellation continue. A store that is briefly unreachable (a
-    restart) is retried with backoff for ``patience`` seconds: the work is done and its points
-    are in Qdrant; waiting beats redoing it after the lease expires. The write is fenced by the
-    lease token, so it is refused if another worker took the task meanwhile.
-    """
-    delay = 0.2
-    deadline = time.monotonic() + patience
-    while True:
-        future = asyncio.ensure_future(step())
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            with contextlib.suppress(Exception):
-                await future
-            raise
-        except STORE_ERRORS as exc:
-            if time.monotonic() + delay > deadline:
-                raise
-            log.warning(
-                "state store unavailable, retrying the write: %s",
-                (str(exc).splitlines() or [type(exc).__name__])[0][:200],
-                extra={"event": "store_unavailable"},
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
-
-
 def _stamp(asset: Mapping[str, Any]) -> str | None:
     stamp = asset.get("updated_at")
     return None if stamp is None else str(stamp)
-
-
-def _classify_asset(asset: Mapping[str, Any]) -> TaskOutcome:
-    """An asset's status classified; an asset that states none counts as DONE."""
-    status = asset.get("status")
-    return classify_status(str(status)) if status else TaskOutcome.SUCCEEDED
 
 
 def payload_task_id(job_id: str, asset: Mapping[str, Any]) -> str:

@@ -21,9 +21,11 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync_service.engine.pipeline import FatalError, Pipeline
-from sync_service.keep.watch import Mirroring, Watcher
+from sync_service.keep.watch import Mirroring
+from sync_service.keep.watcher import Watcher
 from sync_service.settings import Settings
-from sync_service.state.store import STORE_ERRORS, Claim, LeaseLost, Store
+from sync_service.state.records import Claim
+from sync_service.state.store import STORE_ERRORS, LeaseLost, Store
 
 log = logging.getLogger(__name__)
 

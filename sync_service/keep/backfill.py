@@ -20,7 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from sync_service.engine.scheduler import Daemon
-from sync_service.keep.watch import HeldSweep, Mirroring, PassReport, holding, lock_name
+from sync_service.keep.sweep import HeldSweep
+from sync_service.keep.watch import Mirroring, PassReport
+from sync_service.keep.watcher import holding, lock_name
 from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekAuthError
 

@@ -1,49 +1,44 @@
-"""Qdrant: collections, their vector names, and batched upserts. All Qdrant calls live here.
+"""Qdrant point writes and reads: batched, version-guarded upserts and the rest of point I/O.
 
-Collections are created behind an alias from the start: users query ``name`` (an alias) while
-the points live in a versioned physical collection ``name__v1``, so a later re-index can build
-``name__v2`` and swap the alias atomically without the name users query ever going away.
+All Qdrant calls live in this package; collection and alias management is inherited from
+:class:`~sync_service.qdrant.collections.QdrantCollections`, and failures are classified by
+:mod:`sync_service.qdrant.errors`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import time
-import warnings
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from qdrant_client.http.exceptions import UnexpectedResponse
 
-from sync_service.engine.points import PlannedPoint, SparseValues, VectorSpec
+from sync_service.engine.points import PlannedPoint, SparseValues
+from sync_service.qdrant.collections import INDEXED_FIELDS, QdrantCollections
+from sync_service.qdrant.errors import (
+    TRANSPORT_ERRORS,
+    BadInput,
+    SinkUnavailable,
+    error_message,
+    reachable,
+    unavailable,
+)
 from sync_service.settings import Distance, Settings
 
-log = logging.getLogger(__name__)
+# Callers import these from here, as they did before collections and errors moved out.
+__all__ = [
+    "INDEXED_FIELDS",
+    "VERSION_FIELD",
+    "QdrantSink",
+    "RefusedPoint",
+    "SinkUnavailable",
+    "synced_payload",
+]
 
-#: Payload fields every collection indexes (keyword), created before the first point.
-INDEXED_FIELDS = ("asset_id", "collection_id", "modality", "task_id")
 #: Payload field holding the version of the write that put a point there (see ``upsert``).
 VERSION_FIELD = "_sync_version"
-
-_DISTANCES = {
-    Distance.cosine: models.Distance.COSINE,
-    Distance.dot: models.Distance.DOT,
-    Distance.euclid: models.Distance.EUCLID,
-    Distance.manhattan: models.Distance.MANHATTAN,
-}
-
-
-class SinkUnavailable(Exception):
-    """Qdrant did not answer, or failed on its side (5xx, timeout): try again later.
-
-    Nothing may be recorded as synced after this: the write may or may not have landed, and a
-    redo with the same point ids settles it either way.
-    """
 
 
 @dataclass(frozen=True)
@@ -54,8 +49,8 @@ class RefusedPoint:
     reason: str
 
 
-class QdrantSink:
-    """The service's only door to Qdrant."""
+class QdrantSink(QdrantCollections):
+    """The service's only door to Qdrant: point I/O here, collections and aliases inherited."""
 
     def __init__(
         self,
@@ -66,12 +61,10 @@ class QdrantSink:
         batch_bytes: int = 8 * 1024 * 1024,
         on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
-        self.client = client
+        super().__init__(client, distance=distance)
         self.on_batch = on_batch
-        self.distance = _DISTANCES[distance]
         self.batch_points = batch_points
         self.batch_bytes = batch_bytes
-        self._schemas: dict[str, dict[str, VectorSpec]] = {}
 
     @classmethod
     def from_settings(
@@ -97,176 +90,6 @@ class QdrantSink:
 
     async def close(self) -> None:
         await self.client.close()
-
-    # -- collections --------------------------------------------------------------------
-
-    async def schema(self, name: str) -> dict[str, VectorSpec]:
-        """The vector names of collection (or alias) ``name``; empty if it does not exist."""
-        if name in self._schemas:
-            return self._schemas[name]
-        async with _reachable():
-            return await self._read_schema(name)
-
-    async def _read_schema(self, name: str) -> dict[str, VectorSpec]:
-        if not await self.client.collection_exists(name):
-            return {}
-        info = await self.client.get_collection(name)
-        schema: dict[str, VectorSpec] = {}
-        dense = info.config.params.vectors
-        if isinstance(dense, Mapping):
-            schema.update({n: VectorSpec(size=p.size) for n, p in dense.items()})
-        elif isinstance(dense, models.VectorParams):
-            schema[""] = VectorSpec(size=dense.size)
-        for sparse_name in info.config.params.sparse_vectors or {}:
-            schema[sparse_name] = VectorSpec(size=None, sparse=True)
-        self._schemas[name] = schema
-        return schema
-
-    async def ensure_vectors(self, name: str, new: Mapping[str, VectorSpec]) -> list[str]:
-        """Create collection ``name`` or add vector names to it. Returns names it could not add.
-
-        Safe when another replica does the same at the same moment: "already exists" answers
-        are treated as success and the schema is read again.
-        """
-        if not new:
-            return []
-        current = await self.schema(name)
-        async with _reachable():
-            return await self._add_vectors(name, current, new)
-
-    async def _add_vectors(
-        self, name: str, current: Mapping[str, VectorSpec], new: Mapping[str, VectorSpec]
-    ) -> list[str]:
-        if not current:
-            await self._create(name, new)
-            return []
-        refused = []
-        # A new vector name takes the collection's distance (a re-index may have changed it
-        # from SYNC_DISTANCE), so one collection never mixes metrics by accident.
-        metric = await self._distance(name)
-        for vector_name, spec in new.items():
-            if vector_name in current:
-                continue
-            try:
-                await self.client.create_vector_name(
-                    name, vector_name, self._vector_name_config(spec, metric), wait=True
-                )
-            except (UnexpectedResponse, ValueError) as exc:
-                if not _already_exists(exc):
-                    log.warning("cannot add vector %r to %s: %s", vector_name, name, exc)
-                    refused.append(vector_name)
-        self._schemas.pop(name, None)
-        return refused
-
-    async def _create(self, name: str, specs: Mapping[str, VectorSpec]) -> None:
-        physical = f"{name}__v1"
-        await self.create_physical(physical, specs)
-        if not await self._alias_target(name):
-            await self.client.update_collection_aliases(
-                change_aliases_operations=[
-                    models.CreateAliasOperation(
-                        create_alias=models.CreateAlias(collection_name=physical, alias_name=name)
-                    )
-                ]
-            )
-        self._schemas.pop(name, None)
-        log.info(
-            "collection created",
-            extra={"event": "collection_created", "collection": name, "physical": physical},
-        )
-
-    async def create_physical(
-        self, physical: str, specs: Mapping[str, VectorSpec], distance: Distance | None = None
-    ) -> None:
-        """Create a physical collection with the keyword indexes (no alias); idempotent."""
-        metric = _DISTANCES[distance] if distance is not None else self.distance
-        dense = {
-            n: models.VectorParams(size=s.size or 0, distance=metric)
-            for n, s in specs.items()
-            if not s.sparse
-        }
-        sparse = {n: models.SparseVectorParams() for n, s in specs.items() if s.sparse}
-        try:
-            await self.client.create_collection(
-                physical, vectors_config=dense, sparse_vectors_config=sparse or None
-            )
-        except (UnexpectedResponse, ValueError) as exc:
-            if not _already_exists(exc):
-                raise
-        with warnings.catch_warnings():
-            # Local mode warns that payload indexes have no effect there; a server uses them.
-            warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            for field_name in INDEXED_FIELDS:
-                await self.client.create_payload_index(
-                    physical, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
-                )
-
-    async def alias_target(self, alias: str) -> str | None:
-        """The physical collection behind ``alias``, or None if it is not an alias."""
-        async with _reachable():
-            return await self._alias_target(alias)
-
-    async def exists(self, name: str) -> bool:
-        """Whether ``name`` resolves (a collection or an alias)."""
-        async with _reachable():
-            return await self.client.collection_exists(name)
-
-    async def physical_collections(self) -> list[str]:
-        async with _reachable():
-            return sorted(c.name for c in (await self.client.get_collections()).collections)
-
-    async def point_alias(self, alias: str, physical: str) -> None:
-        """Point ``alias`` at ``physical`` in one atomic request (delete + create).
-
-        Searches against the alias see the old collection or the new one, never neither.
-        """
-        operations: list[Any] = []
-        if await self._alias_target(alias) is not None:
-            operations.append(
-                models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=alias))
-            )
-        operations.append(
-            models.CreateAliasOperation(
-                create_alias=models.CreateAlias(collection_name=physical, alias_name=alias)
-            )
-        )
-        async with _reachable():
-            await self.client.update_collection_aliases(change_aliases_operations=operations)
-        self._schemas.pop(alias, None)
-
-    async def drop(self, physical: str) -> None:
-        """Delete a physical collection (never an alias's name)."""
-        async with _reachable():
-            await self.client.delete_collection(physical)
-        self._schemas.pop(physical, None)
-
-    async def distance_of(self, name: str) -> str | None:
-        """The distance of the collection's first dense vector (lowercase), if any."""
-        async with _reachable():
-            info = await self.client.get_collection(name)
-        dense = info.config.params.vectors
-        params = next(iter(dense.values()), None) if isinstance(dense, Mapping) else dense
-        return str(params.distance.value).lower() if params is not None else None
-
-    async def _distance(self, name: str) -> models.Distance:
-        """The collection's distance, or the configured one when it has no dense vector."""
-        held = await self.distance_of(name)
-        return models.Distance(held.capitalize()) if held else self.distance
-
-    async def _alias_target(self, alias: str) -> str | None:
-        for description in (await self.client.get_aliases()).aliases:
-            if description.alias_name == alias:
-                return description.collection_name
-        return None
-
-    def _vector_name_config(
-        self, spec: VectorSpec, metric: models.Distance
-    ) -> models.DenseVectorNameConfig | models.SparseVectorNameConfig:
-        if spec.sparse:
-            return models.SparseVectorNameConfig(sparse=models.SparseVectorConfig())
-        return models.DenseVectorNameConfig(
-            dense=models.DenseVectorConfig(size=spec.size or 0, distance=metric)
-        )
 
     # -- points -------------------------------------------------------------------------
 
@@ -295,7 +118,7 @@ class QdrantSink:
     ) -> list[RefusedPoint]:
         try:
             await self._upsert_batch(name, batch, version)
-        except _BadInput as exc:
+        except BadInput as exc:
             if len(batch) == 1:
                 return [RefusedPoint(batch[0], f"Qdrant refused the point: {exc}")]
             middle = len(batch) // 2
@@ -316,12 +139,12 @@ class QdrantSink:
             await self.client.upsert(name, structs, wait=True, update_filter=guard)
         except UnexpectedResponse as exc:
             if exc.status_code in (400, 422):
-                raise _BadInput(_message(exc)) from None
-            raise _unavailable(exc) from None
+                raise BadInput(error_message(exc)) from None
+            raise unavailable(exc) from None
         except ValueError as exc:  # local mode's way of saying "bad input"
-            raise _BadInput(str(exc)) from None
-        except _TRANSPORT_ERRORS as exc:
-            raise _unavailable(exc) from None
+            raise BadInput(str(exc)) from None
+        except TRANSPORT_ERRORS as exc:
+            raise unavailable(exc) from None
         if self.on_batch is not None:
             self.on_batch(time.perf_counter() - started, len(batch))
 
@@ -344,14 +167,14 @@ class QdrantSink:
                 )
                 for p in batch
             ]
-            async with _reachable():
+            async with reachable():
                 await self.client.batch_update_points(name, operations, wait=True)
 
     async def existing(self, name: str, point_ids: Sequence[str]) -> set[str]:
         """Which of ``point_ids`` exist in ``name``."""
         if not point_ids:
             return set()
-        async with _reachable():
+        async with reachable():
             found = await self.client.retrieve(
                 name, list(point_ids), with_payload=False, with_vectors=False
             )
@@ -361,7 +184,7 @@ class QdrantSink:
         """Delete points by id (``wait=True``); ids that are not there are ignored."""
         for start in range(0, len(point_ids), 1000):
             selector = models.PointIdsList(points=list(point_ids[start : start + 1000]))
-            async with _reachable():
+            async with reachable():
                 await self.client.delete(name, selector, wait=True)
 
     async def asset_point_ids(self, name: str, asset_id: str) -> list[str]:
@@ -371,7 +194,7 @@ class QdrantSink:
         )
         ids: list[str] = []
         offset: Any = None
-        async with _reachable():
+        async with reachable():
             while True:
                 page, offset = await self.client.scroll(
                     name, scroll_filter=match, limit=256, offset=offset, with_payload=False
@@ -401,14 +224,8 @@ class QdrantSink:
         if batch:
             yield batch
 
-    async def count(self, name: str) -> int:
-        async with _reachable():
-            if not await self.client.collection_exists(name):
-                return 0
-            return (await self.client.count(name, exact=True)).count
-
     async def retrieve(self, name: str, point_ids: Sequence[str]) -> list[models.Record]:
-        async with _reachable():
+        async with reachable():
             return await self.client.retrieve(
                 name, list(point_ids), with_payload=True, with_vectors=True
             )
@@ -419,7 +236,7 @@ class QdrantSink:
         """Every point of a collection, a page at a time (vectors of a big one do not fit)."""
         offset: Any = None
         while True:
-            async with _reachable():
+            async with reachable():
                 page, offset = await self.client.scroll(
                     name, limit=limit, offset=offset, with_payload=True, with_vectors=with_vectors
                 )
@@ -432,7 +249,7 @@ class QdrantSink:
         ids: list[str] = []
         offset: Any = None
         while True:
-            async with _reachable():
+            async with reachable():
                 page, offset = await self.client.scroll(
                     name, limit=1024, offset=offset, with_payload=False, with_vectors=False
                 )
@@ -447,7 +264,7 @@ class QdrantSink:
     async def search(
         self, name: str, vector_name: str, vector: list[float], limit: int = 5
     ) -> list[models.ScoredPoint]:
-        async with _reachable():
+        async with reachable():
             response = await self.client.query_points(
                 name, query=vector, using=vector_name, limit=limit, with_payload=True
             )
@@ -497,41 +314,3 @@ def synced_payload(record: models.Record) -> dict[str, Any]:
 
 def _payload(point: PlannedPoint, version: float | None) -> dict[str, Any]:
     return dict(point.payload) if version is None else {**point.payload, VERSION_FIELD: version}
-
-
-_TRANSPORT_ERRORS = (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError)
-
-
-def _unavailable(exc: Exception) -> SinkUnavailable:
-    if isinstance(exc, UnexpectedResponse):
-        return SinkUnavailable(f"Qdrant answered {exc.status_code}: {_message(exc)}")
-    return SinkUnavailable(f"Qdrant unreachable: {type(exc).__name__}: {exc}")
-
-
-@asynccontextmanager
-async def _reachable() -> AsyncIterator[None]:
-    """Turn "Qdrant is down or failing" into SinkUnavailable; bad input passes through."""
-    try:
-        yield
-    except UnexpectedResponse as exc:
-        if exc.status_code is not None and exc.status_code < 500:
-            raise
-        raise _unavailable(exc) from None
-    except _TRANSPORT_ERRORS as exc:
-        raise _unavailable(exc) from None
-
-
-class _BadInput(Exception):
-    """Qdrant refused a request as malformed (a point's fault, not Qdrant's)."""
-
-
-def _message(exc: UnexpectedResponse) -> str:
-    """The ``status.error`` text of a Qdrant error answer, else the raw content (short)."""
-    try:
-        return str(json.loads(exc.content)["status"]["error"])
-    except (ValueError, KeyError, TypeError):
-        return exc.content.decode(errors="replace")[:300] or exc.reason_phrase
-
-
-def _already_exists(exc: Exception) -> bool:
-    return "already exists" in str(exc).lower()

@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from sync_service.state.records import SyncResult
 from sync_service.state.schema import db_now, locks, reindexes, synced_features, tasks
 
 #: Task ids of asset jobs (backfill, repair): synced straight from the asset, no task to poll.
@@ -296,3 +297,57 @@ async def queue_asset_jobs(
 async def db_time(conn: AsyncConnection) -> float:
     """The database clock, in epoch seconds."""
     return float((await conn.execute(select(db_now()))).scalar_one())
+
+
+async def upsert_ledger(
+    conn: AsyncConnection, insert: Any, task_id: str, result: SyncResult
+) -> None:
+    """Write the ledger rows of the features a sync wrote (inside its transaction)."""
+    if not result.features or result.qdrant_collection is None:
+        return
+    features = [
+        f for f in result.features if result.written is None or f.feature_id in result.written
+    ]
+    if not features:
+        return
+    now = await db_time(conn)
+    rows = [
+        {
+            "feature_id": f.feature_id,
+            "qdrant_collection": result.qdrant_collection,
+            "point_id": f.point_id,
+            "task_id": task_id,
+            "asset_id": f.asset_id,
+            "collection_id": result.collection_id,
+            "modality": f.modality,
+            "vectors": json.dumps(f.vectors, sort_keys=True),
+            "payload_fp": f.payload_fp,
+            "vectors_fp": f.vectors_fp,
+            "synced_at": now,
+            "version": result.version,
+        }
+        for f in features
+    ]
+    stmt = insert(synced_features)
+    replaced = (
+        "point_id",
+        "task_id",
+        "asset_id",
+        "collection_id",
+        "modality",
+        "vectors",
+        "payload_fp",
+        "vectors_fp",
+        "synced_at",
+        "version",
+    )
+    current = synced_features.c.version
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[synced_features.c.feature_id, synced_features.c.qdrant_collection],
+        set_={name: stmt.excluded[name] for name in replaced},
+        # Newest write wins, as in Qdrant's guarded upsert (an unversioned write always).
+        where=current.is_(None)
+        | stmt.excluded.version.is_(None)
+        | (current < stmt.excluded.version),
+    )
+    await conn.execute(stmt, rows)

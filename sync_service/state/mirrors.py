@@ -10,97 +10,23 @@ the page and its cursor, or kept both.
 from __future__ import annotations
 
 import json
-import random
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, case, delete, func, or_, select, update
+from sqlalchemy import case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.state.ledger import db_time, queue_asset_jobs
+from sync_service.state.ledger import db_time
+from sync_service.state.records import Mirror
 from sync_service.state.schema import (
     db_now,
-    fetch_outcomes,
-    mirror_assets,
     mirrors,
     synced_features,
-    tasks,
 )
 
 #: Pass steps of a full pass in progress.
 LISTING, SWEEPING = "listing", "sweeping"
-
-
-@dataclass(frozen=True)
-class Mirror:
-    """One collection's mirroring state (a row of ``mirrors``)."""
-
-    collection_id: str
-    watched: bool
-    source: str | None
-    watermark: float | None
-    #: The watermark, once its overlap window was listed after every late write could show.
-    watermark_settled: float | None
-    incremental_due_at: float | None
-    full_due_at: float | None
-    last_incremental_at: float | None
-    last_full_at: float | None
-    pass_no: int
-    pass_step: str | None
-    pass_next_page: int
-    pass_total_pages: int | None
-    pass_listed: int
-    pass_requeue_all: bool
-    pass_force: bool
-    pass_no_sweep: bool
-    pass_watermark: float | None
-    held_points: int | None
-    held_total: int | None
-    held_assets: list[str]
-    held_at: float | None
-    filter_ignored: bool
-    last_error: str | None
-
-    @classmethod
-    def from_row(cls, row: Any) -> Mirror:
-        return cls(
-            collection_id=row.collection_id,
-            watched=bool(row.watched),
-            source=row.source,
-            watermark=row.watermark,
-            watermark_settled=row.watermark_settled,
-            incremental_due_at=row.incremental_due_at,
-            full_due_at=row.full_due_at,
-            last_incremental_at=row.last_incremental_at,
-            last_full_at=row.last_full_at,
-            pass_no=int(row.pass_no),
-            pass_step=row.pass_step,
-            pass_next_page=int(row.pass_next_page),
-            pass_total_pages=row.pass_total_pages,
-            pass_listed=int(row.pass_listed),
-            pass_requeue_all=bool(row.pass_requeue_all),
-            pass_force=bool(row.pass_force),
-            pass_no_sweep=bool(row.pass_no_sweep),
-            pass_watermark=row.pass_watermark,
-            held_points=row.held_points,
-            held_total=row.held_total,
-            held_assets=json.loads(row.held_assets) if row.held_assets else [],
-            held_at=row.held_at,
-            filter_ignored=bool(row.filter_ignored),
-            last_error=row.last_error,
-        )
-
-
-@dataclass(frozen=True)
-class Listed:
-    """One asset as a listing served it."""
-
-    asset_id: str
-    updated_at: str | None
-    #: Upstream says it FAILED (nothing to sync; reported, not queued).
-    failed: bool = False
 
 
 class WatchQueries:
@@ -305,185 +231,11 @@ class WatchQueries:
             row = await _mirror_row(conn, collection_id)
         return Mirror.from_row(row)
 
-    async def record_page(
-        self,
-        collection_id: str,
-        assets: Sequence[Listed],
-        *,
-        pass_no: int | None,
-        next_page: int | None = None,
-        total_pages: int | None = None,
-        requeue_all: bool = False,
-        heal: bool = False,
-        watermark: float | None = None,
-        source: str = "watch",
-    ) -> list[str]:
-        """Record one listed page; queue asset jobs for the new and changed assets.
-
-        ``pass_no``: the full pass this page belongs to (marks the assets seen by it; None for
-        an incremental pass). ``heal``: also queue listed assets the ledger has no point of
-        (work lost or given up earlier). ``next_page``: the full pass's cursor moves with the
-        page. ``watermark``: the incremental watermark moves with the page (never backwards).
-        Returns the asset ids queued.
-        """
-        async with self._writing() as conn:
-            # FAILED upstream is queued all the same when new or changed: its job fails at once
-            # with upstream's reason, so the asset and why it has no point show in ``status``.
-            wanted = list(assets)
-            ids = [a.asset_id for a in assets]
-            known = {
-                r.asset_id: r.updated_at
-                for r in (
-                    await conn.execute(
-                        select(mirror_assets.c.asset_id, mirror_assets.c.updated_at).where(
-                            mirror_assets.c.collection_id == collection_id,
-                            mirror_assets.c.asset_id.in_(ids),
-                        )
-                    )
-                ).all()
-            }
-            queue = [
-                a.asset_id
-                for a in wanted
-                if requeue_all or a.asset_id not in known or known[a.asset_id] != a.updated_at
-            ]
-            if heal:
-                rest = [a.asset_id for a in wanted if a.asset_id not in set(queue)]
-                queue += await _without_points_or_jobs(conn, rest)
-            queued = await queue_asset_jobs(
-                conn, self._insert, queue, collection_id=collection_id, source=source
-            )
-            # A change whose asset's job is already pending or in flight was not queued: that
-            # job may have fetched the older version, so the version seen here is not recorded
-            # as handled (the job's own sync records what it fetched; the next pass compares).
-            waiting = set(queue) - set(queued)
-            if assets:
-                stmt = self._insert(mirror_assets)
-                set_: dict[str, Any] = {"updated_at": stmt.excluded.updated_at, "gone": 0}
-                if pass_no is not None:
-                    set_["seen_pass"] = stmt.excluded.seen_pass
-                await conn.execute(
-                    stmt.on_conflict_do_update(
-                        index_elements=[mirror_assets.c.collection_id, mirror_assets.c.asset_id],
-                        set_=set_,
-                    ),
-                    [
-                        {
-                            "collection_id": collection_id,
-                            "asset_id": a.asset_id,
-                            "updated_at": None if a.asset_id in waiting else a.updated_at,
-                            "seen_pass": pass_no or 0,
-                            "gone": 0,
-                        }
-                        for a in {a.asset_id: a for a in assets}.values()
-                    ],
-                )
-            values: dict[str, Any] = {}
-            if next_page is not None:
-                values |= {
-                    "pass_next_page": next_page,
-                    "pass_total_pages": total_pages,
-                    "pass_listed": mirrors.c.pass_listed + len(assets),
-                }
-            if values:
-                values["updated_at"] = db_now()
-                await conn.execute(
-                    update(mirrors).where(mirrors.c.collection_id == collection_id).values(**values)
-                )
-            if watermark is not None:
-                await self._raise_watermark(conn, collection_id, watermark)
-        return queued
-
     async def start_sweep(self, collection_id: str) -> None:
         await self._set(collection_id, pass_step=SWEEPING)
 
     async def set_pass_watermark(self, collection_id: str, watermark: float | None) -> None:
         await self._set(collection_id, pass_watermark=watermark)
-
-    async def ledger_counts(self, collection_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
-        """Per Qdrant collection: the ledger's points of these assets of the collection."""
-        counts: dict[str, int] = {}
-        async with self.engine.connect() as conn:
-            for start in range(0, len(asset_ids), 500):
-                chunk = list(asset_ids[start : start + 500])
-                stmt = (
-                    select(synced_features.c.qdrant_collection, func.count())
-                    .where(
-                        synced_features.c.collection_id == collection_id,
-                        synced_features.c.asset_id.in_(chunk),
-                    )
-                    .group_by(synced_features.c.qdrant_collection)
-                )
-                for name, n in (await conn.execute(stmt)).all():
-                    counts[str(name)] = counts.get(str(name), 0) + int(n)
-        return counts
-
-    async def collection_points(self, collection_id: str) -> dict[str, int]:
-        """Per Qdrant collection: the ledger's points of this Mixpeek collection."""
-        stmt = (
-            select(synced_features.c.qdrant_collection, func.count())
-            .where(synced_features.c.collection_id == collection_id)
-            .group_by(synced_features.c.qdrant_collection)
-        )
-        async with self.engine.connect() as conn:
-            return {str(q): int(n) for q, n in (await conn.execute(stmt)).all()}
-
-    async def known_assets(self, collection_id: str) -> set[str]:
-        """Assets the ledger or an earlier listing holds for the collection."""
-        in_ledger = select(synced_features.c.asset_id).where(
-            synced_features.c.collection_id == collection_id,
-            synced_features.c.asset_id.is_not(None),
-        )
-        listed_before = select(mirror_assets.c.asset_id).where(
-            mirror_assets.c.collection_id == collection_id
-        )
-        async with self.engine.connect() as conn:
-            return {str(r[0]) for r in (await conn.execute(in_ledger.union(listed_before))).all()}
-
-    async def sweep_candidates(self, collection_id: str, pass_no: int) -> list[str]:
-        """Assets the ledger (or an earlier listing) holds for the collection that full pass
-        ``pass_no`` did not list, including those confirmed gone whose removal is unfinished."""
-        seen = select(mirror_assets.c.asset_id).where(
-            mirror_assets.c.collection_id == collection_id,
-            mirror_assets.c.seen_pass == pass_no,
-            mirror_assets.c.gone == 0,
-        )
-        async with self.engine.connect() as conn:
-            listed = {str(r[0]) for r in (await conn.execute(seen)).all()}
-        return sorted(await self.known_assets(collection_id) - listed)
-
-    async def mark_gone(self, collection_id: str, asset_ids: Sequence[str]) -> None:
-        """Record that a sweep confirmed these assets deleted upstream, before any removal."""
-        if not asset_ids:
-            return
-        stmt = self._insert(mirror_assets)
-        async with self._writing() as conn:
-            await conn.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=[mirror_assets.c.collection_id, mirror_assets.c.asset_id],
-                    set_={"gone": 1},
-                ),
-                [{"collection_id": collection_id, "asset_id": a, "gone": 1} for a in asset_ids],
-            )
-
-    async def gone_assets(self, collection_id: str) -> list[str]:
-        stmt = select(mirror_assets.c.asset_id).where(
-            mirror_assets.c.collection_id == collection_id, mirror_assets.c.gone == 1
-        )
-        async with self.engine.connect() as conn:
-            return sorted(str(r[0]) for r in (await conn.execute(stmt)).all())
-
-    async def forget_mirror_assets(self, collection_id: str, asset_ids: Sequence[str]) -> None:
-        """Drop the listing rows of assets whose removal finished."""
-        if not asset_ids:
-            return
-        async with self._writing() as conn:
-            await conn.execute(
-                delete(mirror_assets).where(
-                    mirror_assets.c.collection_id == collection_id,
-                    mirror_assets.c.asset_id.in_(list(asset_ids)),
-                )
-            )
 
     async def hold_sweep(
         self, collection_id: str, *, points: int, total: int, assets: Sequence[str]
@@ -599,65 +351,7 @@ class WatchQueries:
             .values(watermark=watermark, watermark_moved_at=db_now())
         )
 
-    # -- the shared removal breaker ------------------------------------------------------
-
-    async def record_fetch(self, upstream: str, asset_id: str, *, gone: bool) -> None:
-        """Note an asset fetch's outcome (a 404 or not) for the removal breaker."""
-        async with self._writing() as conn:
-            await conn.execute(
-                fetch_outcomes.insert().values(
-                    upstream=upstream, asset_id=asset_id, gone=int(gone), at=db_now()
-                )
-            )
-            if gone or random.random() < PRUNE_CHANCE:
-                await prune_outcomes(conn)
-
-    async def recent_fetch_outcomes(self, upstream: str, window: int) -> list[bool]:
-        """The last ``window`` asset fetches under this upstream configuration, by every
-        replica, newest first: True where it answered 404."""
-        stmt = (
-            select(fetch_outcomes.c.gone)
-            .where(fetch_outcomes.c.upstream == upstream)
-            .order_by(fetch_outcomes.c.id.desc())
-            .limit(window)
-        )
-        async with self.engine.connect() as conn:
-            return [bool(r[0]) for r in (await conn.execute(stmt)).all()]
-
-
-#: How often a successful fetch also prunes the breaker's table (a 404 always does).
-PRUNE_CHANCE = 0.02
-#: Outcomes kept per upstream configuration (the breaker reads far fewer).
-OUTCOMES_KEPT = 500
-
-
-async def prune_outcomes(conn: AsyncConnection) -> None:
-    """Keep the newest outcomes only (inside the caller's transaction)."""
-    newest = select(fetch_outcomes.c.id).order_by(fetch_outcomes.c.id.desc()).limit(OUTCOMES_KEPT)
-    await conn.execute(delete(fetch_outcomes).where(fetch_outcomes.c.id.not_in(newest)))
-
 
 async def _mirror_row(conn: AsyncConnection, collection_id: str) -> Any:
     stmt = select(mirrors).where(mirrors.c.collection_id == collection_id)
     return (await conn.execute(stmt)).one_or_none()
-
-
-async def _without_points_or_jobs(conn: AsyncConnection, asset_ids: list[str]) -> list[str]:
-    """Of these assets, those to heal: no point in the ledger, and either never handled by a
-    job or task, or last given up after transient errors. An asset synced with no point (no
-    feature, all set aside), pending, FAILED upstream or timed out is left alone: queueing it
-    every full pass would only fetch it again for nothing."""
-    if not asset_ids:
-        return []
-    with_points = select(synced_features.c.asset_id).where(
-        synced_features.c.asset_id.in_(asset_ids)
-    )
-    handled = select(tasks.c.asset_id).where(
-        tasks.c.asset_id.in_(asset_ids),
-        or_(
-            tasks.c.state != "failed",
-            and_(tasks.c.state == "failed", tasks.c.error.not_like("gave up after%")),
-        ),
-    )
-    busy = {str(r[0]) for r in (await conn.execute(with_points.union(handled))).all()}
-    return [a for a in asset_ids if a not in busy]

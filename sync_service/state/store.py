@@ -9,23 +9,24 @@ names the token, so a worker that stalled past its lease records nothing.
 from __future__ import annotations
 
 import asyncio
-import json
 import random
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, event, func, select, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from sync_service.settings import Settings, async_database_url
-from sync_service.state.ledger import LedgerQueries, db_time
-from sync_service.state.mirrors import PRUNE_CHANCE, WatchQueries, prune_outcomes
+from sync_service.settings import Settings
+from sync_service.state.breaker import PRUNE_CHANCE, BreakerQueries, prune_outcomes
+from sync_service.state.connect import connect
+from sync_service.state.ledger import LedgerQueries, db_time, upsert_ledger
+from sync_service.state.listings import ListingQueries
+from sync_service.state.migrate import run_alembic
+from sync_service.state.mirrors import WatchQueries
+from sync_service.state.records import Claim, SyncResult
 from sync_service.state.schema import (
     RELEASED,
     db_now,
@@ -37,8 +38,6 @@ from sync_service.state.schema import (
 )
 from sync_service.state.views import STATES, ViewQueries
 
-MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
-
 PENDING, SYNCED, FAILED = STATES
 
 #: What a state store that is down, restarting or locked raises.
@@ -49,77 +48,15 @@ class LeaseLost(Exception):
     """The task's lease was taken over (expired and reclaimed): this worker must not record."""
 
 
-@dataclass(frozen=True)
-class Claim:
-    """A task leased to this worker; ``token`` fences every write made on its behalf."""
-
-    task_id: str
-    token: int
-    polls: int
-    attempts: int
-    created_at: float
-    asset_id: str | None
-    collection_id: str | None
-    upstream_done_at: float | None
-    polled_at: float | None  # when a poll last saw it still running
-    #: The database clock when the lease was taken (compare with ``created_at``).
-    claimed_at: float
-
-
-@dataclass(frozen=True)
-class SyncedFeature:
-    """A feature whose point Qdrant acknowledged."""
-
-    feature_id: str
-    point_id: str
-    asset_id: str | None
-    modality: str | None
-    vectors: dict[str, int]
-    payload_fp: str
-    vectors_fp: str
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A feature (or a whole task, when ``feature_id`` is None) set aside with a reason."""
-
-    reason: str
-    feature_id: str | None = None
-    payload_excerpt: str | None = None
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What one DONE task produced: recorded in one transaction."""
-
-    upstream_status: str
-    asset_id: str | None
-    collection_id: str | None
-    qdrant_collection: str | None
-    features: Sequence[SyncedFeature] = field(default_factory=tuple)
-    dead_letters: Sequence[DeadLetter] = field(default_factory=tuple)
-    #: Features of the asset that are gone upstream and whose points were deleted.
-    removed: Sequence[str] = field(default_factory=tuple)
-    #: The version the points were written with (the claim's time); None: not versioned.
-    version: float | None = None
-    #: Feature ids actually written now; None: all. Unchanged points keep their ledger rows
-    #: (and versions) as they are, exactly like their points in Qdrant.
-    written: frozenset[str] | None = None
-    #: The upstream configuration the asset was fetched under (the removal breaker's
-    #: evidence: a fetch that found the asset); None records nothing.
-    upstream: str | None = None
-    #: The asset's ``updated_at`` as fetched for this sync: a listing that serves the same
-    #: value has nothing new to queue.
-    asset_stamp: str | None = None
-
-
-class Store(LedgerQueries, ViewQueries, WatchQueries):
+class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQueries):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
     The task queue's queries are here; the ledger's, asset jobs' and re-index's are inherited
     from :class:`~sync_service.state.ledger.LedgerQueries`, the operator's (listings, counts,
-    dead letters) from :class:`~sync_service.state.views.ViewQueries`, mirroring's (watch set,
-    passes, sweeps, the removal breaker) from :class:`~sync_service.state.mirrors.WatchQueries`.
+    dead letters) from :class:`~sync_service.state.views.ViewQueries`, mirroring's from
+    :class:`~sync_service.state.mirrors.WatchQueries` (watch set, passes) and
+    :class:`~sync_service.state.listings.ListingQueries` (what listings saw, sweeps), the
+    removal breaker's from :class:`~sync_service.state.breaker.BreakerQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -133,29 +70,7 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
 
     @classmethod
     def open(cls, database_url: str, *, statement_timeout: float = 30.0) -> Store:
-        url = async_database_url(database_url)
-        if url.get_backend_name() == "sqlite":
-            Path(url.database or ".").expanduser().parent.mkdir(parents=True, exist_ok=True)
-            engine = create_async_engine(url, connect_args={"timeout": 30})
-            event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
-        else:
-            millis = str(int(statement_timeout * 1000))
-            engine = create_async_engine(
-                url,
-                pool_pre_ping=True,
-                connect_args={
-                    # A client-side deadline alone can overshoot by seconds when the server
-                    # hangs (design.md §8.5): the server itself ends a statement that runs long.
-                    "server_settings": {
-                        "statement_timeout": millis,
-                        "lock_timeout": millis,
-                        "idle_in_transaction_session_timeout": str(int(statement_timeout * 2000)),
-                    },
-                    "command_timeout": statement_timeout + 5,
-                    "timeout": 10,
-                },
-            )
-        return cls(engine)
+        return cls(connect(database_url, statement_timeout=statement_timeout))
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -175,7 +90,7 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
     async def migrate(self, revision: str = "head") -> None:
         """Bring the schema to the newest Alembic revision, or to ``revision`` (idempotent)."""
         async with self.engine.begin() as conn:
-            await conn.run_sync(_alembic, "upgrade", revision)
+            await conn.run_sync(run_alembic, "upgrade", revision)
 
     # -- taking work ------------------------------------------------------------------------
 
@@ -354,7 +269,7 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
                 upstream_done_at=_first_seen_done(claim),
                 **RELEASED,
             )
-            await self._upsert_ledger(conn, claim.task_id, result)
+            await upsert_ledger(conn, self._insert, claim.task_id, result)
             if result.removed and result.qdrant_collection is not None:
                 await conn.execute(
                     delete(synced_features).where(
@@ -402,56 +317,6 @@ class Store(LedgerQueries, ViewQueries, WatchQueries):
     async def release(self, claim: Claim) -> None:
         """Give a lease back without recording anything (graceful shutdown)."""
         await self._fenced_update(claim, **RELEASED)
-
-    async def _upsert_ledger(self, conn: AsyncConnection, task_id: str, result: SyncResult) -> None:
-        if not result.features or result.qdrant_collection is None:
-            return
-        features = [
-            f for f in result.features if result.written is None or f.feature_id in result.written
-        ]
-        if not features:
-            return
-        now = await db_time(conn)
-        rows = [
-            {
-                "feature_id": f.feature_id,
-                "qdrant_collection": result.qdrant_collection,
-                "point_id": f.point_id,
-                "task_id": task_id,
-                "asset_id": f.asset_id,
-                "collection_id": result.collection_id,
-                "modality": f.modality,
-                "vectors": json.dumps(f.vectors, sort_keys=True),
-                "payload_fp": f.payload_fp,
-                "vectors_fp": f.vectors_fp,
-                "synced_at": now,
-                "version": result.version,
-            }
-            for f in features
-        ]
-        stmt = self._insert(synced_features)
-        replaced = (
-            "point_id",
-            "task_id",
-            "asset_id",
-            "collection_id",
-            "modality",
-            "vectors",
-            "payload_fp",
-            "vectors_fp",
-            "synced_at",
-            "version",
-        )
-        current = synced_features.c.version
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[synced_features.c.feature_id, synced_features.c.qdrant_collection],
-            set_={name: stmt.excluded[name] for name in replaced},
-            # Newest write wins, as in Qdrant's guarded upsert (an unversioned write always).
-            where=current.is_(None)
-            | stmt.excluded.version.is_(None)
-            | (current < stmt.excluded.version),
-        )
-        await conn.execute(stmt, rows)
 
     def _insert(self, table: Any) -> Any:
         """INSERT with the dialect's ON CONFLICT support."""
@@ -508,31 +373,3 @@ def _rowcount(result: Any) -> int:
 def _first_seen_done(claim: Claim) -> Any:
     """The first time the task was seen DONE: an earlier claim's, else this claim's poll."""
     return func.coalesce(tasks.c.upstream_done_at, claim.claimed_at)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    # WAL lets `status` read while `run` writes. synchronous=NORMAL may lose the last commit on
-    # power loss, never consistency: the points are already in Qdrant, so a lost commit is a
-    # harmless redo under the delivery contract.
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def alembic_config(connection: Connection | None = None) -> Any:
-    """Alembic's configuration for the top-level ``migrations/`` folder."""
-    from alembic.config import Config
-
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["connection"] = connection
-    return config
-
-
-def _alembic(connection: Connection, action: str, revision: str) -> None:
-    from alembic import command
-
-    getattr(command, action)(alembic_config(connection), revision)

@@ -38,7 +38,8 @@ from sync_service.control.api import OPEN_PATHS, create_api
 from sync_service.control.metrics import Metrics
 from sync_service.emulator import EmulatorConfig, EmulatorServer
 from sync_service.qdrant.sink import QdrantSink
-from sync_service.state.store import DeadLetter, Store, SyncResult
+from sync_service.state.records import DeadLetter, SyncResult
+from sync_service.state.store import Store
 from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.conftest import API_KEY
 

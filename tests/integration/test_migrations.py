@@ -10,8 +10,9 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from sync_service.state.migrate import alembic_config, run_alembic
 from sync_service.state.schema import metadata
-from sync_service.state.store import Store, _alembic, alembic_config
+from sync_service.state.store import Store
 
 REVISIONS = [
     r.revision
@@ -60,7 +61,7 @@ async def test_upgrading_from_each_revision_keeps_the_data(store: Store, start: 
 async def test_downgrade_to_nothing_and_back(store: Store) -> None:
     await store.migrate()
     async with store.engine.begin() as conn:
-        await conn.run_sync(_alembic, "downgrade", "base")
+        await conn.run_sync(run_alembic, "downgrade", "base")
     await store.migrate()
     assert await drift(store) == []
     assert await store.track(["a"]) == 1

@@ -23,7 +23,7 @@ from qdrant_client import QdrantClient, models
 
 from sync_service.emulator import EmulatorServer
 from sync_service.emulator.lifecycle import ReindexMode
-from sync_service.engine.pipeline import FetchedAsset
+from sync_service.engine.fetch import FetchedAsset
 from sync_service.engine.scheduler import Daemon
 from sync_service.keep.forget import apply_removal, plan_removal
 from sync_service.keep.reindex import ReindexError, ReindexReport, reindex, rollback

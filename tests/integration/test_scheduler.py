@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from sync_service.engine.scheduler import Daemon
-from sync_service.state.store import Claim, Store
+from sync_service.state.records import Claim
+from sync_service.state.store import Store
 
 
 @pytest.fixture

@@ -9,9 +9,10 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-from sync_service.state.mirrors import Listed
+from sync_service.state.listings import Listed
+from sync_service.state.records import DeadLetter, SyncedFeature, SyncResult
 from sync_service.state.schema import metadata
-from sync_service.state.store import DeadLetter, LeaseLost, Store, SyncedFeature, SyncResult
+from sync_service.state.store import LeaseLost, Store
 
 
 @pytest.fixture

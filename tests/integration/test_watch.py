@@ -13,7 +13,8 @@ import pytest
 
 from sync_service.emulator import EmulatorServer
 from sync_service.engine.scheduler import Daemon
-from sync_service.keep.watch import Mirroring, PassLost, Watcher, holding, lock_name
+from sync_service.keep.watch import Mirroring
+from sync_service.keep.watcher import PassLost, Watcher, holding, lock_name
 from sync_service.runtime import Service, open_service
 from tests.conftest import local_settings
 
@@ -269,7 +270,7 @@ async def test_a_full_pass_does_not_requeue_assets_synced_without_points(
     await m.full(COLLECTION)
     # One synced without points (its only vector refused, say), one given up after retries.
     claims = {c.asset_id: c for c in await service.store.claim_due("w", 10, 30)}
-    from sync_service.state.store import SyncResult
+    from sync_service.state.records import SyncResult
 
     await service.store.mark_synced(claims[ids[0]], SyncResult("DONE", ids[0], COLLECTION, None))
     await service.store.mark_failed(claims[ids[1]], "gave up after 8 attempts: 503")

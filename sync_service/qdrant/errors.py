@@ -1,0 +1,60 @@
+"""How Qdrant's failures reach the service: "try again later" versus "this input is bad".
+
+Shared by collection management (``collections``) and point writes (``sink``); kept apart so
+both can use it without importing each other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+
+class SinkUnavailable(Exception):
+    """Qdrant did not answer, or failed on its side (5xx, timeout): try again later.
+
+    Nothing may be recorded as synced after this: the write may or may not have landed, and a
+    redo with the same point ids settles it either way.
+    """
+
+
+class BadInput(Exception):
+    """Qdrant refused a request as malformed (a point's fault, not Qdrant's)."""
+
+
+TRANSPORT_ERRORS = (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError)
+
+
+def unavailable(exc: Exception) -> SinkUnavailable:
+    if isinstance(exc, UnexpectedResponse):
+        return SinkUnavailable(f"Qdrant answered {exc.status_code}: {error_message(exc)}")
+    return SinkUnavailable(f"Qdrant unreachable: {type(exc).__name__}: {exc}")
+
+
+@asynccontextmanager
+async def reachable() -> AsyncIterator[None]:
+    """Turn "Qdrant is down or failing" into SinkUnavailable; bad input passes through."""
+    try:
+        yield
+    except UnexpectedResponse as exc:
+        if exc.status_code is not None and exc.status_code < 500:
+            raise
+        raise unavailable(exc) from None
+    except TRANSPORT_ERRORS as exc:
+        raise unavailable(exc) from None
+
+
+def error_message(exc: UnexpectedResponse) -> str:
+    """The ``status.error`` text of a Qdrant error answer, else the raw content (short)."""
+    try:
+        return str(json.loads(exc.content)["status"]["error"])
+    except (ValueError, KeyError, TypeError):
+        return exc.content.decode(errors="replace")[:300] or exc.reason_phrase
+
+
+def already_exists(exc: Exception) -> bool:
+    return "already exists" in str(exc).lower()

@@ -1,0 +1,51 @@
+"""Opening the state store's database: SQLite (one writer, WAL) or PostgreSQL (server-side
+timeouts), each with the async driver SQLAlchemy needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from sync_service.settings import async_database_url
+
+
+def connect(database_url: str, *, statement_timeout: float = 30.0) -> AsyncEngine:
+    """An engine for ``DATABASE_URL`` (not connected yet)."""
+    url = async_database_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        Path(url.database or ".").expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        millis = str(int(statement_timeout * 1000))
+        engine = create_async_engine(
+            url,
+            pool_pre_ping=True,
+            connect_args={
+                # A client-side deadline alone can overshoot by seconds when the server
+                # hangs (design.md §8.5): the server itself ends a statement that runs long.
+                "server_settings": {
+                    "statement_timeout": millis,
+                    "lock_timeout": millis,
+                    "idle_in_transaction_session_timeout": str(int(statement_timeout * 2000)),
+                },
+                "command_timeout": statement_timeout + 5,
+                "timeout": 10,
+            },
+        )
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets `status` read while `run` writes. synchronous=NORMAL may lose the last commit on
+    # power loss, never consistency: the points are already in Qdrant, so a lost commit is a
+    # harmless redo under the delivery contract.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()

@@ -1,0 +1,26 @@
+"""The state store's migrations: Alembic, run on an open connection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> Any:
+    """Alembic's configuration for the top-level ``migrations/`` folder."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.attributes["connection"] = connection
+    return config
+
+
+def run_alembic(connection: Connection, action: str, revision: str) -> None:
+    from alembic import command
+
+    getattr(command, action)(alembic_config(connection), revision)
