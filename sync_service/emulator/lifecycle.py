@@ -27,16 +27,45 @@ Everything is a function of the seed and the order of calls, like the rest of th
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from sync_service.emulator import content
-from sync_service.emulator.records import Asset, Feature, Modality, Task
+from sync_service.emulator.config import EmulatorConfig
+from sync_service.emulator.records import Asset, Feature, Modality, Outcome, Task
 
-if TYPE_CHECKING:
-    from sync_service.emulator.state import EmulatorState
+
+class EmulatorState(Protocol):
+    """What these changes need of the emulator's state (``state.EmulatorState`` is one): a
+    protocol, so this module does not import the state that calls it."""
+
+    config: EmulatorConfig
+    tasks: dict[str, Task]
+    features: dict[str, Feature]
+    seeded: int
+
+    def clock(self) -> float: ...
+    def refresh(self) -> None: ...
+    def new_id(self) -> str: ...
+    def touch(self, asset: Asset) -> None: ...
+    def features_of(self, asset_id: str) -> list[Feature]: ...
+    def add_feature(
+        self, asset: Asset, index: int, body: dict[str, Any], created: float
+    ) -> Feature: ...
+    def create_task(
+        self,
+        modality: Modality,
+        collection_id: str,
+        url: str | None,
+        text: str | None,
+        metadata: dict[str, Any] | None,
+        interval: int,
+        outcome: Outcome,
+        processing_time: float,
+    ) -> Task: ...
+
 
 ReindexMode = Literal["vectors", "payload", "features", "all"]
 SEED_HOST = "https://seed.emulator.invalid"  # .invalid: never resolvable, clearly fake
