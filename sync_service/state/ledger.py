@@ -1,7 +1,7 @@
 """State-store queries for keeping Qdrant in step: the ledger, asset jobs, re-index runs.
 
 Part of the state store (``store.py`` holds the task queue): :class:`Store` inherits these, so
-every SQL statement still lives in these two modules and nowhere else.
+every SQL statement of the service lives in ``state/``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """State-store reads and the dead-letter queue: listings, counts, the clock, leases held.
 
 Part of the state store: :class:`~sync_service.state.store.Store` inherits these, so every SQL
-statement lives in ``store.py``, ``store_ledger.py`` and this module.
+statement of the service lives in ``state/``.
 """
 
 from __future__ import annotations

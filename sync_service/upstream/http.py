@@ -155,7 +155,7 @@ class MixpeekHttp:
             base_url=base_url,
             headers=headers,
             timeout=timeout or httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0),
-            # aiohttp's pool and parser under httpx (see http_transport.py). With proxy
+            # aiohttp's pool and parser under httpx (see transport.py). With proxy
             # variables set, httpx's own transport (built from ``limits``) is kept so that it
             # honours them.
             limits=limits,
