@@ -4,7 +4,7 @@
 
 Scenarios (see bench/README.md): 1 throughput vs ideal and vs the naive script, 2 rate-limited
 upstream, 3 upstream calls per feature, 4 the write path alone, 5 100k pending tasks,
-6 freshness, 7 keeping Qdrant in step, 8 watch mode. The service always runs as a real
+6 freshness, 7 keeping Qdrant in step, 8 watch mode, 9 start-up. The service always runs as a real
 ``sync-service`` subprocess.
 """
 
@@ -30,6 +30,7 @@ from bench.common import Row
 from bench.freshness import freshness
 from bench.keep_in_step import keep_in_step
 from bench.scenarios import FULL, QUICK, Size, rate_limited, throughput
+from bench.startup import startup
 from bench.store_bench import store_scale
 from bench.watch import watch
 from bench.write_path import write_path
@@ -53,6 +54,7 @@ SCENARIOS: dict[str, tuple[set[int], Scenario]] = {
     "freshness": ({6}, freshness),
     "keep_in_step": ({7}, lambda size, tmp: keep_in_step(size.keep_assets, tmp)),
     "watch": ({8}, watch),
+    "startup": ({9}, lambda _size, tmp: startup(tmp)),
 }
 
 
@@ -94,7 +96,7 @@ def print_table(rows: list[Row], console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run < 1 min")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8", help="scenario numbers, e.g. 1,4")
+    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9", help="scenario numbers, e.g. 1,4")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     args = parser.parse_args(argv)
     only = {int(x) for x in args.only.split(",") if x.strip()}

@@ -288,7 +288,7 @@ def watch_list(
 
 async def watch_rows(store: Any) -> list[dict[str, Any]]:
     """The watched collections as ``status`` and the control API show them."""
-    from sync_service.keep.watcher import watch_view
+    from sync_service.keep.watch_status import watch_view
 
     return await watch_view(store)
 

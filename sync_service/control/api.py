@@ -31,7 +31,7 @@ from pydantic import (
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync_service.control.metrics import Metrics
-from sync_service.keep.watcher import watch_view
+from sync_service.keep.watch_status import watch_view
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekError

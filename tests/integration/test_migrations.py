@@ -10,6 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from sync_service.state import migrate as migrate_module
+from sync_service.state import store as store_module
 from sync_service.state.migrate import alembic_config, run_alembic
 from sync_service.state.schema import metadata
 from sync_service.state.store import Store
@@ -65,3 +67,20 @@ async def test_downgrade_to_nothing_and_back(store: Store) -> None:
     await store.migrate()
     assert await drift(store) == []
     assert await store.track(["a"]) == 1
+
+
+def test_the_head_constant_is_alembics_head() -> None:
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == migrate_module.HEAD
+
+
+async def test_a_store_at_head_is_not_migrated_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.migrate()
+    assert await store.revision() == migrate_module.HEAD
+
+    def no_alembic(*_args: object) -> None:
+        raise AssertionError("Alembic ran on a store already at head")
+
+    monkeypatch.setattr(store_module, "run_alembic", no_alembic)
+    await store.migrate()  # one query, no Alembic

@@ -80,3 +80,50 @@ def test_the_database_url_is_a_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     assert "hunter2" not in repr(s) + str(s) + s.model_dump_json()
     assert s.database_url.get_secret_value() == "postgresql://sync:hunter2@db:5432/sync"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///./data/sync.db",
+        "sqlite:////abs/path.db",
+        "sqlite://",
+        "sqlite:///",
+        "sqlite+aiosqlite:///x.db",
+        "postgresql://u:p@h:5432/db",
+        "postgresql://h/db",
+        "postgres://u@h/db",
+        "postgresql+asyncpg://u@h/db",
+        "postgresql:///nohost",
+        "postgresql:///db?host=/var/run/postgresql",
+        "postgresql://u@[::1]:5432/db",
+        "postgresql://@/db",
+        "mysql://x/y",
+        "not a url",
+        "://nothing",
+    ],
+)
+def test_the_light_url_check_agrees_with_sqlalchemy(url: str) -> None:
+    """Settings check DATABASE_URL without importing SQLAlchemy (start-up): same verdicts."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    from sync_service.settings import check_database_url
+
+    try:
+        parsed = make_url(url)
+        backend = parsed.get_backend_name()
+        if backend == "sqlite":
+            expected = parsed.database not in (None, "")
+        elif backend in ("postgresql", "postgres"):
+            expected = bool(parsed.host or parsed.query.get("host"))
+        else:
+            expected = False
+    except ArgumentError:
+        expected = False
+    try:
+        check_database_url(url)
+        accepted = True
+    except ValueError:
+        accepted = False
+    assert accepted == expected
