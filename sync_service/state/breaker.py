@@ -7,11 +7,11 @@ Part of the state store: :class:`~sync_service.state.store.Store` inherits these
 from __future__ import annotations
 
 import random
-from contextlib import AbstractAsyncContextManager
 
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync_service.state.base import Queries
 from sync_service.state.schema import db_now, fetch_outcomes
 
 #: How often a successful fetch also prunes the breaker's table (a 404 always does).
@@ -26,13 +26,8 @@ async def prune_outcomes(conn: AsyncConnection) -> None:
     await conn.execute(delete(fetch_outcomes).where(fetch_outcomes.c.id.not_in(newest)))
 
 
-class BreakerQueries:
+class BreakerQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
-
-    engine: AsyncEngine
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     async def record_fetch(self, upstream: str, asset_id: str, *, gone: bool) -> None:
         """Note an asset fetch's outcome (a 404 or not) for the removal breaker."""

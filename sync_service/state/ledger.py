@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync_service.state.base import Queries
 from sync_service.state.records import SyncResult
 from sync_service.state.schema import db_now, locks, reindexes, synced_features, tasks
 
@@ -51,17 +51,8 @@ class Reindex:
     finished_at: float | None
 
 
-class LedgerQueries:
+class LedgerQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
-
-    engine: AsyncEngine
-    dialect: str
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _insert(self, table: Any) -> Any:
-        raise NotImplementedError
 
     # -- the ledger ---------------------------------------------------------------------
 

@@ -9,13 +9,13 @@ the page and its cursor, or kept both.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync_service.state.base import Queries
 from sync_service.state.ledger import queue_asset_jobs
 from sync_service.state.schema import db_now, mirror_assets, mirrors, synced_features, tasks
 
@@ -30,22 +30,8 @@ class Listed:
     failed: bool = False
 
 
-class ListingQueries:
+class ListingQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
-
-    engine: AsyncEngine
-    dialect: str
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _insert(self, table: Any) -> Any:
-        raise NotImplementedError
-
-    async def _raise_watermark(
-        self, conn: AsyncConnection, collection_id: str, watermark: float
-    ) -> None:
-        raise NotImplementedError
 
     async def record_page(
         self,
@@ -133,7 +119,7 @@ class ListingQueries:
                     update(mirrors).where(mirrors.c.collection_id == collection_id).values(**values)
                 )
             if watermark is not None:
-                await self._raise_watermark(conn, collection_id, watermark)
+                await raise_watermark(conn, collection_id, watermark)
         return queued
 
     async def ledger_counts(self, collection_id: str, asset_ids: Sequence[str]) -> dict[str, int]:
@@ -241,3 +227,15 @@ async def _without_points_or_jobs(conn: AsyncConnection, asset_ids: list[str]) -
     )
     busy = {str(r[0]) for r in (await conn.execute(with_points.union(handled))).all()}
     return [a for a in asset_ids if a not in busy]
+
+
+async def raise_watermark(conn: AsyncConnection, collection_id: str, watermark: float) -> None:
+    """Move the collection's watermark up to ``watermark`` (never down), noting when."""
+    await conn.execute(
+        update(mirrors)
+        .where(
+            mirrors.c.collection_id == collection_id,
+            or_(mirrors.c.watermark.is_(None), mirrors.c.watermark < watermark),
+        )
+        .values(watermark=watermark, watermark_moved_at=db_now())
+    )

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from sqlalchemy import case, func, or_, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import case, func, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync_service.state.base import Queries
 from sync_service.state.ledger import db_time
+from sync_service.state.listings import raise_watermark
 from sync_service.state.records import Mirror
 from sync_service.state.schema import (
     db_now,
@@ -29,17 +30,8 @@ from sync_service.state.schema import (
 LISTING, SWEEPING = "listing", "sweeping"
 
 
-class WatchQueries:
+class WatchQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
-
-    engine: AsyncEngine
-    dialect: str
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
-
-    def _insert(self, table: Any) -> Any:
-        raise NotImplementedError
 
     # -- the watch set ------------------------------------------------------------------
 
@@ -283,7 +275,7 @@ class WatchQueries:
                 update(mirrors).where(mirrors.c.collection_id == collection_id).values(**values)
             )
             if watermark is not None:
-                await self._raise_watermark(conn, collection_id, watermark)
+                await raise_watermark(conn, collection_id, watermark)
 
     async def finish_incremental(
         self,
@@ -338,18 +330,6 @@ class WatchQueries:
             await conn.execute(
                 update(mirrors).where(mirrors.c.collection_id == collection_id).values(**values)
             )
-
-    async def _raise_watermark(
-        self, conn: AsyncConnection, collection_id: str, watermark: float
-    ) -> None:
-        await conn.execute(
-            update(mirrors)
-            .where(
-                mirrors.c.collection_id == collection_id,
-                or_(mirrors.c.watermark.is_(None), mirrors.c.watermark < watermark),
-            )
-            .values(watermark=watermark, watermark_moved_at=db_now())
-        )
 
 
 async def _mirror_row(conn: AsyncConnection, collection_id: str) -> Any:

@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import CursorResult, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -333,10 +332,6 @@ class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQue
     async def release(self, claim: Claim) -> None:
         """Give a lease back without recording anything (graceful shutdown)."""
         await self._fenced_update(claim, **RELEASED)
-
-    def _insert(self, table: Any) -> Any:
-        """INSERT with the dialect's ON CONFLICT support."""
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
 
     async def _fenced_update(
         self,

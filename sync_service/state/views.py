@@ -6,13 +6,13 @@ statement of the service lives in ``state/``.
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
+from sync_service.state.base import Queries
 from sync_service.state.schema import (
     RELEASED,
     db_now,
@@ -37,13 +37,8 @@ class StoreStats:
     watch_lag: dict[str, float | None] = field(default_factory=dict)
 
 
-class ViewQueries:
+class ViewQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
-
-    engine: AsyncEngine
-
-    def _writing(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        raise NotImplementedError
 
     # -- dead letters -----------------------------------------------------------------------
 
