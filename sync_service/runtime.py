@@ -9,8 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-import uvicorn
-
 from sync_service.control.metrics import Metrics
 from sync_service.engine.pipeline import Pipeline
 from sync_service.qdrant.sink import QdrantSink
@@ -60,14 +58,6 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
             await sink.close()
 
 
-class _ApiServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class ControlApiError(Exception):
     """The control API could not start (e.g. its port is taken)."""
 
@@ -100,6 +90,15 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
         raise ControlApiError(
             f"control API cannot listen on {settings.api_host}:{settings.api_port}: {exc.strerror}"
         ) from None
+    import uvicorn  # only where the API is served: a third of the daemon's start-up otherwise
+
+    class _ApiServer(uvicorn.Server):
+        """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
     config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
     server = _ApiServer(config)
     task = asyncio.create_task(server.serve(sockets=[sock]), name="control-api")
