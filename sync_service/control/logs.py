@@ -12,6 +12,15 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
+
+def describe_error(exc: BaseException, *, limit: int | None = None) -> str:
+    """``Type: message`` for a person; with ``limit``, the message's first line, cut there."""
+    text = str(exc).strip()
+    if limit is not None:
+        text = (text.splitlines() or [""])[0][:limit]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 

@@ -18,6 +18,7 @@ import random
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
 from sync_service.engine import fetch
 from sync_service.engine.failpoints import failpoint
@@ -184,7 +185,7 @@ class Pipeline:
             return
         except Exception as exc:  # upstream or network trouble: worth another try
             await self._retry_later(
-                claim, f"syncing the asset failed: {_describe(exc)}", done=asset_id
+                claim, f"syncing the asset failed: {describe_error(exc)}", done=asset_id
             )
             return
         await failpoint("after_upsert")
@@ -385,8 +386,3 @@ def payload_task_id(job_id: str, asset: Mapping[str, Any]) -> str:
     if job_id.startswith(ASSET_JOB_PREFIX):
         return str(asset.get("task_id") or job_id)
     return job_id
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

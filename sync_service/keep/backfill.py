@@ -19,6 +19,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from sync_service.control.logs import describe_error
 from sync_service.engine.scheduler import Daemon
 from sync_service.keep.sweep import HeldSweep
 from sync_service.keep.watch import Mirroring, PassReport
@@ -121,7 +122,7 @@ async def backfill(
             except MixpeekAuthError:
                 raise
             except Exception as exc:  # the listing, Qdrant or the store failed after retries
-                state.pass_errors[collection_id] = _describe(exc)
+                state.pass_errors[collection_id] = describe_error(exc, limit=300)
                 await _note_failure(store, collection_id, state.pass_errors[collection_id])
                 continue
             state.passes.append(report)
@@ -195,8 +196,3 @@ async def _count(
 def _upstream_data(error: str) -> bool:
     # The removal breaker's "points were kept" is a 404 that looks like a wrong URL: trouble.
     return error.startswith(UPSTREAM_OUTCOMES) and "were kept" not in error
-
-
-def _describe(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [""])[0][:300]
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -202,16 +202,9 @@ class Mirroring:
                     collection_id, newest([epoch(a) for a in top.results])
                 )
                 mirror = await self.store.mirror(collection_id) or mirror
-            number, previous = mirror.pass_next_page, None
-            while True:
-                page = await self._page(collection_id, number, None, FULL_SORT)
-                ids = [a.asset_id for a in page.results]
-                if ids and ids == previous:  # a server ignoring ?page= would loop forever
-                    raise ListingError(
-                        f"Mixpeek served page {number} of {collection_id} twice (does it "
-                        "ignore ?page=?): the listing is incomplete"
-                    )
-                previous = ids
+            async for number, page in self._pages(
+                collection_id, FULL_SORT, first=mirror.pass_next_page
+            ):
                 await self._record(
                     report,
                     page,
@@ -221,9 +214,6 @@ class Mirroring:
                 )
                 if on_page is not None:
                     on_page(report, page.total)
-                if not page.has_next:
-                    break
-                number += 1
             await self.store.start_sweep(collection_id)
         if defer_sweep and not mirror.pass_no_sweep:
             await self.store.due_full_now(collection_id)
@@ -308,9 +298,11 @@ class Mirroring:
         except MixpeekError as exc:
             raise ListingError(f"listing {collection_id} failed on page {number}: {exc}") from exc
 
-    async def _pages(self, collection_id: str, sort: tuple[str, str]) -> AsyncIterator[Page[Asset]]:
-        """Every page of an unfiltered listing, in order."""
-        number, previous = 1, None
+    async def _pages(
+        self, collection_id: str, sort: tuple[str, str], *, first: int = 1
+    ) -> AsyncIterator[tuple[int, Page[Asset]]]:
+        """(number, page) of an unfiltered listing, in order from page ``first``."""
+        number, previous = first, None
         while True:
             page = await self._page(collection_id, number, None, sort)
             ids = [a.asset_id for a in page.results]
@@ -319,7 +311,7 @@ class Mirroring:
                     f"Mixpeek served page {number} of {collection_id} twice (does it ignore "
                     "?page=?): the listing is incomplete"
                 )
-            yield page
+            yield number, page
             if not page.has_next:
                 return
             number, previous = number + 1, ids
@@ -333,7 +325,7 @@ class Mirroring:
         """
         report = PassReport(collection_id, "full")
         listed: set[str] = set()
-        async for page in self._pages(collection_id, FULL_SORT):
+        async for _number, page in self._pages(collection_id, FULL_SORT):
             for asset in page.results:
                 listed.add(asset.asset_id)
                 report.queued.append(asset.asset_id)

@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
 
+from sync_service.control.logs import describe_error
 from sync_service.keep.watch import Mirroring
 from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekAuthError
@@ -143,7 +144,7 @@ class Watcher:
             if self.on_fatal is not None:
                 self.on_fatal(exc)
         except Exception as exc:  # upstream, Qdrant or store trouble: try again later
-            await self._failed(collection_id, _describe(exc), kind)
+            await self._failed(collection_id, describe_error(exc, limit=300), kind)
 
     async def _failed(self, collection_id: str, error: str, kind: str) -> None:
         full = self.mirroring.kind.get(collection_id, kind) == "full"
@@ -157,8 +158,3 @@ class Watcher:
         )
         with contextlib.suppress(Exception):
             await self.store.pass_failed(collection_id, error, retry_in=retry_in, full=full)
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
