@@ -363,7 +363,13 @@ URLS = st.builds(
 METADATA = {"metadata": st.none() | st.dictionaries(st.text(max_size=8), FINITE_JSON)}
 VALID_ITEMS = st.one_of(
     st.fixed_dictionaries(
-        {"kind": st.just("text"), "text": st.text(min_size=1, max_size=200)}, optional=METADATA
+        # A text of only whitespace is refused on purpose (422): a valid one has a letter or
+        # digit (never whitespace under Python's or the validator's own definition).
+        {
+            "kind": st.just("text"),
+            "text": st.text(min_size=1, max_size=200).filter(lambda t: any(c.isalnum() for c in t)),
+        },
+        optional=METADATA,
     ),
     st.fixed_dictionaries(
         {"kind": st.sampled_from(["video", "image"]), "url": URLS}, optional=METADATA
