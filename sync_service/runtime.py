@@ -14,35 +14,18 @@ from sync_service.engine.pipeline import Pipeline
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store, open_store
-from sync_service.upstream.gen_b.client import MixpeekClient, RequestObserver, RetryPolicy
+from sync_service.upstream.connect import open_upstream
+from sync_service.upstream.port import Upstream
 
 
 @dataclass
 class Service:
     settings: Settings
     store: Store
-    client: MixpeekClient
+    upstream: Upstream
     sink: QdrantSink
     pipeline: Pipeline
     metrics: Metrics
-
-
-def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) -> MixpeekClient:
-    return MixpeekClient(
-        base_url=settings.mixpeek_api_url,
-        api_key=settings.mixpeek_api_key,
-        namespace=settings.mixpeek_namespace,
-        max_in_flight=settings.max_concurrency,
-        rate_limit_per_minute=settings.rate_limit_per_minute,
-        observer=observer,
-        policy=RetryPolicy(
-            max_attempts=settings.http_max_attempts,
-            base_delay=settings.retry_base_delay,
-            max_delay=settings.retry_max_delay,
-            attempt_timeout=settings.http_timeout,
-            call_deadline=max(settings.http_timeout * 4, 120.0),
-        ),
-    )
 
 
 @asynccontextmanager
@@ -51,9 +34,9 @@ async def open_service(settings: Settings) -> AsyncIterator[Service]:
     async with open_store(settings) as store:
         sink = QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
         try:
-            async with mixpeek_client(settings, observer=metrics) as client:
-                pipeline = Pipeline(settings, store, client, sink, metrics)
-                yield Service(settings, store, client, sink, pipeline, metrics)
+            async with open_upstream(settings, observer=metrics) as upstream:
+                pipeline = Pipeline(settings, store, upstream, sink, metrics)
+                yield Service(settings, store, upstream, sink, pipeline, metrics)
         finally:
             await sink.close()
 
@@ -74,7 +57,7 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
     token = settings.api_token.get_secret_value() if settings.api_token else None
     app = create_api(
         store=service.store,
-        client=service.client,
+        upstream=service.upstream,
         sink=service.sink,
         metrics=service.metrics,
         token=token,

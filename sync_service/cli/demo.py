@@ -23,6 +23,7 @@ from sync_service.emulator import EmulatorConfig, EmulatorServer
 from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import Service, open_service
 from sync_service.settings import Settings
+from sync_service.upstream.port import Submission
 
 COLLECTION = "demo"
 DEMO_KEY = "demo-key"
@@ -81,14 +82,14 @@ async def _demo(settings: Settings, console: Console) -> int:
 
 
 async def _submit(service: Service) -> list[str]:
-    client, store = service.client, service.store
-    results = [await client.index_video_url(u, COLLECTION, metadata={"demo": True}) for u in VIDEOS]
-    results += [
-        await client.index_image_url(u, COLLECTION, metadata={"demo": True}) for u in IMAGES
+    meta = {"demo": True}
+    items = [
+        *(Submission("video", u, COLLECTION, meta) for u in VIDEOS),
+        *(Submission("image", u, COLLECTION, meta) for u in IMAGES),
+        *(Submission("text", t, COLLECTION, meta) for t in TEXTS),
     ]
-    results += [await client.index_text(t, COLLECTION, metadata={"demo": True}) for t in TEXTS]
-    task_ids = [r.task_id for r in results if r.task_id]
-    await store.track(task_ids, source="submit")
+    task_ids = [t for item in items if (t := await service.upstream.submit(item))]
+    await service.store.track(task_ids, source="submit")
     return task_ids
 
 

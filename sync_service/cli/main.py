@@ -6,8 +6,7 @@ import gc
 import json
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -17,9 +16,6 @@ from sync_service.cli import keep as cli_keep
 from sync_service.cli import watch as cli_watch
 from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
-
-if TYPE_CHECKING:
-    from sync_service.upstream.gen_b.models import IndexResult
 
 # The heavy parts (Qdrant client, SQLAlchemy, the pipeline) are imported inside the commands
 # that use them, so `status`, `track` and `--help` start quickly.
@@ -128,30 +124,25 @@ def submit(
     if any(not t.strip() for t in text):
         fail("--text must not be empty", 2)
     meta = _parse_metadata(metadata)
-    from sync_service.runtime import mixpeek_client
     from sync_service.state.store import open_store
-    from sync_service.upstream.errors import MixpeekError
+    from sync_service.upstream.connect import open_upstream
+    from sync_service.upstream.port import MixpeekError, Submission
+
+    items = [
+        *(Submission("video", u, collection_id, meta, prevent_duplicate) for u in video),
+        *(Submission("image", u, collection_id, meta, prevent_duplicate) for u in image),
+        *(Submission("text", t, collection_id, meta) for t in text),
+    ]
 
     async def main() -> list[str]:
         submitted: list[str] = []
-        async with open_store(settings) as store, mixpeek_client(settings) as client:
-            jobs: list[tuple[Callable[..., Awaitable[IndexResult]], str]] = [
-                (client.index_video_url, u) for u in video
-            ]
-            jobs += [(client.index_image_url, u) for u in image]
-            for index, item in jobs:
-                result = await index(
-                    item, collection_id, metadata=meta, prevent_duplicate=prevent_duplicate
-                )
-                if result.task_id:
+        async with open_store(settings) as store, open_upstream(settings) as upstream:
+            for item in items:
+                task_id = await upstream.submit(item)
+                if task_id:
                     # Tracked one by one: a failure half-way loses none already submitted.
-                    await store.track([result.task_id], source="submit")
-                    submitted.append(result.task_id)
-            for body in text:
-                result = await client.index_text(body, collection_id, metadata=meta)
-                if result.task_id:
-                    await store.track([result.task_id], source="submit")
-                    submitted.append(result.task_id)
+                    await store.track([task_id], source="submit")
+                    submitted.append(task_id)
         return submitted
 
     try:
@@ -378,7 +369,7 @@ def main() -> None:
         from sqlalchemy.exc import SQLAlchemyError
 
         from sync_service.qdrant.sink import SinkUnavailable
-        from sync_service.upstream.errors import MixpeekError
+        from sync_service.upstream.port import MixpeekError
 
         if isinstance(exc, SQLAlchemyError):
             _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")

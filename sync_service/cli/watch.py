@@ -66,8 +66,9 @@ def backfill(
     from sync_service.engine.scheduler import Daemon, worker_name
     from sync_service.keep import backfill as bf
     from sync_service.keep.watch import Mirroring
-    from sync_service.runtime import mixpeek_client, open_service
+    from sync_service.runtime import open_service
     from sync_service.state.store import open_store
+    from sync_service.upstream.connect import open_upstream
 
     started = time.monotonic()
     bar = progress_bar(enabled=progress)
@@ -93,7 +94,7 @@ def backfill(
             mirroring = Mirroring(
                 settings,
                 service.store,
-                service.client,
+                service.upstream,
                 service.sink,
                 service.metrics,
                 on_queued=daemon._kick,
@@ -111,8 +112,8 @@ def backfill(
 
     async def queue_only() -> bf.Progress:
         # A running daemon holds the embedded Qdrant: list and queue; it syncs and sweeps.
-        async with open_store(settings) as store, mixpeek_client(settings) as client:
-            mirroring = Mirroring(settings, store, client, None, page_size=page_size)
+        async with open_store(settings) as store, open_upstream(settings) as upstream:
+            mirroring = Mirroring(settings, store, upstream, None, page_size=page_size)
             return await bf.backfill(
                 mirroring,
                 None,
@@ -195,7 +196,7 @@ def _dry_run(ids: list[str], page_size: int) -> None:
     async def main() -> list[PassReport]:
         async with open_service(settings) as service:
             mirroring = Mirroring(
-                settings, service.store, service.client, service.sink, page_size=page_size
+                settings, service.store, service.upstream, service.sink, page_size=page_size
             )
             return [await mirroring.preview(cid) for cid in ids]
 

@@ -34,8 +34,7 @@ from sync_service.control.metrics import Metrics
 from sync_service.keep.watch_status import watch_view
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.state.store import Store
-from sync_service.upstream.errors import MixpeekError
-from sync_service.upstream.gen_b.client import MixpeekClient
+from sync_service.upstream.port import MixpeekError, Submission, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +156,7 @@ class StatusAnswer(BaseModel):
 def create_api(
     *,
     store: Store,
-    client: MixpeekClient,
+    upstream: Upstream,
     sink: QdrantSink,
     metrics: Metrics,
     token: str | None = None,
@@ -213,7 +212,7 @@ def create_api(
         errors: list[str] = []
         for number, item in enumerate(body.items):
             try:
-                task_id = await _index(client, item, body.collection_id, body.prevent_duplicate)
+                task_id = await _index(upstream, item, body.collection_id, body.prevent_duplicate)
             except (MixpeekError, ValueError) as exc:  # ValueError: the client refused the item
                 errors.append(f"item {number}: {exc}")
                 continue
@@ -289,17 +288,14 @@ def _printable(value: object) -> object:
     return value if isinstance(value, int) else str(value)
 
 
-async def _index(client: MixpeekClient, item: Item, collection_id: str, dedupe: bool) -> str:
-    if item.kind == "text":
-        result = await client.index_text(item.text or "", collection_id, metadata=item.metadata)
-    else:
-        index = client.index_video_url if item.kind == "video" else client.index_image_url
-        result = await index(
-            str(item.url), collection_id, metadata=item.metadata, prevent_duplicate=dedupe
-        )
-    if not result.task_id:
+async def _index(upstream: Upstream, item: Item, collection_id: str, dedupe: bool) -> str:
+    content = (item.text or "") if item.kind == "text" else str(item.url)
+    task_id = await upstream.submit(
+        Submission(item.kind, content, collection_id, item.metadata, prevent_duplicate=dedupe)
+    )
+    if not task_id:
         raise MixpeekError("Mixpeek answered without a task_id", status=None)
-    return result.task_id
+    return task_id
 
 
 async def _check(probe: Callable[[], Awaitable[None]]) -> str:

@@ -15,16 +15,13 @@ from __future__ import annotations
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
-from sync_service.engine import fetch
 from sync_service.engine.failpoints import failpoint
-from sync_service.engine.fetch import FetchedAsset, classify_asset
 from sync_service.engine.persist import persist
-from sync_service.engine.points import Plan, Rejected, collection_name, excerpt, plan_points
+from sync_service.engine.points import Plan, Rejected, collection_name, excerpt, plan_content
 from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
 from sync_service.engine.resync import plan_writes
 from sync_service.keep.forget import remove_assets
@@ -33,9 +30,16 @@ from sync_service.settings import Settings
 from sync_service.state.ledger import ASSET_JOB_PREFIX
 from sync_service.state.records import Claim, DeadLetter, SyncedFeature, SyncResult
 from sync_service.state.store import Store
-from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.upstream.gen_b.client import MixpeekClient
-from sync_service.upstream.gen_b.models import Task, TaskOutcome
+from sync_service.upstream.port import (
+    Asset,
+    AssetContent,
+    MixpeekAuthError,
+    MixpeekError,
+    MixpeekNotFound,
+    TaskOutcome,
+    TaskState,
+    Upstream,
+)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +62,13 @@ class Pipeline:
         self,
         settings: Settings,
         store: Store,
-        client: MixpeekClient,
+        upstream: Upstream,
         sink: QdrantSink,
         metrics: Metrics | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.client = client
+        self.upstream = upstream
         self.sink = sink
         self.metrics = metrics or Metrics()
         # Fetch outcomes are shared by replicas with the same upstream: URL and namespace.
@@ -85,7 +89,7 @@ class Pipeline:
             await self._sync(claim, claim.asset_id, None)
             return
         try:
-            task = await self.client.get_task(claim.task_id)
+            task = await self.upstream.get_task(claim.task_id)
         except MixpeekNotFound:
             await self._fail(claim, "task not found upstream (404)")
             return
@@ -100,7 +104,10 @@ class Pipeline:
         if outcome is TaskOutcome.PENDING:
             await self._not_finished(claim, task)
         elif outcome is TaskOutcome.FAILED:
-            await self._fail(claim, await fetch.upstream_error(self.client, task), task.status)
+            reason = f"failed upstream (status {task.status})"
+            if why := await self.upstream.failure_reason(task):
+                reason = f"{reason}: {why}"
+            await self._fail(claim, reason, task.status)
         elif not task.asset_id:
             await self._fail(claim, "task is DONE but names no asset_id", task.status)
         else:
@@ -113,7 +120,7 @@ class Pipeline:
 
     # -- the three outcomes ---------------------------------------------------------------
 
-    async def _not_finished(self, claim: Claim, task: Task) -> None:
+    async def _not_finished(self, claim: Claim, task: TaskState) -> None:
         waited = claim.claimed_at - claim.created_at
         if waited > self.settings.task_timeout:
             await self._fail(
@@ -137,7 +144,7 @@ class Pipeline:
             },
         )
 
-    async def _sync(self, claim: Claim, asset_id: str, task: Task | None) -> None:
+    async def _sync(self, claim: Claim, asset_id: str, task: TaskState | None) -> None:
         """Sync the asset of a DONE task (or of an asset job, ``task`` None).
 
         Syncing again is a re-sync: only new and changed points are written, then the points
@@ -149,13 +156,12 @@ class Pipeline:
             if task is None and (outcome := self._asset_outcome(fetched)) is not None:
                 await outcome(claim)
                 return
-            status = status or str(fetched.asset.get("status") or "DONE")
+            status = status or fetched.asset.status or "DONE"
             await failpoint("after_fetch")
             target = collection_name(self.settings.qdrant_collection_for(fetched.collection_id))
             task_id = payload_task_id(claim.task_id, fetched.asset)
-            plan = plan_points(
-                fetched.features,
-                fetched.asset,
+            plan = plan_content(
+                fetched,
                 task_id,
                 await self.sink.schema(target),
                 self.settings.vector_sizes,
@@ -203,7 +209,10 @@ class Pipeline:
             except SinkUnavailable as exc:
                 await self._retry_later(claim, str(exc), count_attempt=False, done=asset_id)
                 return
-        rejected = fetched.vanished + plan.rejected
+        rejected = [
+            Rejected(f.feature_id, "feature vanished upstream (404)", excerpt(f.data))
+            for f in fetched.vanished
+        ] + plan.rejected
         result = SyncResult(
             upstream_status=status,
             asset_id=asset_id,
@@ -226,7 +235,7 @@ class Pipeline:
             version=claim.claimed_at,
             written=frozenset(p.feature_id for p in writes.upsert + writes.payload_only),
             upstream=self.upstream_key,
-            asset_stamp=_stamp(fetched.asset),
+            asset_stamp=fetched.asset.stamp,
         )
         lag = await persist(lambda: self.store.mark_synced(claim, result))
         self.metrics.task_synced(len(plan.points), len(rejected), lag)
@@ -258,27 +267,28 @@ class Pipeline:
 
     # -- steps ------------------------------------------------------------------------------
 
-    async def fetch_asset(self, asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
-        """The asset with every feature's vectors, as :func:`.fetch.fetch_asset` fetches it.
+    async def fetch_asset(self, asset_id: str, *, only_if_done: bool = False) -> AssetContent:
+        """The asset with every feature's vectors, as the upstream serves it.
 
-        A method, with this pipeline's client, because ``verify`` and ``reindex`` fetch through
-        the service's pipeline: what they compare or rebuild from is what the daemon syncs.
+        A method, with this pipeline's upstream, because ``verify`` and ``reindex`` fetch
+        through the service's pipeline: what they compare or rebuild from is what the daemon
+        syncs.
         """
-        return await fetch.fetch_asset(self.client, asset_id, only_if_done=only_if_done)
+        return await self.upstream.fetch_content(asset_id, only_if_done=only_if_done)
 
-    def _asset_outcome(self, fetched: FetchedAsset) -> Callable[[Claim], Awaitable[None]] | None:
+    def _asset_outcome(self, fetched: AssetContent) -> Callable[[Claim], Awaitable[None]] | None:
         """For an asset job: what to do instead of syncing when the asset is not DONE."""
-        status = fetched.asset.get("status")
-        outcome = classify_asset(fetched.asset)
-        if outcome is TaskOutcome.SUCCEEDED:
+        asset = fetched.asset
+        if asset.outcome is TaskOutcome.SUCCEEDED:
             return None
-        if outcome is TaskOutcome.FAILED:
-            error = fetched.asset.get("error")
-            reason = f"failed upstream (asset status {status})" + (f": {error}" if error else "")
-            return lambda claim: self._fail(claim, reason, str(status))
+        if asset.outcome is TaskOutcome.FAILED:
+            reason = f"failed upstream (asset status {asset.status})" + (
+                f": {asset.error}" if asset.error else ""
+            )
+            return lambda claim: self._fail(claim, reason, str(asset.status))
 
         async def later(claim: Claim) -> None:
-            task = Task(task_id=claim.task_id, asset_id=None, status=str(status))
+            task = TaskState(claim.task_id, str(asset.status), asset.outcome)
             await self._not_finished(claim, task)
 
         return later
@@ -375,14 +385,9 @@ class Pipeline:
         )
 
 
-def _stamp(asset: Mapping[str, Any]) -> str | None:
-    stamp = asset.get("updated_at")
-    return None if stamp is None else str(stamp)
-
-
-def payload_task_id(job_id: str, asset: Mapping[str, Any]) -> str:
+def payload_task_id(job_id: str, asset: Asset) -> str:
     """The ``task_id`` a job's points carry: the tracked task's own id; for an asset job
     (backfill, repair), the task upstream names on the asset, if any."""
     if job_id.startswith(ASSET_JOB_PREFIX):
-        return str(asset.get("task_id") or job_id)
+        return asset.task_id or job_id
     return job_id

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from sync_service.upstream.port import AssetContent
+
 FEATURE_NAMESPACE_PREFIX = "mixpeek://feature/"
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Qdrant refuses these in a collection name (and control characters).
@@ -153,6 +155,17 @@ def plan_points(
     used = {name for point in plan.points for name in point.vectors}
     plan.new_vectors = {n: spec for n, spec in plan.new_vectors.items() if n in used}
     return plan
+
+
+def plan_content(
+    content: AssetContent,
+    task_id: str,
+    schema: Mapping[str, VectorSpec],
+    sizes: Mapping[str, int] | None = None,
+) -> Plan:
+    """:func:`plan_points` for an asset's content as the upstream served it."""
+    features = [f.data for f in content.features]
+    return plan_points(features, content.asset.data, task_id, schema, sizes)
 
 
 def _new_vector_specs(

@@ -104,7 +104,7 @@ class Daemon:
             mirroring = Mirroring(
                 settings,
                 store,
-                pipeline.client,
+                pipeline.upstream,
                 pipeline.sink,
                 pipeline.metrics,
                 on_queued=daemon._kick,

@@ -25,7 +25,7 @@ from sync_service.keep.sweep import HeldSweep
 from sync_service.keep.watch import Mirroring, PassReport
 from sync_service.keep.watcher import holding, lock_name
 from sync_service.state.store import Store
-from sync_service.upstream.errors import MixpeekAuthError
+from sync_service.upstream.port import MixpeekAuthError
 
 log = logging.getLogger(__name__)
 

@@ -19,13 +19,13 @@ from sync_service.engine.points import (
     PlannedPoint,
     Rejected,
     VectorSpec,
-    plan_points,
+    plan_content,
     point_id_for,
 )
 from sync_service.keep.forget import remove_assets
 from sync_service.runtime import Service
 from sync_service.state.ledger import LedgerRow
-from sync_service.upstream.errors import MixpeekNotFound
+from sync_service.upstream.port import MixpeekNotFound
 
 #: Called with (stage, assets done, assets in the stage) after each asset written.
 Progress = Callable[[str, int, int], None]
@@ -116,7 +116,7 @@ async def _write_asset(
         return None
     task_id = payload_task_id(task_id, fetched.asset)
     schema, sizes = await sink.schema(target), service.settings.vector_sizes
-    plan = plan_points(fetched.features, fetched.asset, task_id, schema, sizes)
+    plan = plan_content(fetched, task_id, schema, sizes)
     # A vector name upstream serves now and the collection lacks is added, as the pipeline does.
     lacking = set(await sink.ensure_vectors(target, plan.new_vectors))
     refused = {p.point_id: "vector name refused" for p in plan.points if lacking & set(p.vectors)}
@@ -149,7 +149,7 @@ async def upstream_schema(
             fetched = await service.pipeline.fetch_asset(asset_id)
         except MixpeekNotFound:
             continue  # the fill skips it too
-        plan = plan_points(fetched.features, fetched.asset, tasks[asset_id], {}, sizes)
+        plan = plan_content(fetched, tasks[asset_id], {}, sizes)
         if plan.new_vectors:
             return {**current, **plan.new_vectors, **configured}
     return {**current, **configured}

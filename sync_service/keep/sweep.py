@@ -20,8 +20,7 @@ from sync_service.keep.forget import Removal, apply_removal, plan_removal
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
-from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.upstream.gen_b.client import MixpeekClient
+from sync_service.upstream.port import MixpeekAuthError, MixpeekError, MixpeekNotFound, Upstream
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +54,13 @@ class Sweeper:
         self,
         settings: Settings,
         store: Store,
-        client: MixpeekClient,
+        upstream: Upstream,
         sink: QdrantSink | None,
         metrics: Metrics,
     ) -> None:
         self.settings = settings
         self.store = store
-        self.client = client
+        self.upstream = upstream
         self.sink = sink
         self.metrics = metrics
 
@@ -116,7 +115,7 @@ class Sweeper:
 
         async def gone(asset_id: str) -> bool:
             try:
-                await self.client.get_asset(asset_id)
+                await self.upstream.get_asset(asset_id)
             except MixpeekNotFound:
                 return True
             except MixpeekAuthError:

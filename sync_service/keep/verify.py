@@ -27,14 +27,14 @@ import numpy as np
 from qdrant_client import models
 
 from sync_service.engine.pipeline import FatalError, payload_task_id
-from sync_service.engine.points import SparseValues, Vector, payload_fingerprint, plan_points
+from sync_service.engine.points import SparseValues, Vector, payload_fingerprint, plan_content
 from sync_service.engine.scheduler import worker_name
 from sync_service.keep.forget import apply_removal, check_guard, plan_removal
 from sync_service.qdrant.sink import VERSION_FIELD, synced_payload
 from sync_service.runtime import Service
 from sync_service.state.ledger import asset_job_id
 from sync_service.state.store import FAILED, PENDING, SYNCED, LeaseLost, Store
-from sync_service.upstream.errors import MixpeekError, MixpeekNotFound
+from sync_service.upstream.port import MixpeekError, MixpeekNotFound
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +245,8 @@ async def _against_upstream(
     # The pipeline's rule for an asset job: the asset's own task id, else the job's.
     newest = max(ledger, key=lambda row: row.synced_at) if ledger else None
     task_id = payload_task_id(newest.task_id if newest else asset_job_id(asset_id), fetched.asset)
-    plan = plan_points(
-        fetched.features,
-        fetched.asset,
+    plan = plan_content(
+        fetched,
         task_id,
         await sink.schema(name),
         service.settings.vector_sizes,

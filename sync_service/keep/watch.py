@@ -16,30 +16,31 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.failpoints import failpoint
-from sync_service.keep.stamps import changed_since, epoch, newest, stamp
 from sync_service.keep.sweep import HeldSweep, Sweeper
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.listings import Listed
 from sync_service.state.mirrors import SWEEPING
 from sync_service.state.store import Store
-from sync_service.upstream.errors import MixpeekAuthError, MixpeekError
-from sync_service.upstream.gen_b.client import MixpeekClient
-from sync_service.upstream.gen_b.models import Asset, Page, TaskOutcome, classify_status
+from sync_service.upstream.port import (
+    AssetPage,
+    ListOrder,
+    MixpeekAuthError,
+    MixpeekError,
+    TaskOutcome,
+    Upstream,
+)
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 #: The listing's order: by creation, so assets added during a pass append to its end.
-FULL_SORT = ("created_at", "asc")
-CHANGED_SORT = ("updated_at", "asc")
-NEWEST_FIRST = ("updated_at", "desc")
+FULL_SORT = ListOrder.CREATED
 
 
 class ListingError(Exception):
@@ -70,7 +71,7 @@ class Mirroring:
         self,
         settings: Settings,
         store: Store,
-        client: MixpeekClient,
+        upstream: Upstream,
         sink: QdrantSink | None,
         metrics: Metrics | None = None,
         *,
@@ -79,10 +80,10 @@ class Mirroring:
     ) -> None:
         self.settings = settings
         self.store = store
-        self.client = client
+        self.upstream = upstream
         self.sink = sink
         self.metrics = metrics or Metrics()
-        self.sweeper = Sweeper(settings, store, client, sink, self.metrics)
+        self.sweeper = Sweeper(settings, store, upstream, sink, self.metrics)
         self.on_queued = on_queued
         self.page_size = page_size
         self._said_ignored: set[str] = set()
@@ -111,8 +112,8 @@ class Mirroring:
         # one under it. Only a page of one single stamp is paged by number.
         since, number = bound, 1
         while True:
-            page = await self._page(collection_id, number, changed_since(since), CHANGED_SORT)
-            stamps = [epoch(a) for a in page.results]
+            page = await self._page(collection_id, number, ListOrder.CHANGED, since=since)
+            stamps = [a.changed_at for a in page.assets]
             known = [t for t in stamps if t is not None]
             if len(known) < len(stamps) or any(t < since - 0.001 for t in known):
                 return await self._fell_back(collection_id, "ignored the updated_at filter")
@@ -197,9 +198,9 @@ class Mirroring:
                 # The watermark this pass leaves: upstream's newest change before it began.
                 # Changes during the listing are newer, so the incremental passes after it
                 # find them, on pages already listed too.
-                top = await self._page(collection_id, 1, None, NEWEST_FIRST, size=1)
+                top = await self._page(collection_id, 1, ListOrder.NEWEST_CHANGE, size=1)
                 await self.store.set_pass_watermark(
-                    collection_id, newest([epoch(a) for a in top.results])
+                    collection_id, newest([a.changed_at for a in top.assets])
                 )
                 mirror = await self.store.mirror(collection_id) or mirror
             async for number, page in self._pages(
@@ -243,7 +244,7 @@ class Mirroring:
     async def _record(
         self,
         report: PassReport,
-        page: Page[Asset],
+        page: AssetPage,
         cursor: tuple[int, int] | None,
         *,
         watermark: float | None,
@@ -251,12 +252,7 @@ class Mirroring:
     ) -> None:
         """Record a listed page (with a full pass's (pass number, next page) ``cursor``)."""
         listed = [
-            Listed(
-                a.asset_id,
-                stamp(a),
-                failed=_outcome(a) is TaskOutcome.FAILED,
-            )
-            for a in page.results
+            Listed(a.asset_id, a.stamp, failed=a.outcome is TaskOutcome.FAILED) for a in page.assets
         ]
         queued = await self.store.record_page(
             report.collection_id,
@@ -279,19 +275,19 @@ class Mirroring:
         self,
         collection_id: str,
         number: int,
-        filters: dict[str, Any] | None,
-        sort: tuple[str, str],
+        order: ListOrder,
         *,
+        since: float | None = None,
         size: int | None = None,
-    ) -> Page[Asset]:
+    ) -> AssetPage:
         """One page of the listing; ListingError if it cannot be read (after retries)."""
         try:
-            return await self.client.list_assets(
+            return await self.upstream.list_assets(
                 collection_id,
+                order=order,
                 page=number,
                 page_size=size or self.page_size,
-                filters=filters,
-                sort=sort,
+                changed_since=since,
             )
         except MixpeekAuthError:
             raise
@@ -299,13 +295,13 @@ class Mirroring:
             raise ListingError(f"listing {collection_id} failed on page {number}: {exc}") from exc
 
     async def _pages(
-        self, collection_id: str, sort: tuple[str, str], *, first: int = 1
-    ) -> AsyncIterator[tuple[int, Page[Asset]]]:
+        self, collection_id: str, order: ListOrder, *, first: int = 1
+    ) -> AsyncIterator[tuple[int, AssetPage]]:
         """(number, page) of an unfiltered listing, in order from page ``first``."""
         number, previous = first, None
         while True:
-            page = await self._page(collection_id, number, None, sort)
-            ids = [a.asset_id for a in page.results]
+            page = await self._page(collection_id, number, order)
+            ids = [a.asset_id for a in page.assets]
             if ids and ids == previous:  # a server ignoring ?page= would loop forever
                 raise ListingError(
                     f"Mixpeek served page {number} of {collection_id} twice (does it ignore "
@@ -326,10 +322,10 @@ class Mirroring:
         report = PassReport(collection_id, "full")
         listed: set[str] = set()
         async for _number, page in self._pages(collection_id, FULL_SORT):
-            for asset in page.results:
+            for asset in page.assets:
                 listed.add(asset.asset_id)
                 report.queued.append(asset.asset_id)
-                if _outcome(asset) is TaskOutcome.FAILED:
+                if asset.outcome is TaskOutcome.FAILED:
                     report.failed_upstream.append(asset.asset_id)
         report.listed = len(listed)
         candidates = sorted(await self.store.known_assets(collection_id) - listed)
@@ -366,5 +362,7 @@ class Mirroring:
         )
 
 
-def _outcome(asset: Asset) -> TaskOutcome:
-    return classify_status(asset.status) if asset.status else TaskOutcome.SUCCEEDED
+def newest(stamps: Sequence[float | None]) -> float | None:
+    """The newest of these change stamps (epoch seconds; None if none is known)."""
+    known = [s for s in stamps if s is not None]
+    return max(known) if known else None

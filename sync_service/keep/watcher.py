@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from sync_service.control.logs import describe_error
 from sync_service.keep.watch import Mirroring
 from sync_service.state.store import Store
-from sync_service.upstream.errors import MixpeekAuthError
+from sync_service.upstream.port import MixpeekAuthError
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ from sync_service.engine.pipeline import Pipeline
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
+from sync_service.upstream.gen_b.adapter import GenBUpstream
 from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.conftest import API_KEY
 
@@ -69,12 +70,20 @@ async def stack(tmp_path: Path, emulator: EmulatorServer) -> AsyncIterator[Stack
     async with MixpeekClient(
         base_url=emulator.url, api_key=API_KEY, policy=policy, observer=metrics
     ) as client:
+        upstream = GenBUpstream(client)
         app = create_api(
-            store=store, client=client, sink=sink, metrics=metrics, token=TOKEN, max_body_bytes=4096
+            store=store,
+            upstream=upstream,
+            sink=sink,
+            metrics=metrics,
+            token=TOKEN,
+            max_body_bytes=4096,
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield Stack(store, client, sink, http, Pipeline(settings, store, client, sink, metrics))
+            yield Stack(
+                store, client, sink, http, Pipeline(settings, store, upstream, sink, metrics)
+            )
     await sink.close()
     await store.close()
 

@@ -40,6 +40,7 @@ from sync_service.emulator import EmulatorConfig, EmulatorServer
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.state.records import DeadLetter, SyncResult
 from sync_service.state.store import Store
+from sync_service.upstream.gen_b.adapter import GenBUpstream
 from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.conftest import API_KEY
 
@@ -152,7 +153,7 @@ def api(tmp_path_factory: pytest.TempPathFactory, emulator: EmulatorServer) -> I
         await seed(store)
         app = create_api(
             store=store,
-            client=client,
+            upstream=GenBUpstream(client),
             sink=sink,
             metrics=Metrics(),
             token=TOKEN,

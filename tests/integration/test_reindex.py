@@ -23,13 +23,13 @@ from qdrant_client import QdrantClient, models
 
 from sync_service.emulator import EmulatorServer
 from sync_service.emulator.lifecycle import ReindexMode
-from sync_service.engine.fetch import FetchedAsset
 from sync_service.engine.scheduler import Daemon
 from sync_service.keep.forget import apply_removal, plan_removal
 from sync_service.keep.reindex import ReindexError, ReindexReport, reindex, rollback
 from sync_service.runtime import Service, open_service
 from sync_service.settings import Distance, Settings
 from sync_service.upstream.errors import MixpeekNotFound
+from sync_service.upstream.port import AssetContent
 from tests.conftest import API_KEY, local_settings
 from tests.qdrant_server import QdrantStandIn
 from tests.support import IN_STEP, compare_points, expected_point, served
@@ -265,7 +265,7 @@ async def _reindex_while_the_daemon_syncs(
     fetched, release = asyncio.Event(), asyncio.Event()
     draining = False
 
-    async def held(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+    async def held(asset_id: str, *, only_if_done: bool = False) -> AssetContent:
         answer = await real(asset_id, only_if_done=only_if_done)
         if asset_id == changed and not draining:
             if not fetched.is_set():  # the fill's fetch: its write waits for the daemon's
@@ -424,7 +424,7 @@ async def test_a_resumed_fill_is_rebuilt_at_the_size_upstream_serves_now(
     real = pipeline.fetch_asset
     calls = 0
 
-    async def crashing(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+    async def crashing(asset_id: str, *, only_if_done: bool = False) -> AssetContent:
         nonlocal calls
         calls += 1
         if calls > 2:
@@ -472,7 +472,7 @@ async def test_an_interrupted_rollback_is_resumed(
     synced.tasks[changed] = task_id
     real = pipeline.fetch_asset
 
-    async def down(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+    async def down(asset_id: str, *, only_if_done: bool = False) -> AssetContent:
         raise Crash("upstream fell over")
 
     monkeypatch.setattr(pipeline, "fetch_asset", down)
@@ -500,7 +500,7 @@ async def test_a_crashed_fill_keeps_the_alias_and_the_next_run_resumes(
     stuck = asyncio.Event()
     calls = 0
 
-    async def crashing(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+    async def crashing(asset_id: str, *, only_if_done: bool = False) -> AssetContent:
         nonlocal calls
         calls += 1
         if calls > 2:
@@ -633,7 +633,7 @@ async def test_upstream_losing_most_assets_does_not_swap(
 ) -> None:
     """Every asset 404s (a wrong key or namespace, most likely): the delete guard holds."""
 
-    async def gone(asset_id: str, *, only_if_done: bool = False) -> FetchedAsset:
+    async def gone(asset_id: str, *, only_if_done: bool = False) -> AssetContent:
         raise MixpeekNotFound(f"asset {asset_id} not found", status=404)
 
     monkeypatch.setattr(synced.service.pipeline, "fetch_asset", gone)

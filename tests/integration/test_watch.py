@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,10 @@ from sync_service.engine.scheduler import Daemon
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import PassLost, Watcher, holding, lock_name
 from sync_service.runtime import Service, open_service
+from sync_service.upstream.port import ListOrder
 from tests.conftest import local_settings
+
+CREATED = ListOrder.CREATED
 
 COLLECTION = "watched"
 
@@ -46,7 +50,7 @@ async def drain(svc: Service) -> None:
 
 
 def mirroring(svc: Service, page_size: int = 100) -> Mirroring:
-    return Mirroring(svc.settings, svc.store, svc.client, svc.sink, page_size=page_size)
+    return Mirroring(svc.settings, svc.store, svc.upstream, svc.sink, page_size=page_size)
 
 
 async def mirrored(
@@ -78,7 +82,7 @@ async def test_an_incremental_pass_with_nothing_changed_is_one_request(
     assert quiet.queued == [] and not quiet.fell_back
 
     # A change and a creation by someone else: queued, and only they are.
-    changed = (await service.client.list_assets(COLLECTION, page=1, page_size=1)).results[0]
+    changed = (await service.upstream.list_assets(COLLECTION, order=CREATED, page_size=1)).assets[0]
     httpx.post(
         f"{emulator.url}/_emulator/assets/{changed.asset_id}/reindex", json={"mode": "payload"}
     ).raise_for_status()
@@ -99,7 +103,7 @@ async def test_a_full_pass_cut_short_resumes_at_its_next_page(
     seed(emulator, 30)
     m = mirroring(service, page_size=10)
     pages = 0
-    original = service.client.list_assets
+    original = service.upstream.list_assets
 
     async def flaky(*args: Any, **kwargs: Any) -> Any:
         nonlocal pages
@@ -108,7 +112,7 @@ async def test_a_full_pass_cut_short_resumes_at_its_next_page(
             raise httpx.ConnectError("upstream went away")
         return await original(*args, **kwargs)
 
-    service.client.list_assets = flaky  # type: ignore[method-assign]
+    service.upstream.list_assets = flaky  # type: ignore[method-assign]
     with pytest.raises(httpx.ConnectError):
         await m.full(COLLECTION)
     mirror = await service.store.mirror(COLLECTION)
@@ -144,14 +148,13 @@ async def test_a_sweep_confirms_each_candidate_and_keeps_what_it_cannot_confirm(
     httpx.delete(
         f"{emulator.url}/assets/{ids[0]}", headers={"Authorization": "Bearer sk-test-SECRET-4242"}
     ).raise_for_status()
-    original = service.client.list_assets
+    original = service.upstream.list_assets
 
     async def hiding(*args: Any, **kwargs: Any) -> Any:
         page = await original(*args, **kwargs)
-        page.results = [a for a in page.results if a.asset_id != ids[1]]
-        return page
+        return replace(page, assets=[a for a in page.assets if a.asset_id != ids[1]])
 
-    service.client.list_assets = hiding  # type: ignore[method-assign]
+    service.upstream.list_assets = hiding  # type: ignore[method-assign]
     report = await m.full(COLLECTION)
     assert report.gone == [ids[0]] and report.held is None
     kept = {r.asset_id for r in await service.store.ledger()}
@@ -210,30 +213,30 @@ async def test_a_change_on_a_page_already_listed_is_found_by_the_next_incrementa
     ids = seed(emulator, 30)
     async with open_service(settings) as svc:
         m = mirroring(svc, page_size=10)
-        original = svc.client.list_assets
+        original = svc.upstream.list_assets
         served: list[int] = []
 
         async def changing(*args: Any, **kwargs: Any) -> Any:
             page = await original(*args, **kwargs)
-            if kwargs.get("sort") == ("created_at", "asc"):
+            if kwargs.get("order") is CREATED:
                 served.append(kwargs["page"])
-                first, last = page.results[0].asset_id, ids[-1]
+                first, last = page.assets[0].asset_id, ids[-1]
                 if kwargs["page"] == 1:  # behind the cursor from now on
                     reindex(emulator, first)
                     await asyncio.sleep(0.01)
                     reindex(emulator, last)  # on page 3, listed with the newest stamp
             return page
 
-        svc.client.list_assets = changing  # type: ignore[method-assign]
+        svc.upstream.list_assets = changing  # type: ignore[method-assign]
         await m.full(COLLECTION)
         listed: list[str] = []
 
         async def recording(*args: Any, **kwargs: Any) -> Any:
             page = await original(*args, **kwargs)
-            listed.extend(a.asset_id for a in page.results)
+            listed.extend(a.asset_id for a in page.assets)
             return page
 
-        svc.client.list_assets = recording  # type: ignore[method-assign]
+        svc.upstream.list_assets = recording  # type: ignore[method-assign]
         await m.incremental(COLLECTION)
         assert ids[0] in listed and ids[-1] in listed
 
@@ -245,14 +248,14 @@ async def test_incremental_passes_go_on_while_a_full_pass_waits_to_retry(
     m = mirroring(service, page_size=10)
     await m.full(COLLECTION)
     service.settings.watch_interval = 0.01
-    svc_list = service.client.list_assets
+    svc_list = service.upstream.list_assets
 
     async def page_2_fails(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("sort") == ("created_at", "asc") and kwargs.get("page") == 2:
+        if kwargs.get("order") is CREATED and kwargs.get("page") == 2:
             raise httpx.ConnectError("page 2 is broken")
         return await svc_list(*args, **kwargs)
 
-    service.client.list_assets = page_2_fails  # type: ignore[method-assign]
+    service.upstream.list_assets = page_2_fails  # type: ignore[method-assign]
     await service.store.watch_add([COLLECTION], source="cli")
     with pytest.raises(httpx.ConnectError):
         await m.full(COLLECTION)

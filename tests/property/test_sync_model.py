@@ -74,6 +74,7 @@ from sync_service.qdrant.sink import QdrantSink, RefusedPoint
 from sync_service.settings import Settings
 from sync_service.state.schema import tasks
 from sync_service.state.store import FAILED, PENDING, SYNCED, LeaseLost, Store
+from sync_service.upstream.gen_b.adapter import GenBUpstream
 from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from tests.support import IN_STEP, compare_points, expected_point, point_id
 
@@ -343,7 +344,7 @@ class SyncModel(RuleBasedStateMachine):
             policy=RetryPolicy(max_attempts=3, base_delay=0.0, max_delay=0.0, sleep=_no_sleep),
         )
         sink = FaultySink(self.qdrant, self.faults)
-        pipeline = Pipeline(self.settings, self.store, client, sink)
+        pipeline = Pipeline(self.settings, self.store, GenBUpstream(client), sink)
         return Worker(f"worker-{self.generation}", client, sink, pipeline)
 
     def _crash(self) -> None:

@@ -100,3 +100,37 @@ def test_http_clients_live_at_the_boundaries() -> None:
     allowed = ("sync_service.upstream", "sync_service.qdrant", "sync_service.emulator")
     users = _importers("httpx") | _importers("aiohttp")
     assert {m for m in users if not m.startswith(allowed)} == set()
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every module named by an import anywhere in the file (function-level ones too)."""
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_mixpeek_is_reached_through_the_port() -> None:
+    """Outside upstream/, Mixpeek is the port's models and errors; which adapter serves them is
+    chosen in one place (upstream/connect.py), used by the parts that build a service."""
+    builders = {"sync_service.runtime", "sync_service.cli.main", "sync_service.cli.watch"}
+    seen = {}
+    for name, path in _modules().items():
+        if name.startswith("sync_service.upstream"):
+            continue
+        used = {m for m in _all_imports(path) if m.startswith("sync_service.upstream")}
+        allowed = {"sync_service.upstream.port"}
+        if name in builders:
+            allowed.add("sync_service.upstream.connect")
+        if used - allowed:
+            seen[name] = sorted(used - allowed)
+    assert seen == {}
+
+
+def test_the_port_knows_no_adapter() -> None:
+    modules = _modules()
+    for name in ("sync_service.upstream.port", "sync_service.upstream.errors"):
+        assert not any(".gen_b" in m for m in _all_imports(modules[name])), name

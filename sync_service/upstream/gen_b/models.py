@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Annotated, Any, Generic, Self, TypeVar
 
 from pydantic import (
@@ -27,6 +26,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic.functional_validators import ModelWrapValidatorHandler
+
+from sync_service.upstream.port import TaskOutcome, classify_status
 
 __all__ = [
     "MODALITIES",
@@ -43,30 +44,6 @@ __all__ = [
 ]
 
 MODALITIES = ("video", "image", "text", "audio")
-
-
-class TaskOutcome(StrEnum):
-    """What a task status means for the sync: finished well, finished badly, or not yet."""
-
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    PENDING = "pending"
-
-
-_SUCCEEDED = frozenset({"DONE", "COMPLETED", "COMPLETED_WITH_ERRORS"})
-_FAILED = frozenset({"FAILED", "CANCELLED", "CANCELED", "SKIPPED"})
-
-
-def classify_status(status: str | None) -> TaskOutcome:
-    """Classify any upstream status spelling; anything unknown is PENDING (never terminal)."""
-    if not isinstance(status, str):
-        return TaskOutcome.PENDING
-    value = status.strip().upper()
-    if value in _SUCCEEDED:
-        return TaskOutcome.SUCCEEDED
-    if value in _FAILED:
-        return TaskOutcome.FAILED
-    return TaskOutcome.PENDING
 
 
 def parse_timestamp(value: Any) -> datetime | None:

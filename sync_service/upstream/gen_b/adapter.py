@@ -1,0 +1,184 @@
+"""The November-2024 API behind the upstream port: :class:`GenBUpstream`.
+
+It turns the port's calls into this API's requests (through :class:`MixpeekClient`) and its
+answers into the port's models. What is particular to this API lives here: an asset's content is
+its features grouped by modality, each fetched again for its vectors; the changed-since filter is
+an ``updated_at gte`` filter in upstream's own naive-UTC form; a failed task's reason is on its
+asset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self
+
+from sync_service.upstream.errors import MixpeekError, MixpeekNotFound
+from sync_service.upstream.gen_b import models
+from sync_service.upstream.gen_b.client import MixpeekClient
+from sync_service.upstream.port import (
+    Asset,
+    AssetContent,
+    AssetPage,
+    Feature,
+    ListOrder,
+    Submission,
+    TaskOutcome,
+    TaskState,
+    classify_status,
+)
+
+__all__ = ["GenBUpstream", "asset_from", "changed_since_filter"]
+
+_SORTS: dict[ListOrder, tuple[str, str]] = {
+    ListOrder.CREATED: ("created_at", "asc"),
+    ListOrder.CHANGED: ("updated_at", "asc"),
+    ListOrder.NEWEST_CHANGE: ("updated_at", "desc"),
+}
+_STAMP_CHARS = 64  # a stamp is compared and stored, never parsed: bound what a server sends
+
+
+class GenBUpstream:
+    """:class:`~sync_service.upstream.port.Upstream` over the 2024 API's :class:`MixpeekClient`."""
+
+    def __init__(self, client: MixpeekClient) -> None:
+        self.client = client
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    def __repr__(self) -> str:
+        return f"GenBUpstream({self.client!r})"
+
+    async def get_task(self, task_id: str) -> TaskState:
+        task = await self.client.get_task(task_id)
+        return TaskState(task.task_id, task.status, task.outcome, task.asset_id)
+
+    async def failure_reason(self, task: TaskState) -> str | None:
+        # This API keeps the reason on the asset, not on the task.
+        if not task.asset_id:
+            return None
+        try:
+            asset = await self.client.get_asset(task.asset_id)
+        except MixpeekError:
+            return None
+        return str(asset.error) if asset.error else None
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        return asset_from(await self.client.get_asset(asset_id))
+
+    async def fetch_content(self, asset_id: str, *, only_if_done: bool = False) -> AssetContent:
+        grouped = await self.client.get_asset_features(asset_id)
+        asset = asset_from(grouped.asset)
+        listed = grouped.all_features()
+        if only_if_done and asset.outcome is not TaskOutcome.SUCCEEDED:
+            listed = []
+        # The client bounds the requests in flight; gathering them all keeps that pool full.
+        answers = await asyncio.gather(
+            *(self.client.get_feature(f.feature_id) for f in listed), return_exceptions=True
+        )
+        features: list[Feature] = []
+        vanished: list[Feature] = []
+        for summary, answer in zip(listed, answers, strict=True):
+            if isinstance(answer, MixpeekNotFound):
+                vanished.append(Feature(summary.feature_id, summary.raw))
+            elif isinstance(answer, BaseException):
+                raise answer
+            else:
+                # The full feature wins; fields only the listing carried are kept.
+                features.append(Feature(summary.feature_id, {**summary.raw, **answer.raw}))
+        collection_id = (
+            asset.collection_id
+            or next(
+                (f.data["collection_id"] for f in features if f.data.get("collection_id")), None
+            )
+            or "default"
+        )
+        gone = {f.feature_id for f in vanished}
+        upstream = frozenset(f.feature_id for f in listed if f.feature_id not in gone)
+        return AssetContent(asset, str(collection_id), features, vanished, upstream)
+
+    async def list_assets(
+        self,
+        collection_id: str,
+        *,
+        order: ListOrder,
+        page: int = 1,
+        page_size: int = 100,
+        changed_since: float | None = None,
+    ) -> AssetPage:
+        answer = await self.client.list_assets(
+            collection_id,
+            page=page,
+            page_size=page_size,
+            filters=None if changed_since is None else changed_since_filter(changed_since),
+            sort=_SORTS[order],
+        )
+        return AssetPage(
+            [asset_from(a) for a in answer.results],
+            answer.has_next,
+            total=answer.total,
+            total_pages=answer.total_pages,
+        )
+
+    async def delete_asset(self, asset_id: str) -> None:
+        await self.client.delete_asset(asset_id)
+
+    async def submit(self, item: Submission) -> str | None:
+        metadata = dict(item.metadata) if item.metadata is not None else None
+        result: models.IndexResult
+        if item.kind == "text":
+            result = await self.client.index_text(
+                item.content, item.collection_id, metadata=metadata
+            )
+        else:
+            index = (
+                self.client.index_video_url if item.kind == "video" else self.client.index_image_url
+            )
+            result = await index(
+                item.content,
+                item.collection_id,
+                metadata=metadata,
+                prevent_duplicate=item.prevent_duplicate,
+            )
+        return result.task_id
+
+
+def asset_from(asset: models.Asset) -> Asset:
+    """The port's asset from this API's ``AssetResponse``."""
+    raw_stamp = asset.raw.get("updated_at")
+    return Asset(
+        asset_id=asset.asset_id,
+        collection_id=asset.collection_id,
+        status=asset.status,
+        # An asset that states no status counts as finished.
+        outcome=classify_status(asset.status) if asset.status else TaskOutcome.SUCCEEDED,
+        stamp=None if raw_stamp is None else str(raw_stamp)[:_STAMP_CHARS],
+        changed_at=_epoch(asset.updated_at),
+        error=str(asset.error) if asset.error else None,
+        task_id=asset.task_id,
+        data=asset.raw,
+    )
+
+
+def _epoch(when: datetime | None) -> float | None:
+    if when is None:
+        return None
+    if when.tzinfo is None:  # naive is UTC ("MongoDB datetime format")
+        when = when.replace(tzinfo=UTC)
+    return when.timestamp()
+
+
+def changed_since_filter(epoch: float) -> dict[str, Any]:
+    """``updated_at gte`` in the form upstream serves its own timestamps (naive UTC, µs)."""
+    value = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")
+    return {"AND": [{"key": "updated_at", "operator": "gte", "value": value}]}

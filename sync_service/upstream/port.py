@@ -1,0 +1,224 @@
+"""The upstream port: what the service needs from Mixpeek, in the service's own words.
+
+The engine, the keep-in-step commands, the control API and the CLI talk to Mixpeek only through
+:class:`Upstream` and the models below; one adapter per API version implements it
+(:mod:`sync_service.upstream.gen_b` for the November-2024 API). Nothing here knows a route,
+a wire model or a status spelling of one API in particular.
+
+Two rules shape the models:
+
+* what will become a Qdrant payload is carried as ``data``, the JSON object as upstream served
+  it (design.md §4 copies it verbatim), with a feature's vectors under ``data["vectors"]`` in one
+  form whatever the API: ``{name: [floats]}`` for dense, ``{name: {"indices", "values"}}`` for
+  sparse. Checking vectors is the point mapper's job, so one bad vector never fails an asset;
+* everything the service decides on (ids, outcome, change stamp) is a typed field, read once by
+  the adapter, so no caller parses upstream JSON.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import TracebackType
+from typing import Any, Literal, Protocol, Self
+
+from sync_service.upstream.errors import (
+    MixpeekAuthError,
+    MixpeekBadRequest,
+    MixpeekBadResponse,
+    MixpeekError,
+    MixpeekNotFound,
+)
+
+__all__ = [
+    "Asset",
+    "AssetContent",
+    "AssetPage",
+    "Feature",
+    "ListOrder",
+    "MixpeekAuthError",
+    "MixpeekBadRequest",
+    "MixpeekBadResponse",
+    "MixpeekError",
+    "MixpeekNotFound",
+    "Submission",
+    "TaskOutcome",
+    "TaskState",
+    "Upstream",
+    "classify_status",
+]
+
+
+class TaskOutcome(StrEnum):
+    """What an upstream status means for the sync: finished well, finished badly, or not yet."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PENDING = "pending"
+
+
+# Every spelling seen across Mixpeek's generations (mixpeek-api.md §4, mixpeek-v1.md).
+_SUCCEEDED = frozenset({"DONE", "COMPLETED", "COMPLETED_WITH_ERRORS"})
+_FAILED = frozenset({"FAILED", "CANCELLED", "CANCELED", "SKIPPED"})
+
+
+def classify_status(status: str | None) -> TaskOutcome:
+    """Classify any upstream status spelling; anything unknown is PENDING (never terminal)."""
+    if not isinstance(status, str):
+        return TaskOutcome.PENDING
+    value = status.strip().upper()
+    if value in _SUCCEEDED:
+        return TaskOutcome.SUCCEEDED
+    if value in _FAILED:
+        return TaskOutcome.FAILED
+    return TaskOutcome.PENDING
+
+
+@dataclass(frozen=True)
+class TaskState:
+    """A task as last seen upstream."""
+
+    task_id: str
+    #: Upstream's own word ("PROCESSING", "DONE"...), for messages and ``status``.
+    status: str
+    outcome: TaskOutcome
+    #: The asset the task produces, once upstream names it.
+    asset_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Asset:
+    """An asset (a video, image or text that was indexed), as listed or read upstream."""
+
+    asset_id: str
+    collection_id: str | None
+    #: Upstream's status word, if it states one; ``outcome`` counts none as finished.
+    status: str | None
+    outcome: TaskOutcome
+    #: Its change stamp exactly as served: what tells a changed asset apart (None: unknown).
+    stamp: str | None
+    #: The same stamp in epoch seconds, for watermarks and the changed-since filter.
+    changed_at: float | None
+    #: Why upstream failed it, if it says.
+    error: str | None
+    #: The task that made it, if upstream says.
+    task_id: str | None
+    #: The JSON object as served: copied into every point's payload as ``asset``.
+    data: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature (video segment, image, text...) of an asset, with its named vectors."""
+
+    feature_id: str
+    #: The JSON object as served (the point's payload), vectors under ``"vectors"``.
+    data: Mapping[str, Any] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class AssetContent:
+    """An asset with every feature's full JSON, vectors included (what a sync writes)."""
+
+    asset: Asset
+    #: The Mixpeek collection the asset belongs to ("default" when upstream names none).
+    collection_id: str
+    features: list[Feature]
+    #: Features the asset listed but that were gone when fetched (404), with what was listed.
+    vanished: list[Feature]
+    #: Every feature id the asset lists upstream (fetched or not), minus the vanished ones.
+    upstream_ids: frozenset[str]
+
+
+@dataclass(frozen=True)
+class AssetPage:
+    """One page of a collection's assets."""
+
+    assets: list[Asset]
+    #: Whether a next page follows.
+    has_next: bool
+    #: Assets in the whole listing and its page count, when upstream says.
+    total: int | None = None
+    total_pages: int | None = None
+
+
+class ListOrder(StrEnum):
+    """The orders a listing is asked for in."""
+
+    #: Oldest created first: the stable order a full pass pages through.
+    CREATED = "created"
+    #: Least recently changed first: an incremental pass's keyset order.
+    CHANGED = "changed"
+    #: Most recently changed first: to read the newest change stamp.
+    NEWEST_CHANGE = "newest_change"
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One item to index: a video or image by URL, or a text."""
+
+    kind: Literal["video", "image", "text"]
+    #: The URL (video, image) or the text itself.
+    content: str
+    collection_id: str
+    metadata: Mapping[str, Any] | None = None
+    #: Ask upstream to answer with the existing asset for a URL it already has.
+    prevent_duplicate: bool = False
+
+
+class Upstream(Protocol):
+    """Mixpeek as the service needs it. Errors are :class:`MixpeekError` subclasses:
+    :class:`MixpeekNotFound` for a 404 (gone), :class:`MixpeekAuthError` for a refused key."""
+
+    async def get_task(self, task_id: str) -> TaskState:
+        """The task's state now."""
+        ...
+
+    async def failure_reason(self, task: TaskState) -> str | None:
+        """Why upstream failed this task, if it says (None when it does not or cannot)."""
+        ...
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        """One asset; :class:`MixpeekNotFound` when it is gone."""
+        ...
+
+    async def fetch_content(self, asset_id: str, *, only_if_done: bool = False) -> AssetContent:
+        """The asset with every feature and its vectors.
+
+        ``only_if_done``: an asset not finished upstream comes back without features (a job
+        polling a processing asset must not download every vector each time).
+        """
+        ...
+
+    async def list_assets(
+        self,
+        collection_id: str,
+        *,
+        order: ListOrder,
+        page: int = 1,
+        page_size: int = 100,
+        changed_since: float | None = None,
+    ) -> AssetPage:
+        """One page of the collection's assets, changed at or after ``changed_since`` (epoch
+        seconds) when given. Upstream may ignore the filter or the order: callers check."""
+        ...
+
+    async def delete_asset(self, asset_id: str) -> None:
+        """Delete the asset upstream."""
+        ...
+
+    async def submit(self, item: Submission) -> str | None:
+        """Queue one item for indexing; the task id to track (None if upstream gave none, as
+        for an existing asset returned for ``prevent_duplicate`` that names no task)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close the connections."""
+        ...
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
