@@ -1,7 +1,8 @@
 """``sync-service demo``: the whole loop on a laptop with no servers and no Mixpeek account.
 
-Starts the emulator on a free loopback port, submits a few videos, images and texts, syncs them
-into embedded Qdrant with a progress bar, shows what landed, and runs a similarity query.
+Starts the emulator on a free loopback port, submits a small library of videos, images and
+texts on distinct subjects, syncs them into embedded Qdrant with a progress bar, shows what
+landed, and ends with three text queries whose top hits are the right segments.
 Everything lives under ``--data-dir`` (default ``./data/demo``), which the demo starts afresh,
 so running it twice gives the same result.
 """
@@ -12,36 +13,27 @@ import asyncio
 import shutil
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sync_service.cli.query import print_hits
 from sync_service.control import logs
-from sync_service.emulator import EmulatorConfig, EmulatorServer
+from sync_service.emulator import EmulatorConfig, EmulatorServer, library
 from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import Service, open_service
+from sync_service.search import Answer, Query, search
 from sync_service.settings import Settings
 from sync_service.upstream.port import Submission
 
 COLLECTION = "demo"
 DEMO_KEY = "demo-key"
-VIDEOS = [
-    "https://example.com/videos/ocean-waves.mp4?duration=35",
-    "https://example.com/videos/city-timelapse.mp4?duration=50",
-    "https://example.com/videos/cooking-pasta.mp4?duration=28",
-]
-IMAGES = [
-    "https://example.com/images/red-bicycle.jpg",
-    "https://example.com/images/mountain-lake.png",
-    "https://example.com/images/golden-retriever.webp",
-]
-TEXTS = [
-    "A surfer rides a large wave at sunset.",
-    "Fresh pasta boiling in a pot, with basil and tomatoes on the side.",
-    "Night traffic streams through a busy city intersection.",
-]
+#: Media whose content the emulator knows (emulator/library.py): the queries can be checked.
+VIDEOS = library.VIDEO_URLS
+IMAGES = library.IMAGE_URLS
+TEXTS = library.TEXTS
+QUERIES = [text for text, _video, _segment in library.QUERIES]
 
 
 def run_demo(data_dir: str, console: Console) -> int:
@@ -76,7 +68,7 @@ async def _demo(settings: Settings, console: Console) -> int:
         )
         await _sync_with_progress(service, len(task_ids), console)
         await _show_landed(service, console)
-        await _show_query(service, console)
+        await _show_queries(service, console)
         counts = await service.store.counts()
     return 0 if counts["synced"] == len(task_ids) else 1
 
@@ -137,39 +129,14 @@ async def _show_landed(service: Service, console: Console) -> None:
     )
 
 
-async def _show_query(service: Service, console: Console) -> None:
-    ledger = await service.store.synced_features()
-    probe = next((row for row in ledger if row["modality"] == "video"), None)
-    if probe is None:
-        console.print("[red]nothing synced to query[/]")
-        return
-    collection = probe["qdrant_collection"]
-    (point,) = await service.sink.retrieve(collection, [probe["point_id"]])
-    vector = _named(point.vector, "multimodal-v1")
-    hits = await service.sink.search(collection, "multimodal-v1", vector, limit=5)
-    payload: dict[str, Any] = point.payload or {}
-    console.print(
-        f"\nSimilarity query on [bold]multimodal-v1[/] from video segment "
-        f"{payload.get('start_time')}-{payload.get('end_time')} s of "
-        f"{payload.get('asset', {}).get('url')}:"
-    )
-    table = Table("score", "modality", "source", "segment", "text / description")
-    for hit in hits:
-        p = hit.payload or {}
-        asset = p.get("asset") or {}
-        segment = f"{p['start_time']:g}-{p['end_time']:g} s" if "start_time" in p else ""
-        words = p.get("description") or p.get("text") or ""
-        table.add_row(
-            f"{hit.score:.3f}",
-            str(p.get("modality")),
-            str(asset.get("url") or "(text)"),
-            segment,
-            str(words)[:60],
+async def _show_queries(service: Service, console: Console) -> list[Answer]:
+    """The demo's text queries, each answered from Qdrant with its table of hits."""
+    answers = []
+    for text in QUERIES:
+        answer = await search(
+            service.sink, service.upstream, service.settings, Query(text, collection=COLLECTION)
         )
-    console.print(table)
-
-
-def _named(vector: Any, name: str) -> list[float]:
-    if isinstance(vector, dict) and isinstance(vector.get(name), list):
-        return [float(x) for x in vector[name]]
-    raise RuntimeError(f"point has no {name!r} vector")
+        console.print()
+        print_hits(answer, console, title=f"query {text!r}")
+        answers.append(answer)
+    return answers

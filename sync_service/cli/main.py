@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from sync_service.cli import keep as cli_keep
+from sync_service.cli import query as cli_query
 from sync_service.cli import watch as cli_watch
 from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
@@ -38,6 +39,7 @@ app.add_typer(cli_watch.watch_app, name="watch")
 app.command("forget")(cli_keep.forget)
 app.command("verify")(cli_keep.verify)
 app.command("reindex")(cli_keep.reindex)
+app.command("query")(cli_query.query)
 
 
 @app.command()

@@ -25,6 +25,12 @@ def emulator(
         None, help="Burst size of the rate limit (default: rate_limit // 60, at least 1)."
     ),
     vector_size: int = typer.Option(1408, help="Length of the multimodal-v1 vectors."),
+    extra_vector: list[str] = typer.Option(
+        [], help="Another named vector, NAME=LENGTH (repeatable), e.g. clip-v1=512."
+    ),
+    vector_kind: str = typer.Option(
+        "meaningful", help="meaningful (vectors embed the feature's text) or random."
+    ),
     seed: int = typer.Option(0, help="Seed for ids, failures, poison and fault choices."),
     interval_sec: int = typer.Option(10, help="Video segment length when a request has none."),
     poison_rate: float = typer.Option(0.0, help="Share of features with NaN/inf/short vectors."),
@@ -77,6 +83,8 @@ def emulator(
                 "rate_limit": rate_limit,
                 "rate_burst": rate_burst,
                 "vector_size": vector_size,
+                "extra_vectors": _named_sizes(extra_vector),
+                "vector_kind": vector_kind,
                 "seed": seed,
                 "interval_sec": interval_sec,
                 "poison_rate": poison_rate,
@@ -113,3 +121,13 @@ def emulator(
     from sync_service.emulator.server import serve
 
     serve(config, host, port, on_ready=announce)
+
+
+def _named_sizes(specs: list[str]) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for spec in specs:
+        name, _, size = spec.partition("=")
+        if not name.strip() or not size.strip().isdigit():
+            raise typer.BadParameter(f"--extra-vector {spec!r}: expected NAME=LENGTH")
+        sizes[name.strip()] = int(size)
+    return sizes

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 VectorsParam = Literal["both", "include_vectors", "return_vectors"]
 RetryAfterHeader = Literal["sometimes", "always", "never"]
+VectorKind = Literal["meaningful", "random"]
 # Faults on the wire, drawn with one roll per request, so their rates share one budget of 1.
 WIRE_FAULTS = ("garbage", "truncate", "reset", "slow_drip", "hang")
 
@@ -42,6 +43,16 @@ class EmulatorConfig(BaseModel):
         default=None, gt=0, description="Token bucket size; default max(1, rate_limit // 60)."
     )
     vector_size: int = Field(default=1408, gt=1, description="Length of multimodal-v1 vectors.")
+    extra_vectors: dict[str, int] = Field(
+        default_factory=dict,
+        description="More named vectors every feature carries, name to length "
+        '(e.g. {"clip-v1": 512}); multimodal-v1 is always there.',
+    )
+    vector_kind: VectorKind = Field(
+        default="meaningful",
+        description="meaningful: a feature's vectors embed its text (words and word pairs, "
+        "hashed), so a text query finds it; random: seeded noise, as before.",
+    )
     seed: int = Field(default=0, description="Seed for ids, failures, poison and fault choices.")
     interval_sec: int = Field(
         default=10, gt=0, description="Video segment length when the request gives none."
@@ -138,6 +149,19 @@ class EmulatorConfig(BaseModel):
             names = " + ".join(f"{name}_rate" for name in WIRE_FAULTS)
             raise ValueError(f"{names} must not exceed 1")
         return self
+
+    @model_validator(mode="after")
+    def _extra_vectors_are_sane(self) -> EmulatorConfig:
+        for name, size in self.extra_vectors.items():
+            if not name.strip() or name == "multimodal-v1":
+                raise ValueError(f"extra_vectors: {name!r} is not a new vector name")
+            if size < 2:
+                raise ValueError(f"extra_vectors: {name!r} needs a length of 2 or more")
+        return self
+
+    def vector_sizes(self) -> dict[str, int]:
+        """Every named vector a feature carries, with its length."""
+        return {"multimodal-v1": self.vector_size, **self.extra_vectors}
 
     def wire_rates(self) -> dict[str, float]:
         """``{fault: rate}`` for the wire faults, in the order their shares are laid out."""

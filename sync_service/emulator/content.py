@@ -16,6 +16,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 
+from sync_service.emulator import library
+
 VECTOR_NAME = "multimodal-v1"
 MIN_DURATION = 20.0
 MAX_DURATION = 120.0
@@ -71,8 +73,23 @@ def segments(duration: float, interval: int) -> list[tuple[float, float]]:
     return [(float(i * interval), float(min((i + 1) * interval, duration))) for i in range(count)]
 
 
+def video_spans(url: str, interval: int) -> list[tuple[float, float]]:
+    """``(start_time, end_time)`` of each segment of the video behind ``url``: a library
+    video's scripted scenes, else ``interval``-second windows of its duration."""
+    scenes = library.video_scenes(url)
+    if scenes is not None:
+        step = float(library.INTERVAL)
+        return [(i * step, (i + 1) * step) for i in range(len(scenes))]
+    return segments(video_duration(url), interval)
+
+
 def video_segment_texts(url: str, index: int) -> dict[str, str]:
     """The describe/transcribe/read outputs of one video segment."""
+    scenes = library.video_scenes(url)
+    if scenes is not None and index < len(scenes):
+        scene = scenes[index]
+        texts = {"description": scene.description, "transcription": scene.transcription}
+        return texts | {"text": scene.on_screen + "\n"}
     rng = _rng("video", url, index)
     description = (
         f"The segment shows {rng.choice(_SUBJECTS)} {rng.choice(_ACTIONS)} "
@@ -85,6 +102,9 @@ def video_segment_texts(url: str, index: int) -> dict[str, str]:
 
 def image_texts(url: str) -> dict[str, str]:
     """The describe/read outputs of an image."""
+    scene = library.image_scene(url)
+    if scene is not None:
+        return {"description": scene[0], "text": scene[1]}
     rng = _rng("image", url)
     description = (
         f"A {rng.choice(_ADJECTIVES)} photo of {rng.choice(_SUBJECTS)} in {rng.choice(_PLACES)}."
@@ -103,8 +123,9 @@ def feature_bodies(
 ) -> list[dict[str, Any]]:
     """The extracted fields of each feature of a freshly indexed asset, in index order."""
     if modality == "video" and url is not None:
-        spans = segments(video_duration(url), interval)
-        return [video_body(url, i, span, interval) for i, span in enumerate(spans)]
+        spans = video_spans(url, interval)
+        step = library.INTERVAL if library.video_scenes(url) is not None else interval
+        return [video_body(url, i, span, step) for i, span in enumerate(spans)]
     if modality == "image" and url is not None:
         return [image_texts(url)]
     return [{"text": text}]
@@ -147,5 +168,5 @@ def feature_id(asset_id: str, modality: str, index: int) -> str:
 def feature_count(modality: str, url: str | None, interval: int) -> int:
     """How many features an asset of this modality will have once DONE."""
     if modality == "video" and url is not None:
-        return len(segments(video_duration(url), interval))
+        return len(video_spans(url, interval))
     return 1

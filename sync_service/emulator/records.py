@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from sync_service.emulator.content import feature_vector
+from sync_service.emulator.embedding import feature_embedding
 from sync_service.emulator.timestamps import Instant
 
 Modality = Literal["video", "image", "text"]
@@ -79,9 +80,20 @@ class Feature:
     extracted: dict[str, Any] = field(default_factory=dict)
     vector_generation: int = 0  # which embedding run the vectors come from
 
-    def vector(self, size: int) -> list[float]:
-        """The feature's healthy ``size``-d vector (poison is applied by the view)."""
-        return feature_vector(self.content_key, self.index, size, self.vector_generation)
+    @property
+    def meaning(self) -> str:
+        """What the feature shows and says: the texts its extractors produced."""
+        parts = (self.extracted.get(k) for k in ("description", "transcription", "text"))
+        return "\n".join(p for p in parts if isinstance(p, str))
+
+    def vector(self, size: int, name: str, meaningful: bool = True) -> list[float]:
+        """The feature's healthy ``size``-d vector ``name`` (poison is applied by the view):
+        its text embedded, or with ``meaningful`` False seeded noise."""
+        if not meaningful:
+            salt = (self.content_key,) if name == "multimodal-v1" else (self.content_key, name)
+            return feature_vector("\x1f".join(salt), self.index, size, self.vector_generation)
+        seed = f"{self.content_key}\x1f{self.index}\x1f{self.vector_generation}"
+        return feature_embedding(self.meaning, seed, size, name)
 
 
 @dataclass

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 
-from sync_service.emulator import query
+from sync_service.emulator import content, query
+from sync_service.emulator.embedding import embed_text
 from sync_service.emulator.records import Asset, Feature, Task
 from sync_service.emulator.responses import ApiError, json_response
 from sync_service.emulator.schemas import (
     AssetPatch,
+    EmbedRequest,
     FeaturePut,
     IndexImageUrl,
     IndexText,
@@ -295,6 +298,21 @@ def add_routes(router: APIRouter, state: EmulatorState) -> None:
         return json_response({"message": f"Feature {feature_id} deleted"})
 
     # -- collections ----------------------------------------------------------------------
+
+    @router.post("/features/extractors/embed")
+    async def embed(body: EmbedRequest) -> Response:
+        sizes = state.config.vector_sizes()
+        name = body.vector or content.VECTOR_NAME
+        if name not in sizes:
+            known = ", ".join(sorted(sizes))
+            raise ApiError(400, f"unknown embedding model {name!r}; this server has: {known}")
+        if state.config.vector_kind == "random":
+            raise ApiError(
+                400, "this server's vectors are random (vector_kind=random): no embedding"
+            )
+        started = time.perf_counter()
+        vector = embed_text(body.value, sizes[name], name)
+        return json_response({"embedding": vector, "elapsed_time": time.perf_counter() - started})
 
     @router.get("/collections")
     async def list_collections(

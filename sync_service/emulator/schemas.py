@@ -88,3 +88,18 @@ class AssetPatch(_Lenient):
 
 class FeaturePut(_Lenient):
     metadata: dict[str, Any]
+
+
+class EmbedRequest(_Lenient):
+    """``POST /features/extractors/embed``: the later generations' body (``type``, ``value``,
+    ``embedding_model``); B' named the vector ``vector_index``/``vector_name``, accepted too."""
+
+    type: Literal["text"] = "text"
+    value: str = Field(min_length=1, max_length=100_000)
+    embedding_model: str | None = None
+    vector_index: str | None = None
+    vector_name: str | None = None
+
+    @property
+    def vector(self) -> str | None:
+        return self.embedding_model or self.vector_index or self.vector_name

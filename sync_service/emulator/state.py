@@ -305,11 +305,17 @@ class EmulatorState:
         """The ``Feature`` body; ``vectors`` only when asked for (poison applied here)."""
         doc = copy.deepcopy(feature.doc)
         if with_vectors:
-            vector = feature.vector(self.config.vector_size)
+            meaningful = self.config.vector_kind == "meaningful"
+            vectors = {
+                name: feature.vector(size, name, meaningful)
+                for name, size in self.config.vector_sizes().items()
+            }
             kind = self.poisoned.get(doc["feature_id"])
             if kind is not None:
-                vector = content.poison_vector(vector, kind)
-            doc["vectors"] = {content.VECTOR_NAME: vector}
+                vectors[content.VECTOR_NAME] = content.poison_vector(
+                    vectors[content.VECTOR_NAME], kind
+                )
+            doc["vectors"] = vectors
         return doc
 
     def features_of(self, asset_id: str) -> list[Feature]:

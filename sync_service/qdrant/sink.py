@@ -8,7 +8,7 @@ All Qdrant calls live in this package; collection and alias management is inheri
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -262,13 +262,49 @@ class QdrantSink(QdrantCollections):
         return [record async for page in self.pages(name) for record in page]
 
     async def search(
-        self, name: str, vector_name: str, vector: list[float], limit: int = 5
+        self,
+        name: str,
+        vector_name: str,
+        vector: list[float] | SparseValues,
+        limit: int = 5,
+        *,
+        match: Mapping[str, str] | None = None,
+        exclude: Sequence[str] = (),
     ) -> list[models.ScoredPoint]:
+        """The ``limit`` points nearest ``vector`` in vector ``vector_name``, best first, whose
+        payload has each ``match`` key equal to its value, minus the ``exclude`` ids."""
+        must: list[models.Condition] = [
+            models.FieldCondition(key=key, match=models.MatchValue(value=value))
+            for key, value in (match or {}).items()
+        ]
+        must_not: list[models.Condition] = (
+            [models.HasIdCondition(has_id=list(exclude))] if exclude else []
+        )
+        query_filter = models.Filter(must=must, must_not=must_not) if must or must_not else None
+        query: list[float] | models.SparseVector = (
+            models.SparseVector(indices=vector.indices, values=vector.values)
+            if isinstance(vector, SparseValues)
+            else vector
+        )
         async with reachable():
             response = await self.client.query_points(
-                name, query=vector, using=vector_name, limit=limit, with_payload=True
+                name,
+                query=query,
+                using=vector_name,
+                limit=limit,
+                query_filter=query_filter,
+                with_payload=True,
             )
         return response.points
+
+    async def names(self) -> list[str]:
+        """What a reader names: every alias, and each collection no alias points at."""
+        async with reachable():
+            collections = (await self.client.get_collections()).collections
+            aliases = (await self.client.get_aliases()).aliases
+        behind = {a.collection_name for a in aliases}
+        plain = {c.name for c in collections if c.name not in behind}
+        return sorted(plain | {a.alias_name for a in aliases})
 
     async def ping(self) -> None:
         """Raise if Qdrant does not answer."""

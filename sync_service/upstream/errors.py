@@ -144,6 +144,13 @@ class MixpeekBadRequest(MixpeekError):
     """400/405/422 and other 4xx: our request is wrong; retrying cannot help."""
 
 
+class MixpeekUnsupported(MixpeekError):
+    """The API this upstream speaks has no way to do what was asked (e.g. embed a text)."""
+
+    def _render(self) -> str:
+        return self.message
+
+
 class MixpeekTransportError(MixpeekError):
     """No usable answer: connect/read failures, protocol errors, resets, attempt deadline."""
 

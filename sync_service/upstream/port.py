@@ -29,6 +29,7 @@ from sync_service.upstream.errors import (
     MixpeekBadResponse,
     MixpeekError,
     MixpeekNotFound,
+    MixpeekUnsupported,
 )
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "MixpeekBadResponse",
     "MixpeekError",
     "MixpeekNotFound",
+    "MixpeekUnsupported",
     "Submission",
     "TaskOutcome",
     "TaskState",
@@ -206,6 +208,12 @@ class Upstream(Protocol):
 
     async def delete_asset(self, asset_id: str) -> None:
         """Delete the asset upstream."""
+        ...
+
+    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
+        """``text`` embedded into vector ``vector_name`` as upstream embeds features: dense
+        floats, or sparse ``{"indices", "values"}``. :class:`MixpeekUnsupported` when the API
+        cannot embed, :class:`MixpeekBadRequest` when it does not know the vector name."""
         ...
 
     async def submit(self, item: Submission) -> str | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from sync_service.emulator import EmulatorServer
+from sync_service.emulator import EmulatorServer, library
 from tests.conftest import API_KEY
 
 COMMANDS = [
@@ -25,6 +25,7 @@ COMMANDS = [
     "forget",
     "verify",
     "reindex",
+    "query",
 ]
 
 
@@ -134,7 +135,10 @@ def test_demo_runs_twice_with_the_same_result(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr[-2000:]
         outputs.append(result.stdout)
     for out in outputs:
-        assert "9/9" in out
-        assert "Qdrant collection demo: 18 points (image 3, text 3, video 12)" in out
+        assert "14/14" in out
+        assert "Qdrant collection demo: 24 points (image 3, text 3, video 18)" in out
         assert "multimodal-v1 (dense[1408])" in out
-        assert "1.000" in out  # the probe segment finds itself first
+        for text, _video, _segment in library.QUERIES:  # the hits are checked in test_search
+            assert f"query {text!r} in demo (multimodal-v1)" in out
+    first, second = (out[out.index("query '") :] for out in outputs)
+    assert first == second  # the same hits, scores and order on every run

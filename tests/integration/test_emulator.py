@@ -318,6 +318,49 @@ def test_vectors_param_variants(start: Factory, mode: str, include: bool, return
     assert ("vectors" in by_return) is returned
 
 
+def test_extra_named_vectors_carry_the_same_meaning(start: Factory) -> None:
+    clock = FakeClock()
+    server = start(clock=clock, vector_size=64, extra_vectors={"clip-v1": 48})
+    http = client(server)
+    fid = first_feature(http, clock)
+    feature = http.get(f"/features/{fid}", params={"include_vectors": "true"}).json()
+    vectors = feature["vectors"]
+    assert {k: len(v) for k, v in vectors.items()} == {"multimodal-v1": 64, "clip-v1": 48}
+    words = "\n".join(feature[k] for k in ("description", "transcription", "text"))
+    for name, vector in vectors.items():
+        query = http.post(
+            "/features/extractors/embed",
+            json={"type": "text", "value": words, "embedding_model": name},
+        ).json()["embedding"]
+        # The feature's vector is its text's, plus a little noise.
+        assert sum(a * b for a, b in zip(query, vector, strict=True)) > 0.95
+
+
+def test_embed_endpoint(start: Factory) -> None:
+    http = client(start(vector_size=16))
+    answer = http.post("/features/extractors/embed", json={"value": "a red panda"})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert len(body["embedding"]) == 16 and body["elapsed_time"] >= 0
+    # B' named the vector vector_index; the later SDKs embedding_model: both are read.
+    same = http.post(
+        "/features/extractors/embed", json={"value": "a red panda", "vector_index": "multimodal-v1"}
+    ).json()
+    assert same["embedding"] == body["embedding"]
+    unknown = http.post(
+        "/features/extractors/embed", json={"value": "x", "embedding_model": "clip-v1"}
+    )
+    assert_envelope(unknown, 400, "BadRequestError")
+    assert "unknown embedding model 'clip-v1'" in unknown.text
+    assert http.post("/features/extractors/embed", json={"value": ""}).status_code == 422
+
+
+def test_random_vector_kind_cannot_embed(start: Factory) -> None:
+    http = client(start(vector_kind="random"))
+    answer = http.post("/features/extractors/embed", json={"value": "a red panda"})
+    assert_envelope(answer, 400, "BadRequestError")
+
+
 def test_poisoned_features_are_listed_and_served(start: Factory) -> None:
     clock = FakeClock()
     server = start(clock=clock, poison_rate=1.0, vector_size=16)

@@ -14,7 +14,15 @@ import pytest
 from sync_service.upstream.gen_b.adapter import GenBUpstream, asset_from
 from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from sync_service.upstream.gen_b.models import Asset as WireAsset
-from sync_service.upstream.port import ListOrder, MixpeekNotFound, Submission, TaskOutcome, Upstream
+from sync_service.upstream.port import (
+    ListOrder,
+    MixpeekBadResponse,
+    MixpeekNotFound,
+    MixpeekUnsupported,
+    Submission,
+    TaskOutcome,
+    Upstream,
+)
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
@@ -156,3 +164,28 @@ async def test_a_missing_asset_is_not_found() -> None:
     async with upstream(lambda r: httpx.Response(404, json={"detail": "no"})) as adapter:
         with pytest.raises(MixpeekNotFound):
             await adapter.get_asset("a1")
+
+
+async def test_embed_posts_the_text_and_reads_the_vector() -> None:
+    seen: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/features/extractors/embed"
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json={"embedding": [1, 0.5], "elapsed_time": 0.01})
+
+    async with upstream(handler) as adapter:
+        assert await adapter.embed("red panda", "clip-v1") == [1.0, 0.5]
+    assert seen == [{"type": "text", "value": "red panda", "embedding_model": "clip-v1"}]
+
+
+async def test_embed_on_an_api_without_the_route_is_unsupported() -> None:
+    async with upstream(lambda r: httpx.Response(404, json={"detail": "Not Found"})) as adapter:
+        with pytest.raises(MixpeekUnsupported, match="has no embedding route"):
+            await adapter.embed("red panda", "multimodal-v1")
+
+
+async def test_embed_answer_without_a_vector_is_a_bad_response() -> None:
+    async with upstream(lambda r: httpx.Response(200, json={"embedding": "nope"})) as adapter:
+        with pytest.raises(MixpeekBadResponse, match="holds no vector"):
+            await adapter.embed("red panda", "multimodal-v1")

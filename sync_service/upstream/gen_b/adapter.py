@@ -14,7 +14,12 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-from sync_service.upstream.errors import MixpeekError, MixpeekNotFound
+from sync_service.upstream.errors import (
+    MixpeekBadResponse,
+    MixpeekError,
+    MixpeekNotFound,
+    MixpeekUnsupported,
+)
 from sync_service.upstream.gen_b import models
 from sync_service.upstream.gen_b.client import MixpeekClient
 from sync_service.upstream.port import (
@@ -133,6 +138,22 @@ class GenBUpstream:
     async def delete_asset(self, asset_id: str) -> None:
         await self.client.delete_asset(asset_id)
 
+    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
+        try:
+            answer = await self.client.embed(text, vector_name)
+        except MixpeekNotFound:
+            # The November-2024 API had no embedding route; B' added it (mixpeek-api.md §9).
+            raise MixpeekUnsupported(
+                "this Mixpeek API has no embedding route (POST /features/extractors/embed "
+                "answered 404), so it cannot turn a text into a vector"
+            ) from None
+        vector = answer.get("embedding")
+        if isinstance(vector, list) and vector and all(_is_number(x) for x in vector):
+            return [float(x) for x in vector]
+        if isinstance(vector, dict) and isinstance(vector.get("indices"), list):
+            return {"indices": vector["indices"], "values": vector.get("values") or []}
+        raise MixpeekBadResponse("the embedding answer holds no vector", retryable=False)
+
     async def submit(self, item: Submission) -> str | None:
         metadata = dict(item.metadata) if item.metadata is not None else None
         result: models.IndexResult
@@ -168,6 +189,10 @@ def asset_from(asset: models.Asset) -> Asset:
         task_id=asset.task_id,
         data=asset.raw,
     )
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _epoch(when: datetime | None) -> float | None:

@@ -319,6 +319,15 @@ class MixpeekClient:
             "DELETE", "/features/{feature_id}", path, lambda _: None, expect_json=False
         )
 
+    async def embed(self, text: str, model: str) -> dict[str, Any]:
+        """``POST /features/extractors/embed`` (B' onwards; body as in the later SDKs)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text to embed must be a non-empty string")
+        body = {"type": "text", "value": text, "embedding_model": model}
+        return await self._http.call(
+            "POST", "/features/extractors/embed", {}, _object, json_body=body
+        )
+
     async def healthcheck(self) -> dict[str, Any]:
         """``GET /healthcheck``."""
         return await self._http.call("GET", "/healthcheck", {}, _object)
