@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sync_service.emulator.content import feature_vector
+from sync_service.emulator.content import PoisonKind, feature_vector, poison_vector
 from sync_service.emulator.embedding import feature_embedding
 from sync_service.emulator.timestamps import Instant
 
@@ -94,6 +94,20 @@ class Feature:
             return feature_vector("\x1f".join(salt), self.index, size, self.vector_generation)
         seed = f"{self.content_key}\x1f{self.index}\x1f{self.vector_generation}"
         return feature_embedding(self.meaning, seed, size, name)
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["feature_id"])
+
+    def vectors(
+        self, sizes: dict[str, int], meaningful: bool, poison: PoisonKind | None = None
+    ) -> dict[str, list[float]]:
+        """Every named vector; ``poison`` breaks the first one (the served ``multimodal-v1``)."""
+        vectors = {name: self.vector(size, name, meaningful) for name, size in sizes.items()}
+        if poison is not None:
+            first = next(iter(vectors))
+            vectors[first] = poison_vector(vectors[first], poison)
+        return vectors
 
 
 @dataclass

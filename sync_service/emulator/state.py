@@ -305,17 +305,8 @@ class EmulatorState:
         """The ``Feature`` body; ``vectors`` only when asked for (poison applied here)."""
         doc = copy.deepcopy(feature.doc)
         if with_vectors:
-            meaningful = self.config.vector_kind == "meaningful"
-            vectors = {
-                name: feature.vector(size, name, meaningful)
-                for name, size in self.config.vector_sizes().items()
-            }
-            kind = self.poisoned.get(doc["feature_id"])
-            if kind is not None:
-                vectors[content.VECTOR_NAME] = content.poison_vector(
-                    vectors[content.VECTOR_NAME], kind
-                )
-            doc["vectors"] = vectors
+            sizes, meaningful = self.config.vector_sizes(), self.config.vector_kind == "meaningful"
+            doc["vectors"] = feature.vectors(sizes, meaningful, self.poisoned.get(feature.id))
         return doc
 
     def features_of(self, asset_id: str) -> list[Feature]:

@@ -21,7 +21,9 @@ from sync_service.engine.points import VectorSpec
 from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import Service, open_service
 from sync_service.search import Query, SearchError, search
+from sync_service.settings import Settings
 from tests.conftest import API_KEY, local_settings
+from tests.qdrant_server import QdrantStandIn
 
 VECTORS = {"multimodal-v1": 1408, "clip-v1": 512}
 
@@ -38,9 +40,14 @@ def library_emulator() -> AsyncIterator[EmulatorServer]:
 @pytest.fixture
 async def synced(tmp_path: Path, library_emulator: EmulatorServer) -> AsyncIterator[Service]:
     settings = local_settings(tmp_path, library_emulator, QDRANT_COLLECTION="{collection_id}")
+    async for service in _synced(settings):
+        yield service
+
+
+async def _synced(settings: Settings) -> AsyncIterator[Service]:
     async with open_service(settings) as service:
         task_ids = await demo._submit(service)
-        daemon = Daemon.from_settings(service.store, service.pipeline, settings)
+        daemon = Daemon.from_settings(service.store, service.pipeline, service.settings)
         assert await asyncio.wait_for(daemon.run(drain=True), 60) == 0
         assert (await service.store.counts())["synced"] == len(task_ids)
         yield service
@@ -164,3 +171,18 @@ async def test_an_upstream_that_cannot_embed_says_so(
         library_emulator.state.config = library_emulator.state.config.patched(
             {"vector_kind": "meaningful"}
         )
+
+
+async def test_on_a_qdrant_server_with_filters(
+    tmp_path: Path, library_emulator: EmulatorServer
+) -> None:
+    """The server code path (REST, through the stand-in): same hits, filters applied there."""
+    with QdrantStandIn() as qdrant:
+        settings = local_settings(
+            tmp_path, library_emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION="{collection_id}"
+        )
+        async for service in _synced(settings):
+            for text, video, segment in library.QUERIES:
+                hits = await ask(service, text=text, modality="video")
+                assert hits[0] == (library.video_url(video), segment * 10.0)
+            assert any(r["path"].endswith("/points/query") for r in qdrant.requests())
