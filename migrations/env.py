@@ -6,9 +6,9 @@ import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from sync_service.settings import Settings, async_database_url
+from sync_service.state.connect import connect
 from sync_service.state.schema import metadata
 
 target_metadata = metadata
@@ -27,7 +27,7 @@ def _run(connection: Connection) -> None:
 
 
 async def _run_with_own_engine() -> None:
-    engine = create_async_engine(async_database_url(Settings().database_url.get_secret_value()))
+    engine = connect(Settings().database_url.get_secret_value())  # with the URL's SSL options
     async with engine.begin() as connection:
         await connection.run_sync(_run)
     await engine.dispose()

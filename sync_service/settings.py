@@ -222,6 +222,9 @@ def check_database_url(url: str) -> None:
         host = netloc[1:].partition("]")[0] if netloc.startswith("[") else netloc.partition(":")[0]
         if not host and not parse_qs(query).get("host"):
             raise ValueError("needs a host, e.g. postgresql://user@127.0.0.1:5432/sync")
+        from sync_service.state.dsn import parse_query  # a leaf: no SQLAlchemy
+
+        parse_query(query)
         return
     raise ValueError(f"unsupported database {backend!r}: use sqlite:/// or postgresql://")
 
@@ -240,7 +243,10 @@ def async_database_url(url: str) -> URL:
         ) from None
     if parsed.get_backend_name() == "sqlite":
         return parsed.set(drivername="sqlite+aiosqlite")
-    return parsed.set(drivername="postgresql+asyncpg")
+    # libpq's parameters become the driver's arguments (state/dsn.py): not the URL's.
+    from sync_service.state.dsn import MAPPED
+
+    return parsed.set(drivername="postgresql+asyncpg").difference_update_query(MAPPED)
 
 
 def describe_validation_error(error: ValidationError) -> list[str]:

@@ -10,6 +10,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from sync_service.settings import async_database_url
+from sync_service.state.dsn import parse_query
 
 
 def connect(database_url: str, *, statement_timeout: float = 30.0) -> AsyncEngine:
@@ -20,23 +21,32 @@ def connect(database_url: str, *, statement_timeout: float = 30.0) -> AsyncEngin
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        millis = str(int(statement_timeout * 1000))
         engine = create_async_engine(
-            url,
-            pool_pre_ping=True,
-            connect_args={
-                # A client-side deadline alone can overshoot by seconds when the server
-                # hangs (design.md §8.5): the server itself ends a statement that runs long.
-                "server_settings": {
-                    "statement_timeout": millis,
-                    "lock_timeout": millis,
-                    "idle_in_transaction_session_timeout": str(int(statement_timeout * 2000)),
-                },
-                "command_timeout": statement_timeout + 5,
-                "timeout": 10,
-            },
+            url, pool_pre_ping=True, connect_args=_pg_arguments(database_url, statement_timeout)
         )
     return engine
+
+
+def _pg_arguments(database_url: str, statement_timeout: float) -> dict[str, Any]:
+    """asyncpg's arguments: the service's timeouts plus what the URL's libpq parameters ask."""
+    options = parse_query(database_url.partition("?")[2])
+    millis = str(int(statement_timeout * 1000))
+    arguments: dict[str, Any] = {
+        # A client-side deadline alone can overshoot by seconds when the server hangs
+        # (design.md §8.5): the server itself ends a statement that runs long.
+        "server_settings": {
+            **options.server_settings,
+            "statement_timeout": millis,
+            "lock_timeout": millis,
+            "idle_in_transaction_session_timeout": str(int(statement_timeout * 2000)),
+        },
+        "command_timeout": statement_timeout + 5,
+        "timeout": options.connect_timeout or 10,
+    }
+    ssl = options.ssl_argument()
+    if ssl is not None:
+        arguments["ssl"] = ssl
+    return arguments
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
