@@ -29,9 +29,10 @@ class Service:
 
 
 @asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[Service]:
+async def open_service(settings: Settings, *, migrate: bool = False) -> AsyncIterator[Service]:
+    """The parts over the state store (``migrate``: an older schema may be migrated)."""
     metrics = Metrics()
-    async with open_store(settings) as store:
+    async with open_store(settings, migrate=migrate) as store:
         sink = QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
         try:
             async with open_upstream(settings, observer=metrics) as upstream:

@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     # A secret: a PostgreSQL URL usually carries the password.
     database_url: SecretStr = _env("DATABASE_URL", default=SecretStr("sqlite:///./data/sync.db"))
     db_statement_timeout: PositiveSeconds = _env("SYNC_DB_STATEMENT_TIMEOUT", default=30.0)
+    #: ``run`` migrates an older schema at start; false leaves that to ``sync-service migrate``.
+    auto_migrate: bool = _env("SYNC_AUTO_MIGRATE", default=True)
 
     # -- scheduler --------------------------------------------------------------------------
     poll_interval: PositiveSeconds = _env("SYNC_POLL_INTERVAL", default=2.0)

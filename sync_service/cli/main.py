@@ -17,6 +17,7 @@ from sync_service.cli import query as cli_query
 from sync_service.cli import watch as cli_watch
 from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
+from sync_service.state.migrate import SchemaMismatch
 
 # The heavy parts (Qdrant client, SQLAlchemy, the pipeline) are imported inside the commands
 # that use them, so `status`, `track` and `--help` start quickly.
@@ -58,7 +59,8 @@ def run(
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
 
     async def main() -> int:
-        async with open_service(settings) as service, serve_control_api(service) as url:
+        opened = open_service(settings, migrate=settings.auto_migrate)
+        async with opened as service, serve_control_api(service) as url:
             if url is not None:
                 log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon.from_settings(service.store, service.pipeline, settings, watch=True)
@@ -293,7 +295,7 @@ def migrate() -> None:
     from sync_service.state.store import open_store
 
     async def main() -> None:
-        async with open_store(settings):
+        async with open_store(settings, migrate=True):
             pass
 
     run_async(main())
@@ -357,6 +359,9 @@ def _print_status(
 def main() -> None:
     try:
         app()
+    except SchemaMismatch as exc:  # not a failure of the work: the wrong binary or schema
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise SystemExit(2) from None
     except (OSError, TimeoutError) as exc:
         # The state store or the Qdrant folder cannot be reached: one line, not a traceback.
         _die(f"cannot reach a service the command needs: {_first_line(exc)}")

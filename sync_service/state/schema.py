@@ -190,6 +190,17 @@ locks = Table(
 )
 
 
+#: What the store knows about itself, by key: ``schema_compatible_from`` (the oldest code
+#: revision that can use this schema), ``qdrant_target`` and ``qdrant_target_id`` (the Qdrant
+#: it feeds, and the id the service wrote there).
+service_info = Table(
+    "service_info",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+
 class db_now(FunctionElement[float]):
     """The database server's current time in epoch seconds (sub-second precision)."""
 

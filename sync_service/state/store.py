@@ -14,16 +14,16 @@ from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from sqlalchemy import CursorResult, delete, func, select, text, update
+from sqlalchemy import CursorResult, delete, func, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sync_service.settings import Settings
 from sync_service.state.breaker import PRUNE_CHANCE, BreakerQueries, prune_outcomes
 from sync_service.state.connect import connect
+from sync_service.state.info import InfoQueries
 from sync_service.state.ledger import LedgerQueries, db_time, upsert_ledger
 from sync_service.state.listings import ListingQueries
-from sync_service.state.migrate import HEAD, run_alembic
 from sync_service.state.mirrors import WatchQueries
 from sync_service.state.records import Claim, SyncResult
 from sync_service.state.schema import (
@@ -47,7 +47,7 @@ class LeaseLost(Exception):
     """The task's lease was taken over (expired and reclaimed): this worker must not record."""
 
 
-class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQueries):
+class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQueries, InfoQueries):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
     The task queue's queries are here; the ledger's, asset jobs' and re-index's are inherited
@@ -55,7 +55,8 @@ class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQue
     dead letters) from :class:`~sync_service.state.views.ViewQueries`, mirroring's from
     :class:`~sync_service.state.mirrors.WatchQueries` (watch set, passes) and
     :class:`~sync_service.state.listings.ListingQueries` (what listings saw, sweeps), the
-    removal breaker's from :class:`~sync_service.state.breaker.BreakerQueries`.
+    removal breaker's from :class:`~sync_service.state.breaker.BreakerQueries`, the schema's
+    and the store's own facts from :class:`~sync_service.state.info.InfoQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
@@ -83,29 +84,6 @@ class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQue
             return
         async with self._writer, self.engine.begin() as conn:
             yield conn
-
-    # -- schema -----------------------------------------------------------------------------
-
-    async def migrate(self, revision: str = "head") -> None:
-        """Bring the schema to the newest Alembic revision, or to ``revision`` (idempotent).
-
-        A store already at the newest revision (every start but the first after an upgrade)
-        is told by one query, without loading Alembic and its scripts (a third of a second).
-        """
-        if revision == "head" and await self.revision() == HEAD:
-            return
-        async with self.engine.begin() as conn:
-            await conn.run_sync(run_alembic, "upgrade", revision)
-
-    async def revision(self) -> str | None:
-        """The schema's Alembic revision, or None on an empty store."""
-        async with self.engine.connect() as conn:
-            try:
-                return (
-                    await conn.execute(text("SELECT version_num FROM alembic_version"))
-                ).scalar_one_or_none()
-            except SQLAlchemyError:  # no such table yet
-                return None
 
     # -- taking work ------------------------------------------------------------------------
 
@@ -364,14 +342,16 @@ def _fenced(task_id: str, token: int) -> Any:
 
 
 @asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """The state store, migrated to the newest schema (every command that needs it does this)."""
+async def open_store(settings: Settings, *, migrate: bool = False) -> AsyncIterator[Store]:
+    """The state store, its schema usable by this code: an empty store is created; an older
+    one is migrated only with ``migrate`` (``SchemaMismatch`` otherwise, as for a newer one
+    this code cannot use)."""
     store = Store.open(
         settings.database_url.get_secret_value(),
         statement_timeout=settings.db_statement_timeout,
     )
     try:
-        await store.migrate()
+        await store.prepare(may_migrate=migrate)
         yield store
     finally:
         await store.close()

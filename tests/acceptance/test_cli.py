@@ -142,3 +142,38 @@ def test_demo_runs_twice_with_the_same_result(tmp_path: Path) -> None:
             assert f"query {text!r} in demo (multimodal-v1)" in out
     first, second = (out[out.index("query '") :] for out in outputs)
     assert first == second  # the same hits, scores and order on every run
+
+
+def test_only_migrate_and_run_change_the_schema(tmp_path: Path) -> None:
+    """A newer CLI run once against an older store reads it, never migrates it under the
+    replicas still running the older release; `migrate` and `run` do."""
+    import asyncio
+
+    from sync_service.state.migrate import HEAD, REVISIONS, run_alembic
+    from sync_service.state.store import Store
+
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    env = {"DATABASE_URL": url, "QDRANT_PATH": str(tmp_path / "q"), "MIXPEEK_API_KEY": "k"}
+
+    async def revision(downgrade_to: str | None = None) -> str | None:
+        store = Store.open(url)
+        try:
+            if downgrade_to is not None:
+                async with store.engine.begin() as conn:
+                    await conn.run_sync(run_alembic, "downgrade", downgrade_to)
+            return await store.revision()
+        finally:
+            await store.close()
+
+    assert cli(tmp_path, "migrate", **env).returncode == 0
+    assert asyncio.run(revision(REVISIONS[-2])) == REVISIONS[-2]
+    for args, extra in ((("status",), {}), (("run", "--drain"), {"SYNC_AUTO_MIGRATE": "false"})):
+        result = cli(tmp_path, *args, **env, **extra)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.strip() == (
+            f"error: the state store's schema {REVISIONS[-2]} is older than this sync-service "
+            f"({HEAD}): run `sync-service migrate` (or start `sync-service run`) first"
+        )
+        assert asyncio.run(revision()) == REVISIONS[-2]
+    assert cli(tmp_path, "run", "--drain", **env).returncode == 0
+    assert asyncio.run(revision()) == HEAD
