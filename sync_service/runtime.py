@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.pipeline import Pipeline
+from sync_service.keep.binding import check_mark, check_target
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store, open_store
@@ -33,8 +34,10 @@ async def open_service(settings: Settings, *, migrate: bool = False) -> AsyncIte
     """The parts over the state store (``migrate``: an older schema may be migrated)."""
     metrics = Metrics()
     async with open_store(settings, migrate=migrate) as store:
+        await check_target(store, settings)  # before the Qdrant folder is even opened
         sink = QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
         try:
+            await check_mark(store, sink, settings)
             async with open_upstream(settings, observer=metrics) as upstream:
                 pipeline = Pipeline(settings, store, upstream, sink, metrics)
                 yield Service(settings, store, upstream, sink, pipeline, metrics)

@@ -1,4 +1,4 @@
-"""CLI commands that keep Qdrant in step with Mixpeek: forget, verify, reindex.
+"""CLI commands that keep Qdrant in step with Mixpeek: forget, verify, reindex, rebind.
 
 Registered on the main ``sync-service`` app by ``cli.py``.
 """
@@ -137,3 +137,27 @@ def reindex(
         fail(str(exc))
     for line in lines:
         out.print(line, highlight=False, markup=False)
+
+
+def rebind() -> None:
+    """Make the Qdrant the settings point at (QDRANT_URL/QDRANT_PATH) the state store's own."""
+    settings = load_settings()
+    from sync_service.keep.binding import REBIND_MEANS
+    from sync_service.keep.binding import rebind as do_rebind
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.state.store import open_store
+
+    async def main() -> tuple[str | None, str]:
+        async with open_store(settings) as store:
+            sink = QdrantSink.from_settings(settings)
+            try:
+                return await do_rebind(store, sink, settings)
+            finally:
+                await sink.close()
+
+    before, after = run_async(main())
+    if before == after:
+        err.print(f"the state store already feeds {after}; its mark is written there")
+        return
+    err.print(f"the state store now feeds {after} (it fed {before or 'none yet'})")
+    err.print(f"next: {REBIND_MEANS}", highlight=False)

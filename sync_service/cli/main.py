@@ -17,7 +17,6 @@ from sync_service.cli import query as cli_query
 from sync_service.cli import watch as cli_watch
 from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
-from sync_service.state.migrate import SchemaMismatch
 
 # The heavy parts (Qdrant client, SQLAlchemy, the pipeline) are imported inside the commands
 # that use them, so `status`, `track` and `--help` start quickly.
@@ -40,6 +39,7 @@ app.add_typer(cli_watch.watch_app, name="watch")
 app.command("forget")(cli_keep.forget)
 app.command("verify")(cli_keep.verify)
 app.command("reindex")(cli_keep.reindex)
+app.command("rebind")(cli_keep.rebind)
 app.command("query")(cli_query.query)
 
 
@@ -359,9 +359,6 @@ def _print_status(
 def main() -> None:
     try:
         app()
-    except SchemaMismatch as exc:  # not a failure of the work: the wrong binary or schema
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise SystemExit(2) from None
     except (OSError, TimeoutError) as exc:
         # The state store or the Qdrant folder cannot be reached: one line, not a traceback.
         _die(f"cannot reach a service the command needs: {_first_line(exc)}")
@@ -373,6 +370,12 @@ def main() -> None:
             "process; stop it, or use a Qdrant server (QDRANT_URL)"
         )
     except Exception as exc:
+        from sync_service.keep.binding import TargetMismatch
+        from sync_service.state.migrate import SchemaMismatch
+
+        if isinstance(exc, SchemaMismatch | TargetMismatch):  # configuration, not failed work
+            err.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise SystemExit(2) from None
         from sqlalchemy.exc import SQLAlchemyError
 
         from sync_service.qdrant.sink import SinkUnavailable

@@ -17,6 +17,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from sync_service.engine.points import VectorSpec
 from sync_service.qdrant.errors import already_exists, reachable
+from sync_service.qdrant.marker import MARKER_COLLECTION
 from sync_service.settings import Distance
 
 log = logging.getLogger(__name__)
@@ -163,8 +164,10 @@ class QdrantCollections:
             return (await self.client.count(name, exact=True)).count
 
     async def physical_collections(self) -> list[str]:
+        """Every collection holding synced points (the marker's is not one)."""
         async with reachable():
-            return sorted(c.name for c in (await self.client.get_collections()).collections)
+            names = (c.name for c in (await self.client.get_collections()).collections)
+            return sorted(n for n in names if n != MARKER_COLLECTION)
 
     async def point_alias(self, alias: str, physical: str) -> None:
         """Point ``alias`` at ``physical`` in one atomic request (delete + create).

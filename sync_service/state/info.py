@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sync_service.state.base import Queries
 from sync_service.state.migrate import HEAD, needs_migration, run_alembic
-from sync_service.state.schema import service_info
+from sync_service.state.schema import service_info, synced_features
 
 #: Any fixed number: PostgreSQL's advisory lock that makes concurrent migrations take turns.
 _MIGRATION_LOCK = 0x5E7C_0001
@@ -84,24 +84,25 @@ class InfoQueries(Queries):
                 return None
             return found.scalar_one_or_none()
 
-    async def set_info(self, values: dict[str, str], *, only_if_unset: bool = False) -> bool:
-        """Write facts in one transaction; with ``only_if_unset``, only if none of them is set
-        yet (the first process to record wins). Whether they were written."""
+    async def set_info(self, values: dict[str, str], *, only_if_unset: bool = False) -> None:
+        """Write facts in one transaction; with ``only_if_unset``, keep any already set (the
+        first process to record wins, even when several start at once)."""
         async with self._writing() as conn:
-            if only_if_unset:
-                taken = await conn.execute(
-                    select(service_info.c.key).where(service_info.c.key.in_(list(values)))
-                )
-                if taken.first() is not None:
-                    return False
             for key, value in values.items():
                 statement = self._insert(service_info).values(key=key, value=value)
-                await conn.execute(
-                    statement.on_conflict_do_update(
-                        index_elements=[service_info.c.key], set_={"value": value}
+                if only_if_unset:
+                    statement = statement.on_conflict_do_nothing(index_elements=["key"])
+                else:
+                    statement = statement.on_conflict_do_update(
+                        index_elements=["key"], set_={"value": value}
                     )
-                )
-        return True
+                await conn.execute(statement)
+
+    async def has_synced(self) -> bool:
+        """Whether the ledger holds any point (this store has fed its Qdrant)."""
+        async with self.engine.connect() as conn:
+            found = await conn.execute(select(synced_features.c.feature_id).limit(1))
+            return found.first() is not None
 
 
 @asynccontextmanager

@@ -177,3 +177,31 @@ def test_only_migrate_and_run_change_the_schema(tmp_path: Path) -> None:
         assert asyncio.run(revision()) == REVISIONS[-2]
     assert cli(tmp_path, "run", "--drain", **env).returncode == 0
     assert asyncio.run(revision()) == HEAD
+
+
+def test_a_state_store_feeds_one_qdrant_until_rebound(tmp_path: Path) -> None:
+    """The split brain: two daemons on one state store, each with its own Qdrant."""
+    store = {"DATABASE_URL": f"sqlite:///{tmp_path / 'sync.db'}", "MIXPEEK_API_KEY": "k"}
+    first, second = str(tmp_path / "qdrant-a"), str(tmp_path / "qdrant-b")
+    assert cli(tmp_path, "run", "--drain", QDRANT_PATH=first, **store).returncode == 0
+    refused = cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **store)
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"error: this state store feeds the Qdrant at QDRANT_PATH={first}, but this process "
+        f"points at QDRANT_PATH={second}: fix the setting, or run `sync-service rebind` to make "
+        "the new one its Qdrant"
+    )
+    assert not Path(second).exists()  # refused before the folder was even made
+    rebound = cli(tmp_path, "rebind", QDRANT_PATH=second, **store)
+    assert rebound.returncode == 0, rebound.stderr
+    assert f"the state store now feeds QDRANT_PATH={second} (it fed QDRANT_PATH={first})" in (
+        rebound.stderr
+    )
+    assert "verify --repair" in rebound.stderr
+    assert cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **store).returncode == 0
+    assert cli(tmp_path, "run", "--drain", QDRANT_PATH=first, **store).returncode == 2
+    # Another state store pointed at a Qdrant this one feeds: refused by the mark.
+    other = {**store, "DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
+    taken = cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **other)
+    assert taken.returncode == 2
+    assert f"the Qdrant at QDRANT_PATH={second} is fed by another state store" in taken.stderr

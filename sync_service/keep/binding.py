@@ -1,0 +1,88 @@
+"""Which Qdrant a state store feeds: recorded on first use, checked by every process after.
+
+Two daemons on one state store but different ``QDRANT_URL``/``QDRANT_PATH`` would split the work
+between two Qdrants, each half-filled while ``status`` says all is synced. So the store records
+its target (the server URL or the embedded folder) and an id it also writes into that Qdrant;
+a process pointed elsewhere refuses with one line saying both, until ``sync-service rebind``.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from pathlib import Path
+
+from sync_service.qdrant.sink import QdrantSink
+from sync_service.settings import Settings
+from sync_service.state.store import Store
+
+log = logging.getLogger(__name__)
+
+REBIND_MEANS = (
+    "the state store's ledger describes the points of the Qdrant it fed before; run "
+    "`sync-service verify --repair` (or `sync-service backfill` for watched collections) to "
+    "bring the new one in step"
+)
+
+
+class TargetMismatch(Exception):
+    """This process points at another Qdrant than the state store feeds (one line; exit 2)."""
+
+
+def describe_target(settings: Settings) -> str:
+    """The Qdrant the settings point at, as the store records it."""
+    if settings.qdrant_url:
+        return "url " + settings.qdrant_url.strip().rstrip("/")
+    return "path " + str(Path(settings.qdrant_path).expanduser().resolve())
+
+
+def _shown(target: str) -> str:
+    kind, _, where = target.partition(" ")
+    return f"{'QDRANT_URL' if kind == 'url' else 'QDRANT_PATH'}={where}"
+
+
+async def check_target(store: Store, settings: Settings) -> None:
+    """Record the target on first use, else refuse another one (before Qdrant is opened)."""
+    target = describe_target(settings)
+    fresh = {"qdrant_target": target, "qdrant_target_id": str(uuid.uuid4())}
+    await store.set_info(fresh, only_if_unset=True)
+    recorded = await store.info("qdrant_target")
+    if recorded != target:
+        raise TargetMismatch(
+            f"this state store feeds the Qdrant at {_shown(recorded or '?')}, but this process "
+            f"points at {_shown(target)}: fix the setting, or run `sync-service rebind` to make "
+            "the new one its Qdrant"
+        )
+
+
+async def check_mark(store: Store, sink: QdrantSink, settings: Settings) -> None:
+    """Check that the Qdrant is marked with this store's id; mark a new or wiped one."""
+    store_id = await store.info("qdrant_target_id")
+    if store_id is None:
+        return
+    marker = await sink.marker()
+    if marker is None:
+        if await store.has_synced():  # it held this store's points once: it lost them
+            log.warning(
+                "the Qdrant at %s carries no sync-service mark: it is new or was wiped; "
+                "`sync-service verify --repair` restores what the state store says it holds",
+                _shown(describe_target(settings)),
+                extra={"event": "qdrant_unmarked"},
+            )
+        await sink.mark(store_id)
+    elif marker != store_id:
+        raise TargetMismatch(
+            f"the Qdrant at {_shown(describe_target(settings))} is fed by another state store "
+            f"(id {marker[:8]}; this one is {store_id[:8]}): point DATABASE_URL at its store, "
+            "or run `sync-service rebind` to make this store feed it"
+        )
+
+
+async def rebind(store: Store, sink: QdrantSink, settings: Settings) -> tuple[str | None, str]:
+    """Make the Qdrant the settings point at this store's: (the old target, the new one)."""
+    target = describe_target(settings)
+    before = await store.info("qdrant_target")
+    store_id = await store.info("qdrant_target_id") or str(uuid.uuid4())
+    await store.set_info({"qdrant_target": target, "qdrant_target_id": store_id})
+    await sink.mark(store_id)
+    return (None if before is None else _shown(before)), _shown(target)

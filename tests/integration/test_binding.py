@@ -1,0 +1,73 @@
+"""The state store records the Qdrant it feeds; replicas starting at once agree on it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import pytest
+from qdrant_client import AsyncQdrantClient
+
+from sync_service.keep.binding import TargetMismatch, check_mark, check_target, describe_target
+from sync_service.qdrant.sink import QdrantSink
+from sync_service.settings import Settings
+from sync_service.state.store import Store
+
+
+def settings(tmp_path: Path, database_url: str, qdrant: str) -> Settings:
+    return Settings(_env_file=None, DATABASE_URL=database_url, QDRANT_PATH=tmp_path / qdrant)
+
+
+async def test_replicas_starting_at_once_record_one_target(
+    tmp_path: Path, database_url: str
+) -> None:
+    config = settings(tmp_path, database_url, "q")
+    stores = [Store.open(database_url) for _ in range(4)]
+    try:
+        await stores[0].prepare(may_migrate=True)
+        await asyncio.gather(*(check_target(s, config) for s in stores))
+        ids = {await s.info("qdrant_target_id") for s in stores}
+        assert len(ids) == 1 and None not in ids
+        assert {await s.info("qdrant_target") for s in stores} == {describe_target(config)}
+        with pytest.raises(TargetMismatch):
+            await check_target(stores[0], settings(tmp_path, database_url, "elsewhere"))
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_wiped_qdrant_is_marked_again_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite:///{tmp_path / 'sync.db'}"
+    config = settings(tmp_path, url, "q")
+    store = Store.open(url)
+    sink = QdrantSink(AsyncQdrantClient(":memory:"))
+    try:
+        await store.prepare(may_migrate=True)
+        await check_target(store, config)
+        await check_mark(store, sink, config)
+        store_id = await store.info("qdrant_target_id")
+        assert await sink.marker() == store_id
+        assert await sink.names() == []  # the mark is no collection a reader sees
+        await store.track(["t"])
+        # A ledger row as a sync leaves it, then Qdrant loses everything.
+        async with store.engine.begin() as conn:
+            from sqlalchemy import text
+
+            await conn.execute(
+                text(
+                    "INSERT INTO synced_features (task_id, feature_id, point_id, "
+                    "qdrant_collection, vectors, payload_fp, vectors_fp, synced_at) "
+                    "VALUES ('t', 'f', 'p', 'c', '{}', '', '', 0)"
+                )
+            )
+        await sink.client.delete_collection("_sync_service")
+        with caplog.at_level(logging.WARNING):
+            await check_mark(store, sink, config)
+        assert "carries no sync-service mark: it is new or was wiped" in caplog.text
+        assert await sink.marker() == store_id
+    finally:
+        await sink.close()
+        await store.close()
