@@ -1,5 +1,6 @@
 """What the state store knows about itself: which Qdrant it feeds, and from which code
-revision on its schema can be used (a newer schema an older sync-service may still run on).
+revision on its schema can be used (a newer schema an older sync-service may still run on);
+and the history of failed work that was retried.
 
 Additive: code at 0004 reads and writes this schema unchanged, so ``compatible_from`` is 0004.
 
@@ -30,7 +31,19 @@ def upgrade() -> None:
     # The oldest code revision that can run on this schema. Every migration sets it: to its
     # own revision when older code cannot use the schema, else it leaves it where it was.
     op.bulk_insert(info, [{"key": "schema_compatible_from", "value": "0004"}])
+    op.create_table(
+        "task_history",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("task_id", sa.String(255), nullable=False),
+        sa.Column("failed_error", sa.Text()),
+        sa.Column("failed_attempts", sa.Integer(), nullable=False),
+        sa.Column("failed_at", sa.Float(), nullable=False),
+        sa.Column("retried_at", sa.Float(), nullable=False),
+    )
+    op.create_index("ix_task_history_task_id", "task_history", ["task_id"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_task_history_task_id", table_name="task_history")
+    op.drop_table("task_history")
     op.drop_table("service_info")

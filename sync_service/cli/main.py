@@ -14,6 +14,7 @@ from rich.table import Table
 
 from sync_service.cli import keep as cli_keep
 from sync_service.cli import query as cli_query
+from sync_service.cli import retry as cli_retry
 from sync_service.cli import watch as cli_watch
 from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
@@ -31,9 +32,7 @@ app = typer.Typer(
     # Rich tracebacks print local variables, and locals can hold secrets: never show them.
     pretty_exceptions_enable=False,
 )
-app.command("emulator", help="Serve the Mixpeek emulator (for trying things out and tests).")(
-    emulator
-)
+app.command("emulator", help="Serve the Mixpeek emulator (for trying things and tests).")(emulator)
 app.command("backfill", help=cli_watch.BACKFILL_HELP)(cli_watch.backfill)
 app.add_typer(cli_watch.watch_app, name="watch")
 app.command("forget")(cli_keep.forget)
@@ -41,6 +40,7 @@ app.command("verify")(cli_keep.verify)
 app.command("reindex")(cli_keep.reindex)
 app.command("rebind")(cli_keep.rebind)
 app.command("query")(cli_query.query)
+app.command("retry")(cli_retry.retry)
 
 
 @app.command()

@@ -12,6 +12,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
@@ -129,8 +130,39 @@ class DeadLetterOut(BaseModel):
     created_at: float
 
 
+class RetryOut(BaseModel):  # a failure a retry cleared
+    failed_error: str | None
+    failed_attempts: int
+    failed_at: float
+    retried_at: float
+
+
 class TaskDetail(TaskState):
     dead_letter_list: list[DeadLetterOut]
+    retries: list[RetryOut] = []
+
+
+class RetryRequest(BaseModel):
+    """Failed work to re-queue: ``task_ids``, or every failed one (``failed``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_ids: list[TaskId] = Field(default_factory=list, max_length=10_000)
+    failed: bool = False
+    #: Only work that failed at or after this time (ISO 8601 or epoch seconds).
+    since: datetime | None = None
+    dry_run: bool = False
+
+    @model_validator(mode="after")
+    def _one_choice(self) -> RetryRequest:
+        if bool(self.task_ids) == self.failed:
+            raise ValueError("give task_ids or failed=true (one of the two)")
+        return self
+
+
+class RetryAnswer(BaseModel):
+    dry_run: bool
+    requeued: list[str]
+    skipped: dict[str, str]
 
 
 CollectionId = Annotated[
@@ -237,7 +269,17 @@ def create_api(
         if not rows:
             raise HTTPException(404, f"task {task_id} is not tracked")
         letters = [DeadLetterOut(**d) for d in await store.dead_letters(task_id)]
-        return TaskDetail(**rows[0], dead_letter_list=letters)
+        retries = [RetryOut(**r) for r in await store.task_history(task_id)]
+        return TaskDetail(**rows[0], dead_letter_list=letters, retries=retries)
+
+    @app.post("/tasks/retry", response_model=RetryAnswer)
+    async def retry_failed(body: RetryRequest) -> RetryAnswer:
+        """Re-queue failed tasks and asset jobs with fresh attempts (their failure is kept)."""
+        since = body.since.timestamp() if body.since is not None else None
+        done = await store.requeue_failed(body.task_ids, since=since, dry_run=body.dry_run)
+        if done.task_ids and not body.dry_run:
+            log.info("failed work re-queued", extra={"event": "retry", "count": len(done.task_ids)})
+        return RetryAnswer(dry_run=body.dry_run, requeued=done.task_ids, skipped=done.skipped)
 
     @app.get("/watch")
     async def list_watched() -> list[dict[str, Any]]:

@@ -23,17 +23,19 @@ from sync_service.engine.failpoints import failpoint
 from sync_service.engine.persist import persist
 from sync_service.engine.points import Plan, Rejected, collection_name, excerpt, plan_content
 from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
-from sync_service.engine.resync import plan_writes
+from sync_service.engine.resync import ledger_rows, plan_writes
 from sync_service.keep.forget import remove_assets
+from sync_service.qdrant.errors import refusal
 from sync_service.qdrant.sink import QdrantSink, SinkUnavailable
 from sync_service.settings import Settings
 from sync_service.state.ledger import ASSET_JOB_PREFIX
-from sync_service.state.records import Claim, DeadLetter, SyncedFeature, SyncResult
+from sync_service.state.records import Claim, DeadLetter, SyncResult
 from sync_service.state.store import Store
 from sync_service.upstream.port import (
     Asset,
     AssetContent,
     MixpeekAuthError,
+    MixpeekBadRequest,
     MixpeekError,
     MixpeekNotFound,
     TaskOutcome,
@@ -95,6 +97,9 @@ class Pipeline:
             return
         except MixpeekAuthError as exc:
             raise FatalError(str(exc)) from None
+        except MixpeekBadRequest as exc:  # a 4xx no retry changes: fail now, with why
+            await self._fail(claim, f"polling the task was refused (not retried): {exc}")
+            return
         except MixpeekError as exc:
             await self._retry_later(claim, f"polling the task failed: {exc}")
             return
@@ -190,6 +195,12 @@ class Pipeline:
             await self._retry_later(claim, str(exc), count_attempt=False, done=asset_id)
             return
         except Exception as exc:  # upstream or network trouble: worth another try
+            # A request refused as invalid (a 4xx, a collection name Qdrant does not allow):
+            # no retry can fix it.
+            why = str(exc) if isinstance(exc, MixpeekBadRequest) else refusal(exc)
+            if why is not None:
+                await self._fail(claim, f"syncing the asset failed (not retried): {why}", status)
+                return
             await self._retry_later(
                 claim, f"syncing the asset failed: {describe_error(exc)}", done=asset_id
             )
@@ -218,18 +229,7 @@ class Pipeline:
             asset_id=asset_id,
             collection_id=fetched.collection_id,
             qdrant_collection=target,
-            features=[
-                SyncedFeature(
-                    feature_id=p.feature_id,
-                    point_id=p.point_id,
-                    asset_id=p.asset_id,
-                    modality=p.modality,
-                    vectors=p.vector_sizes(),
-                    payload_fp=p.payload_fp,
-                    vectors_fp=p.vectors_fp,
-                )
-                for p in plan.points
-            ],
+            features=ledger_rows(plan.points),
             dead_letters=[DeadLetter(r.reason, r.feature_id, r.payload_excerpt) for r in rejected],
             removed=[r.feature_id for r in writes.removed],
             version=claim.claimed_at,

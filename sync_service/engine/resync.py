@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from sync_service.engine.points import PlannedPoint
 from sync_service.state.ledger import LedgerRow
+from sync_service.state.records import SyncedFeature
 
 
 @dataclass
@@ -48,3 +49,19 @@ def plan_writes(
             writes.unchanged.append(point)
     writes.removed = [row for row in known if row.feature_id not in upstream_feature_ids]
     return writes
+
+
+def ledger_rows(points: Sequence[PlannedPoint]) -> list[SyncedFeature]:
+    """What the ledger records of each point written: enough to plan the next re-sync."""
+    return [
+        SyncedFeature(
+            feature_id=p.feature_id,
+            point_id=p.point_id,
+            asset_id=p.asset_id,
+            modality=p.modality,
+            vectors=p.vector_sizes(),
+            payload_fp=p.payload_fp,
+            vectors_fp=p.vectors_fp,
+        )
+        for p in points
+    ]

@@ -58,3 +58,19 @@ def error_message(exc: UnexpectedResponse) -> str:
 
 def already_exists(exc: Exception) -> bool:
     return "already exists" in str(exc).lower()
+
+
+def refusal(exc: BaseException) -> str | None:
+    """Why Qdrant refused a request as invalid, when it did: no retry can make it valid (a
+    4xx other than 404/408/409/429, a refused point, or embedded Qdrant's ValueError, such as
+    a collection name it does not allow)."""
+    if isinstance(exc, BadInput):
+        return str(exc)
+    if isinstance(exc, UnexpectedResponse):
+        code = exc.status_code or 0
+        if 400 <= code < 500 and code not in (404, 408, 409, 429):
+            return f"Qdrant refused it ({code}): {error_message(exc)}"
+        return None
+    if type(exc) is ValueError:  # local mode validates as the server does, with ValueError
+        return f"Qdrant refused it: {exc}"
+    return None

@@ -201,6 +201,20 @@ service_info = Table(
 )
 
 
+#: Failed work a person re-queued (``sync-service retry``): the failure each retry cleared.
+task_history = Table(
+    "task_history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("task_id", String(255), nullable=False),
+    Column("failed_error", Text),
+    Column("failed_attempts", Integer, nullable=False),
+    Column("failed_at", Float, nullable=False),
+    Column("retried_at", Float, nullable=False),
+)
+Index("ix_task_history_task_id", task_history.c.task_id)
+
+
 class db_now(FunctionElement[float]):
     """The database server's current time in epoch seconds (sub-second precision)."""
 

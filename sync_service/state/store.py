@@ -26,6 +26,7 @@ from sync_service.state.ledger import LedgerQueries, db_time, upsert_ledger
 from sync_service.state.listings import ListingQueries
 from sync_service.state.mirrors import WatchQueries
 from sync_service.state.records import Claim, SyncResult
+from sync_service.state.retries import RetryQueries
 from sync_service.state.schema import (
     RELEASED,
     db_now,
@@ -47,7 +48,15 @@ class LeaseLost(Exception):
     """The task's lease was taken over (expired and reclaimed): this worker must not record."""
 
 
-class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQueries, InfoQueries):
+class Store(
+    LedgerQueries,
+    ViewQueries,
+    WatchQueries,
+    ListingQueries,
+    BreakerQueries,
+    InfoQueries,
+    RetryQueries,
+):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
     The task queue's queries are here; the ledger's, asset jobs' and re-index's are inherited
@@ -56,7 +65,8 @@ class Store(LedgerQueries, ViewQueries, WatchQueries, ListingQueries, BreakerQue
     :class:`~sync_service.state.mirrors.WatchQueries` (watch set, passes) and
     :class:`~sync_service.state.listings.ListingQueries` (what listings saw, sweeps), the
     removal breaker's from :class:`~sync_service.state.breaker.BreakerQueries`, the schema's
-    and the store's own facts from :class:`~sync_service.state.info.InfoQueries`.
+    and the store's own facts from :class:`~sync_service.state.info.InfoQueries`, retries of
+    failed work from :class:`~sync_service.state.retries.RetryQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
