@@ -26,7 +26,7 @@ def connect(database_url: str, *, statement_timeout: float = 30.0) -> AsyncEngin
             pool_pre_ping=True,
             connect_args={
                 # A client-side deadline alone can overshoot by seconds when the server
-                # hangs (design.md §8.5): the server itself ends a statement that runs long.
+                # hangs (docs/contract.md §6.5): the server itself ends a statement that runs long.
                 "server_settings": {
                     "statement_timeout": millis,
                     "lock_timeout": millis,
