@@ -1,4 +1,4 @@
-"""Configuration: the environment variables of design.md §2 plus the ``SYNC_`` tuning knobs.
+"""Configuration: the environment variables of docs/contract.md §2 plus the ``SYNC_`` tuning knobs.
 
 Every value is validated before a command touches anything, and a bad value is reported as one
 line naming the variable (``SYNC_POLL_INTERVAL: must be greater than 0 (got '-1')``).
@@ -96,7 +96,7 @@ class Settings(BaseSettings):
 
     # -- Qdrant writes ----------------------------------------------------------------------
     upsert_batch_points: int = _env("SYNC_UPSERT_BATCH_POINTS", default=256, ge=1, le=10_000)
-    # Qdrant refuses request bodies over 32 MiB; 8 MiB keeps a wide margin (design.md §8.8).
+    # Qdrant refuses request bodies over 32 MiB; 8 MiB keeps a wide margin (docs/contract.md §6.7).
     upsert_batch_bytes: int = _env(
         "SYNC_UPSERT_BATCH_BYTES", default=8 * 1024 * 1024, ge=64 * 1024, le=30 * 1024 * 1024
     )

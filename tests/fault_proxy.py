@@ -1,6 +1,6 @@
 """A TCP proxy that can drop and refuse connections, for state-store fault tests.
 
-toxiproxy cannot be installed here (reliability.md §3.7); this is the same idea in a few lines:
+toxiproxy cannot be installed here (docs/testing.md §4); this is the same idea in a few lines:
 it forwards 127.0.0.1:<port> to a target, and on request aborts every live connection
 (``reset``) or closes new ones at once (``refuse``), like a database that restarts.
 """

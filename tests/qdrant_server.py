@@ -7,7 +7,7 @@ product's real server code path (``AsyncQdrantClient(url=...)`` over REST) runs 
 It stands in for a server we cannot run; the product's logic is not tested *in* it. Each route
 parses the body into its ``qdrant_client.http.models`` type, calls the local client, and wraps the
 result in Qdrant's envelope. What it cannot reproduce (WAL, HNSW, ``wait=false`` visibility, real
-payload indexes, clustering) is listed in ``/work/shared/qdrant-notes.md`` §5.
+payload indexes, clustering) is listed in ``docs/testing.md`` §3.
 
 Start it::
 

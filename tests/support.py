@@ -1,6 +1,6 @@
 """Test oracle: what Qdrant must hold, computed independently from what the emulator serves.
 
-This restates design.md §4 on purpose instead of calling the product's mapping code, so a bug
+This restates docs/contract.md §4 on purpose instead of calling the product's mapping code, so a bug
 in ``points.py`` cannot hide itself.
 """
 

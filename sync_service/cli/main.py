@@ -1,4 +1,4 @@
-"""The ``sync-service`` command line (design.md §3). Data goes to stdout, logs to stderr."""
+"""The ``sync-service`` command line (docs/contract.md §3). Data goes to stdout, logs to stderr."""
 
 from __future__ import annotations
 

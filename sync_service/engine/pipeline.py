@@ -1,4 +1,4 @@
-"""One tracked task, from poll to synced: the story of design.md §1, top to bottom.
+"""One tracked task, from poll to synced: the story of docs/contract.md §1, top to bottom.
 
 poll the task → not finished: poll again later (a growing interval), or fail it as timed out
              → FAILED upstream: record ``failed`` with the asset's error

@@ -1,4 +1,4 @@
-"""Feature + asset → Qdrant point (design.md §4), and the checks that keep bad items out.
+"""Feature + asset → Qdrant point (docs/contract.md §4), and the checks that keep bad items out.
 
 Pure functions over the upstream JSON as it was served: no I/O, no clocks. A feature that cannot
 become a valid point is *rejected* with a reason (it becomes a dead letter); it never stops the

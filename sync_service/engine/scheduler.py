@@ -2,7 +2,7 @@
 
 Each tick claims as many due tasks as there is room for and starts them in the background, so a
 slow asset never delays the next tick. APScheduler 3's own ``shutdown()`` cancels running
-coroutine jobs at once (design.md §8.1), so shutdown is ours: stop claiming, give the work in
+coroutine jobs at once (docs/contract.md §6.1), so shutdown is ours: stop claiming, give the work in
 flight a grace period, cancel what is left, and hand its leases back for the next start.
 """
 

@@ -33,7 +33,7 @@ def _pg_arguments(database_url: str, statement_timeout: float) -> dict[str, Any]
     millis = str(int(statement_timeout * 1000))
     arguments: dict[str, Any] = {
         # A client-side deadline alone can overshoot by seconds when the server hangs
-        # (design.md §8.5): the server itself ends a statement that runs long.
+        # (docs/contract.md §6.5): the server itself ends a statement that runs long.
         "server_settings": {
             **options.server_settings,
             "statement_timeout": millis,

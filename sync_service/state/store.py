@@ -134,7 +134,7 @@ class Store(
         One ``UPDATE … WHERE task_id IN (SELECT …) RETURNING`` statement: SQLite serialises
         writers, so two claimers can never lease the same row; on PostgreSQL the inner SELECT
         also takes ``FOR UPDATE SKIP LOCKED`` so concurrent claimers skip each other's rows
-        instead of waiting (SQLAlchemy silently drops that clause on SQLite, design.md §8.3).
+        instead of waiting (SQLAlchemy silently drops that clause on SQLite, docs/contract.md §6.3).
         ``task_ids`` limits the claim to those tasks.
         """
         due = (

@@ -22,7 +22,7 @@ from sync_service.state.schema import (
     tasks,
 )
 
-#: Task states, exactly (design.md §3).
+#: Task states, exactly (docs/contract.md §3).
 STATES = ("pending", "synced", "failed")
 
 

@@ -1,6 +1,6 @@
 """Typed errors for the Mixpeek client, and parsing of every error body shape seen upstream.
 
-Mixpeek changed its error envelope several times (see ``mixpeek-api.md`` §8), so one parser
+Mixpeek changed its error envelope several times (see ``docs/upstream-2024.md`` §7), so one parser
 turns any of them into ``message / error_type / details`` and the client maps the HTTP status
 onto a small exception hierarchy whose ``retryable`` flag drives the retry policy.
 """

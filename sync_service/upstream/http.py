@@ -4,7 +4,7 @@
 :meth:`MixpeekHttp.call`: one :class:`RetryPolicy` (tenacity underneath) around
 :meth:`MixpeekHttp._attempt`. An attempt is one HTTP exchange under an overall ``asyncio.timeout``:
 httpx's read timeout is per chunk, so a slow-drip answer would otherwise never time out
-(design.md §8 item 2). ``Retry-After`` (or ``details.retry_after``) raises the backoff wait. Body
+(docs/contract.md §6.2). ``Retry-After`` (or ``details.retry_after``) raises the backoff wait. Body
 parsing happens inside the attempt, so a truncated 200 is retried like any other transient failure.
 Non-2xx answers become typed :mod:`~sync_service.upstream.errors` errors, with the API key redacted.
 """

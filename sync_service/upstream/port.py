@@ -8,8 +8,8 @@ a wire model or a status spelling of one API in particular.
 Two rules shape the models:
 
 * what will become a Qdrant payload is carried as ``data``, the JSON object as upstream served
-  it (design.md §4 copies it verbatim), with a feature's vectors under ``data["vectors"]`` in one
-  form whatever the API: ``{name: [floats]}`` for dense, ``{name: {"indices", "values"}}`` for
+  it (docs/contract.md §4 copies it verbatim), with a feature's vectors under ``data["vectors"]`` in
+  one form whatever the API: ``{name: [floats]}`` for dense, ``{name: {"indices", "values"}}`` for
   sparse. Checking vectors is the point mapper's job, so one bad vector never fails an asset;
 * everything the service decides on (ids, outcome, change stamp) is a typed field, read once by
   the adapter, so no caller parses upstream JSON.
@@ -60,7 +60,7 @@ class TaskOutcome(StrEnum):
     PENDING = "pending"
 
 
-# Every spelling seen across Mixpeek's generations (mixpeek-api.md §4, mixpeek-v1.md).
+# Every spelling seen across Mixpeek's generations (docs/upstream-2024.md §3).
 _SUCCEEDED = frozenset({"DONE", "COMPLETED", "COMPLETED_WITH_ERRORS"})
 _FAILED = frozenset({"FAILED", "CANCELLED", "CANCELED", "SKIPPED"})
 

@@ -1,4 +1,4 @@
-"""Upstream faults of the Mixpeek emulator over real HTTP (reliability.md §6 B, §5).
+"""Upstream faults of the Mixpeek emulator over real HTTP (docs/testing.md §2 B, §1).
 
 Each knob at rate 1.0 with plain httpx, the Retry-After ledger, and the product's client
 surviving every fault at a 0.3 share.

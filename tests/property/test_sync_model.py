@@ -793,7 +793,7 @@ def test_zombie_worker_overwrites_newer_point() -> None:
     ``sink.upsert``; upstream updates the feature's metadata to rev 1; 35 units pass, the lease
     (30) expires, a second worker reclaims the task, writes rev 1 and records ``synced``; the
     first worker resumes, writes rev 0 over it, and only then gets ``LeaseLost`` from
-    ``mark_synced``. Qdrant keeps rev 0 for good (reliability.md I3 / row A11: an older
+    ``mark_synced``. Qdrant keeps rev 0 for good (docs/testing.md §2 I3 / row A11: an older
     revision processed late must never win).
     """
     machine = SyncModel()
@@ -818,8 +818,8 @@ def test_zombie_worker_overwrites_newer_point() -> None:
 
 
 def test_poisoned_first_vector_sets_the_collection_shape() -> None:
-    """Regression: one bad vector used to poison every good feature after it (design.md §4: it
-    must not); with ``SYNC_VECTOR_SIZES`` the collection takes the configured size instead.
+    """Regression: one bad vector used to poison every good feature after it (docs/contract.md §4:
+    it must not); with ``SYNC_VECTOR_SIZES`` the collection takes the configured size instead.
 
     Found by the machine with ``SYNC_PROPERTY_KNOWN_BUGS=1`` (which then also poisoned a new
     collection's first vector); this is its shrunk sequence::

@@ -27,7 +27,16 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 ENV_EXAMPLE = ROOT / ".env.example"
 
-SERVICES = {"qdrant", "postgres", "migrate", "sync-service", "mixpeek-emulator"}
+SERVICES = {
+    "qdrant",
+    "postgres",
+    "migrate",
+    "sync-service",
+    "mixpeek-emulator",
+    "prometheus",
+    "grafana",
+}
+OPTIONAL = {"mixpeek-emulator": "dev", "prometheus": "observability", "grafana": "observability"}
 # Our own image's services: compose must only hand them variables the service reads.
 OUR_SERVICES = ("sync-service", "migrate")
 
@@ -124,11 +133,11 @@ def _required_variables() -> set[str]:
 # -- services, order, health --------------------------------------------------------------------
 
 
-def test_the_five_services_exist() -> None:
+def test_the_services_exist() -> None:
     assert set(_services()) == SERVICES
 
 
-@pytest.mark.parametrize("name", ["qdrant", "postgres", "sync-service", "mixpeek-emulator"])
+@pytest.mark.parametrize("name", sorted(SERVICES - {"migrate"}))
 def test_long_running_services_have_a_healthcheck(name: str) -> None:
     check = _services()[name].get("healthcheck")
     assert check, f"{name} has no healthcheck"
@@ -156,10 +165,11 @@ def test_migrate_is_a_one_shot_of_the_same_image_after_postgres() -> None:
     assert daemon["restart"] == "unless-stopped"
 
 
-def test_emulator_only_in_the_dev_profile() -> None:
+def test_emulator_and_monitoring_only_in_their_profiles() -> None:
     services = _services()
-    assert services["mixpeek-emulator"]["profiles"] == ["dev"]
-    for name in SERVICES - {"mixpeek-emulator"}:
+    for name, profile in OPTIONAL.items():
+        assert services[name]["profiles"] == [profile], name
+    for name in SERVICES - set(OPTIONAL):
         assert "profiles" not in services[name], f"{name} must start with a plain `up`"
     command = services["mixpeek-emulator"]["command"]
     words = command.split() if isinstance(command, str) else command
@@ -176,6 +186,66 @@ def test_published_ports_are_loopback_only() -> None:
                 else str(port).startswith("127.0.0.1:")
             )
             assert loopback, f"{name} publishes {port!r} beyond loopback"
+
+
+# -- the observability profile ------------------------------------------------------------------
+
+
+def _mounts(name: str) -> dict[str, str]:
+    """A service's bind mounts: container path -> path in this repository."""
+    mounts = {}
+    for volume in _services()[name].get("volumes", []):
+        source, target, *_ = str(volume).split(":")
+        if source.startswith("./"):
+            mounts[target] = source
+    return mounts
+
+
+def test_prometheus_gets_the_scrape_config_rules_and_tokens() -> None:
+    prometheus = _services()["prometheus"]
+    mounts = _mounts("prometheus")
+    config_path = "/etc/prometheus/prometheus.yml"
+    assert mounts[config_path] == "./deploy/prometheus/prometheus.yml"
+    command = " ".join(prometheus["command"])
+    assert f"--config.file={config_path}" in command
+    config = yaml.safe_load((ROOT / mounts[config_path]).read_text())
+    for rule_file in config["rule_files"]:  # relative to the config file, in both places
+        target = f"/etc/prometheus/{rule_file}"
+        assert target in mounts and (ROOT / mounts[target]).is_file(), rule_file
+    # every bearer token file the scrape config reads is written at start from the environment
+    env = _environment(prometheus)
+    for job in config["scrape_configs"]:
+        token_file = job["authorization"]["credentials_file"]
+        assert token_file.startswith("/run/secrets/")
+        assert "/run/secrets" in prometheus["tmpfs"][0], "the tokens belong in a tmpfs"
+        assert f"> {token_file}" in command, f"nothing writes {token_file}"
+    assert {"SYNC_API_TOKEN", "QDRANT_API_KEY"} <= set(env)
+
+
+def test_prometheus_scrapes_every_replica_and_qdrant_where_compose_runs_them() -> None:
+    config = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    daemon_port = _environment(_services()["sync-service"])["SYNC_API_PORT"]
+    [sd] = jobs["sync-service"]["dns_sd_configs"]  # one A record per replica
+    assert sd["names"] == ["sync-service"] and str(sd["port"]) == daemon_port
+    assert jobs["sync-service"]["metrics_path"] == "/metrics"
+    assert jobs["qdrant"]["static_configs"][0]["targets"] == ["qdrant:6333"]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard() -> None:
+    mounts = _mounts("grafana")
+    provisioning = ROOT / mounts["/etc/grafana/provisioning"]
+    [datasource] = yaml.safe_load((provisioning / "datasources/prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == "http://prometheus:9090" and datasource["uid"] == "prometheus"
+    [provider] = yaml.safe_load((provisioning / "dashboards/sync-service.yml").read_text())[
+        "providers"
+    ]
+    dashboards = provider["options"]["path"]
+    assert (ROOT / mounts[dashboards] / "sync-service.json").is_file()
+    home = _environment(_services()["grafana"])["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{dashboards}/sync-service.json"
 
 
 # -- shutdown, replicas -------------------------------------------------------------------------

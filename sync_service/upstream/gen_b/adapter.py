@@ -142,7 +142,7 @@ class GenBUpstream:
         try:
             answer = await self.client.embed(text, vector_name)
         except MixpeekNotFound:
-            # The November-2024 API had no embedding route; B' added it (mixpeek-api.md §9).
+            # The November-2024 API had no embedding route; B' added it (docs/upstream-2024.md §8).
             raise MixpeekUnsupported(
                 "this Mixpeek API has no embedding route (POST /features/extractors/embed "
                 "answered 404), so it cannot turn a text into a vector"

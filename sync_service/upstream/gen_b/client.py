@@ -36,7 +36,8 @@ __all__ = ["MixpeekClient", "RequestObserver", "RetryPolicy"]
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=MixpeekModel)
 
-# Gen B named the flag include_vectors; by Dec 2024 it was return_vectors (mixpeek-api.md §9).
+# Gen B named the flag include_vectors; by Dec 2024 it was return_vectors
+# (docs/upstream-2024.md §8).
 _VECTOR_PARAMS = ("include_vectors", "return_vectors")
 
 
@@ -256,7 +257,7 @@ class MixpeekClient:
     ) -> Page[Asset]:
         """``POST /assets`` (page/page_size are query parameters even on this POST).
 
-        ``sort`` = (field, "asc" | "desc"), mixpeek-api.md §7.
+        ``sort`` = (field, "asc" | "desc"), docs/upstream-2024.md §6.
         """
         body: dict[str, Any] = {"collection_ids": _ids(collection_ids)}
         if filters is not None:

@@ -1,4 +1,4 @@
-"""Pydantic models for Mixpeek answers, tolerant of every API generation in ``mixpeek-api.md``.
+"""Pydantic models for Mixpeek answers, tolerant of every API generation in docs/upstream-2024.md.
 
 Two rules shape everything here:
 
