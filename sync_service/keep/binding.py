@@ -8,15 +8,12 @@ a process pointed elsewhere refuses with one line saying both, until ``sync-serv
 
 from __future__ import annotations
 
-import logging
 import uuid
 from pathlib import Path
 
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
-
-log = logging.getLogger(__name__)
 
 REBIND_MEANS = (
     "the state store's ledger describes the points of the Qdrant it fed before; run "
@@ -56,26 +53,18 @@ async def check_target(store: Store, settings: Settings) -> None:
 
 
 async def check_mark(store: Store, sink: QdrantSink, settings: Settings) -> None:
-    """Check that the Qdrant is marked with this store's id; mark a new or wiped one."""
+    """Check that the Qdrant carries this store's mark: mark it on first use; refuse one that
+    lacks it once the store has synced (another Qdrant at the same address, or a wiped one)."""
     store_id = await store.info("qdrant_target_id")
-    if store_id is None:
+    if store_id is None or await sink.has_mark(store_id):
         return
-    marker = await sink.marker()
-    if marker is None:
-        if await store.has_synced():  # it held this store's points once: it lost them
-            log.warning(
-                "the Qdrant at %s carries no sync-service mark: it is new or was wiped; "
-                "`sync-service verify --repair` restores what the state store says it holds",
-                _shown(describe_target(settings)),
-                extra={"event": "qdrant_unmarked"},
-            )
-        await sink.mark(store_id)
-    elif marker != store_id:
+    if await store.has_synced():
         raise TargetMismatch(
-            f"the Qdrant at {_shown(describe_target(settings))} is fed by another state store "
-            f"(id {marker[:8]}; this one is {store_id[:8]}): point DATABASE_URL at its store, "
-            "or run `sync-service rebind` to make this store feed it"
+            f"the Qdrant at {_shown(describe_target(settings))} does not carry this state "
+            f"store's mark (id {store_id[:8]}): it is not the Qdrant the store fed, or it was "
+            "wiped; run `sync-service rebind`, then `sync-service verify --repair`"
         )
+    await sink.mark(store_id)
 
 
 async def rebind(store: Store, sink: QdrantSink, settings: Settings) -> tuple[str | None, str]:

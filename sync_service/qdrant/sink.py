@@ -25,7 +25,7 @@ from sync_service.qdrant.errors import (
     reachable,
     unavailable,
 )
-from sync_service.qdrant.marker import MARKER_COLLECTION, read_marker, write_marker
+from sync_service.qdrant.marker import MARKER_COLLECTION, has_mark, write_mark
 from sync_service.settings import Distance, Settings
 
 # Callers import these from here, as they did before collections and errors moved out.
@@ -307,12 +307,12 @@ class QdrantSink(QdrantCollections):
         plain = {c.name for c in collections if c.name not in behind}
         return sorted(plain | {a.alias_name for a in aliases})
 
-    async def marker(self) -> str | None:
-        """The id of the state store this Qdrant is marked as fed by (None: unmarked)."""
-        return await read_marker(self.client)
+    async def has_mark(self, store_id: str) -> bool:
+        """Whether this Qdrant carries the mark of the state store ``store_id``."""
+        return await has_mark(self.client, store_id)
 
     async def mark(self, store_id: str) -> None:
-        await write_marker(self.client, store_id)
+        await write_mark(self.client, store_id)
 
     async def ping(self) -> None:
         """Raise if Qdrant does not answer."""

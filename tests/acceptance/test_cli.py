@@ -200,8 +200,6 @@ def test_a_state_store_feeds_one_qdrant_until_rebound(tmp_path: Path) -> None:
     assert "verify --repair" in rebound.stderr
     assert cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **store).returncode == 0
     assert cli(tmp_path, "run", "--drain", QDRANT_PATH=first, **store).returncode == 2
-    # Another state store pointed at a Qdrant this one feeds: refused by the mark.
+    # Another deployment (its own state store) may share the Qdrant: each marks it.
     other = {**store, "DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
-    taken = cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **other)
-    assert taken.returncode == 2
-    assert f"the Qdrant at QDRANT_PATH={second} is fed by another state store" in taken.stderr
+    assert cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **other).returncode == 0

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 from pathlib import Path
 
 import pytest
 from qdrant_client import AsyncQdrantClient
+from sqlalchemy import text
 
-from sync_service.keep.binding import TargetMismatch, check_mark, check_target, describe_target
+from sync_service.keep.binding import (
+    TargetMismatch,
+    check_mark,
+    check_target,
+    describe_target,
+    rebind,
+)
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
@@ -37,25 +43,25 @@ async def test_replicas_starting_at_once_record_one_target(
             await s.close()
 
 
-async def test_a_wiped_qdrant_is_marked_again_with_a_warning(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+async def test_a_qdrant_without_the_stores_mark_is_refused_once_the_store_has_synced(
+    tmp_path: Path,
 ) -> None:
     url = f"sqlite:///{tmp_path / 'sync.db'}"
     config = settings(tmp_path, url, "q")
     store = Store.open(url)
     sink = QdrantSink(AsyncQdrantClient(":memory:"))
+    other = QdrantSink(AsyncQdrantClient(":memory:"))
     try:
         await store.prepare(may_migrate=True)
         await check_target(store, config)
-        await check_mark(store, sink, config)
+        await check_mark(store, sink, config)  # first use: marked
         store_id = await store.info("qdrant_target_id")
-        assert await sink.marker() == store_id
+        assert store_id is not None and await sink.has_mark(store_id)
         assert await sink.names() == []  # the mark is no collection a reader sees
-        await store.track(["t"])
-        # A ledger row as a sync leaves it, then Qdrant loses everything.
+        await sink.mark("another-deployment")  # a server may be shared: marks add up
+        await check_mark(store, sink, config)
+        # A ledger row as a sync leaves it; then the address serves a Qdrant without the mark.
         async with store.engine.begin() as conn:
-            from sqlalchemy import text
-
             await conn.execute(
                 text(
                     "INSERT INTO synced_features (task_id, feature_id, point_id, "
@@ -63,11 +69,11 @@ async def test_a_wiped_qdrant_is_marked_again_with_a_warning(
                     "VALUES ('t', 'f', 'p', 'c', '{}', '', '', 0)"
                 )
             )
-        await sink.client.delete_collection("_sync_service")
-        with caplog.at_level(logging.WARNING):
-            await check_mark(store, sink, config)
-        assert "carries no sync-service mark: it is new or was wiped" in caplog.text
-        assert await sink.marker() == store_id
+        with pytest.raises(TargetMismatch, match="does not carry this state store's mark"):
+            await check_mark(store, other, config)
+        await rebind(store, other, config)
+        await check_mark(store, other, config)
     finally:
+        await other.close()
         await sink.close()
         await store.close()
