@@ -5,16 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.pipeline import Pipeline
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store, open_store
-from sync_service.upstream.gen_b.client import MixpeekClient, RequestObserver, RetryPolicy
+
+if TYPE_CHECKING:  # Qdrant's client (most of a second) and aiohttp: imported when made
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.upstream.gen_b.client import MixpeekClient, RequestObserver
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,6 +33,8 @@ class Service:
 
 
 def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) -> MixpeekClient:
+    from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
+
     return MixpeekClient(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
@@ -45,17 +52,60 @@ def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) 
     )
 
 
+def qdrant_sink(settings: Settings, metrics: Metrics) -> QdrantSink:
+    from sync_service.qdrant.sink import QdrantSink
+
+    return QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
+
+
 @asynccontextmanager
-async def open_service(settings: Settings) -> AsyncIterator[Service]:
+async def open_service(
+    settings: Settings, *, defer_when_idle: bool = False
+) -> AsyncIterator[Service]:
+    """The store (migrated), the Qdrant sink, the Mixpeek client and the pipeline over them.
+
+    ``defer_when_idle`` (``run --drain``): if the store holds no work (``Store.has_work``), the
+    sink and the client are made on first use instead, so a drain with nothing to do neither
+    loads their libraries nor opens the embedded Qdrant folder.
+    """
     metrics = Metrics()
     async with open_store(settings) as store:
-        sink = QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
+        if defer_when_idle and not await store.has_work():
+            lazy_sink = OnFirstUse(lambda: qdrant_sink(settings, metrics))
+            lazy_client = OnFirstUse(lambda: mixpeek_client(settings, observer=metrics))
+            sink, client = cast("QdrantSink", lazy_sink), cast("MixpeekClient", lazy_client)
+            try:
+                pipeline = Pipeline(settings, store, client, sink, metrics)
+                yield Service(settings, store, client, sink, pipeline, metrics)
+            finally:
+                try:
+                    if lazy_client.made is not None:
+                        await lazy_client.made.aclose()
+                finally:
+                    if lazy_sink.made is not None:
+                        await lazy_sink.made.close()
+            return
+        sink = qdrant_sink(settings, metrics)
         try:
             async with mixpeek_client(settings, observer=metrics) as client:
                 pipeline = Pipeline(settings, store, client, sink, metrics)
                 yield Service(settings, store, client, sink, pipeline, metrics)
         finally:
             await sink.close()
+
+
+class OnFirstUse(Generic[T]):
+    """Stands in for a part that is made when something first reaches for one of its
+    attributes (see ``open_service``): work tracked after the check still finds it."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self.made: T | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.made is None:
+            self.made = self._make()
+        return getattr(self.made, name)
 
 
 class ControlApiError(Exception):

@@ -60,7 +60,13 @@ def run(
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
 
     async def main() -> int:
-        async with open_service(settings) as service, serve_control_api(service) as url:
+        # A drain with nothing to do (and no SYNC_WATCH_COLLECTIONS to add) makes Qdrant's
+        # client and the Mixpeek client only if work turns up after all.
+        lazy = drain and not settings.watch_collections
+        async with (
+            open_service(settings, defer_when_idle=lazy) as service,
+            serve_control_api(service) as url,
+        ):
             if url is not None:
                 log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon.from_settings(service.store, service.pipeline, settings, watch=True)
@@ -293,7 +299,7 @@ def main() -> None:
     except Exception as exc:
         from sqlalchemy.exc import SQLAlchemyError
 
-        from sync_service.qdrant.sink import SinkUnavailable
+        from sync_service.qdrant.faults import SinkUnavailable
         from sync_service.upstream.errors import MixpeekError
 
         if isinstance(exc, SQLAlchemyError):

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_service.engine.points import Rejected, excerpt
 from sync_service.upstream.errors import MixpeekError, MixpeekNotFound
-from sync_service.upstream.gen_b.client import MixpeekClient
 from sync_service.upstream.gen_b.models import Task, TaskOutcome, classify_status
+
+if TYPE_CHECKING:  # loads aiohttp: not before there is work
+    from sync_service.upstream.gen_b.client import MixpeekClient
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
@@ -28,14 +28,17 @@ from sync_service.engine.points import Plan, Rejected, collection_name, excerpt,
 from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
 from sync_service.engine.resync import plan_writes
 from sync_service.keep.forget import remove_assets
-from sync_service.qdrant.sink import QdrantSink, SinkUnavailable
+from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.settings import Settings
 from sync_service.state.ledger import ASSET_JOB_PREFIX
 from sync_service.state.records import Claim, DeadLetter, SyncedFeature, SyncResult
 from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.upstream.gen_b.client import MixpeekClient
 from sync_service.upstream.gen_b.models import Task, TaskOutcome
+
+if TYPE_CHECKING:  # their modules load Qdrant's client and aiohttp: not before there is work
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.upstream.gen_b.client import MixpeekClient
 
 log = logging.getLogger(__name__)
 

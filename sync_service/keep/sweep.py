@@ -13,15 +13,18 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.points import collection_name
 from sync_service.keep.forget import Removal, apply_removal, plan_removal
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
-from sync_service.upstream.gen_b.client import MixpeekClient
+
+if TYPE_CHECKING:  # their modules load Qdrant's client and aiohttp: not before there is work
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.upstream.gen_b.client import MixpeekClient
 
 log = logging.getLogger(__name__)
 

@@ -18,20 +18,22 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.failpoints import failpoint
 from sync_service.keep.stamps import changed_since, epoch, newest, stamp
 from sync_service.keep.sweep import HeldSweep, Sweeper
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.listings import Listed
 from sync_service.state.mirrors import SWEEPING
 from sync_service.state.store import Store
 from sync_service.upstream.errors import MixpeekAuthError, MixpeekError
-from sync_service.upstream.gen_b.client import MixpeekClient
 from sync_service.upstream.gen_b.models import Asset, Page, TaskOutcome, classify_status
+
+if TYPE_CHECKING:  # their modules load Qdrant's client and aiohttp: not before there is work
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.upstream.gen_b.client import MixpeekClient
 
 log = logging.getLogger(__name__)
 
