@@ -19,12 +19,16 @@ from sync_service.cli.common import err, fail, load_settings, out, run_async
 from sync_service.emulator.command import emulator
 
 if TYPE_CHECKING:
+    from sync_service.state.peek import StorePeek
+    from sync_service.state.store import Store
     from sync_service.upstream.gen_b.models import IndexResult
 
 # The heavy parts (Qdrant client, SQLAlchemy, the pipeline) are imported inside the commands
 # that use them, so `status`, `track` and `--help` start quickly.
 
 T = TypeVar("T")
+#: What status reads: counts, task rows, the task's dead letters, the watched collections.
+StatusData = tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
 log = logging.getLogger("sync_service")
 
 app = typer.Typer(
@@ -177,16 +181,25 @@ def status(
 ) -> None:
     """What is pending, synced and failed."""
     settings = load_settings()
-    from sync_service.state.store import open_store
 
-    async def main() -> tuple[
-        dict[str, int], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]
-    ]:
+    async def read(store: Store | StorePeek) -> StatusData:
+        rows = await store.list_tasks(task_id)
+        letters = await store.dead_letters(task_id) if task_id else []
+        watched = await cli_watch.watch_rows(store) if task_id is None else []
+        return await store.counts(), rows, letters, watched
+
+    async def main() -> StatusData:
+        # A SQLite store at the newest schema is read without loading SQLAlchemy; else (and
+        # on any SQLite error) the store is opened as by every command.
+        from sync_service.state.peek import peek_sqlite
+
+        peeked = await peek_sqlite(settings.database_url.get_secret_value(), read)
+        if peeked is not None:
+            return peeked
+        from sync_service.state.store import open_store
+
         async with open_store(settings) as store:
-            rows = await store.list_tasks(task_id)
-            letters = await store.dead_letters(task_id) if task_id else []
-            watched = await cli_watch.watch_rows(store) if task_id is None else []
-            return await store.counts(), rows, letters, watched
+            return await read(store)
 
     counts, rows, letters, watched = run_async(main())
     if task_id is not None and not rows:

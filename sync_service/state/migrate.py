@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy.engine import Connection
+if TYPE_CHECKING:  # HEAD is read by status's SQLite peek, which does without SQLAlchemy
+    from sqlalchemy.engine import Connection
 
 MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
 #: The newest revision in ``MIGRATIONS_DIR`` (a test checks it against Alembic's own head):

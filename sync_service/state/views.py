@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync_service.state.base import Queries
+from sync_service.state.records import STATES
 from sync_service.state.schema import (
     RELEASED,
     db_now,
@@ -21,9 +22,6 @@ from sync_service.state.schema import (
     synced_features,
     tasks,
 )
-
-#: Task states, exactly (design.md §3).
-STATES = ("pending", "synced", "failed")
 
 
 @dataclass(frozen=True)
