@@ -30,6 +30,8 @@ class Service:
     sink: QdrantSink
     pipeline: Pipeline
     metrics: Metrics
+    #: The store held no work at start, so the sink and the client wait for first use.
+    idle: bool = False
 
 
 def mixpeek_client(settings: Settings, observer: RequestObserver | None = None) -> MixpeekClient:
@@ -76,7 +78,7 @@ async def open_service(
             sink, client = cast("QdrantSink", lazy_sink), cast("MixpeekClient", lazy_client)
             try:
                 pipeline = Pipeline(settings, store, client, sink, metrics)
-                yield Service(settings, store, client, sink, pipeline, metrics)
+                yield Service(settings, store, client, sink, pipeline, metrics, idle=True)
             finally:
                 try:
                     if lazy_client.made is not None:
