@@ -5,18 +5,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.pipeline import Pipeline
 from sync_service.keep.binding import check_mark, check_target
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store, open_store
-from sync_service.upstream.connect import open_upstream
-from sync_service.upstream.port import Upstream
+
+if TYPE_CHECKING:  # Qdrant's client (most of a second) and aiohttp: imported when made
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.upstream.port import Upstream
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -27,15 +31,53 @@ class Service:
     sink: QdrantSink
     pipeline: Pipeline
     metrics: Metrics
+    #: The store held no work at start, so the sink and the client wait for first use.
+    idle: bool = False
+
+
+def open_upstream(settings: Settings, observer: Metrics | None = None) -> Upstream:
+    """Mixpeek behind the upstream port (its client's modules load here, when made)."""
+    from sync_service.upstream.connect import open_upstream as connect
+
+    return connect(settings, observer)
+
+
+def qdrant_sink(settings: Settings, metrics: Metrics) -> QdrantSink:
+    from sync_service.qdrant.sink import QdrantSink
+
+    return QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
 
 
 @asynccontextmanager
-async def open_service(settings: Settings, *, migrate: bool = False) -> AsyncIterator[Service]:
-    """The parts over the state store (``migrate``: an older schema may be migrated)."""
+async def open_service(
+    settings: Settings, *, migrate: bool = False, defer_when_idle: bool = False
+) -> AsyncIterator[Service]:
+    """The store, the Qdrant sink, the upstream and the pipeline over them (``migrate``: an
+    older schema may be migrated).
+
+    ``defer_when_idle`` (``run --drain``): if the store holds no work (``Store.has_work``), the
+    sink and the upstream are made on first use instead, so a drain with nothing to do neither
+    loads their libraries nor opens the embedded Qdrant folder.
+    """
     metrics = Metrics()
     async with open_store(settings, migrate=migrate) as store:
         await check_target(store, settings)  # before the Qdrant folder is even opened
-        sink = QdrantSink.from_settings(settings, on_batch=metrics.upsert_batch)
+        if defer_when_idle and not await store.has_work():
+            lazy_sink = OnFirstUse(lambda: qdrant_sink(settings, metrics))
+            lazy_upstream = OnFirstUse(lambda: open_upstream(settings, observer=metrics))
+            sink, upstream = cast("QdrantSink", lazy_sink), cast("Upstream", lazy_upstream)
+            try:
+                pipeline = Pipeline(settings, store, upstream, sink, metrics)
+                yield Service(settings, store, upstream, sink, pipeline, metrics, idle=True)
+            finally:
+                try:
+                    if lazy_upstream.made is not None:
+                        await lazy_upstream.made.aclose()
+                finally:
+                    if lazy_sink.made is not None:
+                        await lazy_sink.made.close()
+            return
+        sink = qdrant_sink(settings, metrics)
         try:
             await check_mark(store, sink, settings)
             async with open_upstream(settings, observer=metrics) as upstream:
@@ -43,6 +85,20 @@ async def open_service(settings: Settings, *, migrate: bool = False) -> AsyncIte
                 yield Service(settings, store, upstream, sink, pipeline, metrics)
         finally:
             await sink.close()
+
+
+class OnFirstUse(Generic[T]):
+    """Stands in for a part that is made when something first reaches for one of its
+    attributes (see ``open_service``): work tracked after the check still finds it."""
+
+    def __init__(self, make: Callable[[], T]) -> None:
+        self._make = make
+        self.made: T | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self.made is None:
+            self.made = self._make()
+        return getattr(self.made, name)
 
 
 class ControlApiError(Exception):

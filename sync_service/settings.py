@@ -23,19 +23,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sync_service.choices import Distance as Distance  # defined there, light for the CLI
 from sync_service.engine.poll_schedule import PollScheduleKind
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
-
-
-class Distance(StrEnum):
-    cosine = "cosine"
-    dot = "dot"
-    euclid = "euclid"
-    manhattan = "manhattan"
 
 
 class LogFormat(StrEnum):

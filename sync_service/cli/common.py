@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Coroutine
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sync_service.control import logs
-from sync_service.settings import Settings, describe_validation_error
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from sync_service.settings import Settings
+
+# Settings (pydantic-settings) and the progress bar are imported where they are used, so
+# `--help` never loads them.
 
 T = TypeVar("T")
 
@@ -27,6 +31,10 @@ def fail(message: str, code: int = 1) -> NoReturn:
 
 def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment and .env; a bad value stops here with exit code 2."""
+    from pydantic import ValidationError
+
+    from sync_service.settings import Settings, describe_validation_error
+
     try:
         settings = Settings(**overrides)
     except ValidationError as exc:
@@ -38,11 +46,15 @@ def load_settings(**overrides: Any) -> Settings:
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    import asyncio  # not at module level: `--help` needs no event loop
+
     return asyncio.run(coro)
 
 
 def progress_bar(*, enabled: bool = True) -> Progress:
     """The progress bar of long commands, on stderr (stdout stays for data)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),

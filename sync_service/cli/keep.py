@@ -9,8 +9,8 @@ from typing import Any
 
 import typer
 
+from sync_service.choices import Distance
 from sync_service.cli.common import err, fail, load_settings, out, progress_bar, run_async
-from sync_service.settings import Distance
 
 
 def forget(

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
-from rich.table import Table
 
 from sync_service.cli.common import err, fail, load_settings, out, progress_bar, run_async
 
@@ -297,6 +296,8 @@ async def watch_rows(store: Any) -> list[dict[str, Any]]:
 def print_watch_table(rows: list[dict[str, Any]]) -> None:
     if not rows:
         return
+    from rich.table import Table
+
     table = Table("collection", "last incremental", "last full", "lag", "assets", "pass", "note")
     for r in rows:
         table.add_row(

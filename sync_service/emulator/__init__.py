@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sync_service.emulator.config import EmulatorConfig
-
 if TYPE_CHECKING:
     from sync_service.emulator.app import create_app
+    from sync_service.emulator.config import EmulatorConfig
     from sync_service.emulator.server import EmulatorServer, serve
 
 __all__ = ["EmulatorConfig", "EmulatorServer", "create_app", "serve"]
 
 
 def __getattr__(name: str) -> Any:
-    # The app and server pull in FastAPI and uvicorn: load them only when asked for, so the
-    # CLI (which registers the emulator command) starts quickly.
+    # The app and server pull in FastAPI and uvicorn, the config pydantic: load them only when
+    # asked for, so the CLI (which registers the emulator command) starts quickly.
+    if name == "EmulatorConfig":
+        from sync_service.emulator.config import EmulatorConfig
+
+        return EmulatorConfig
     if name == "create_app":
         from sync_service.emulator.app import create_app
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import typer
-from pydantic import ValidationError
-
-from sync_service.emulator.config import EmulatorConfig
 
 
 def emulator(
@@ -72,6 +69,11 @@ def emulator(
     ),
 ) -> None:
     """Serve the Mixpeek emulator (Gen B API, 7 Nov 2024) until interrupted."""
+    # Imported here: the CLI registers this command, and its --help need not load pydantic.
+    from pydantic import ValidationError
+
+    from sync_service.emulator.config import EmulatorConfig
+
     try:
         config = EmulatorConfig.model_validate(
             {

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
@@ -25,8 +26,7 @@ from sync_service.engine.points import Plan, Rejected, collection_name, excerpt,
 from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
 from sync_service.engine.resync import ledger_rows, plan_writes
 from sync_service.keep.forget import remove_assets
-from sync_service.qdrant.errors import refusal
-from sync_service.qdrant.sink import QdrantSink, SinkUnavailable
+from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.settings import Settings
 from sync_service.state.ledger import ASSET_JOB_PREFIX
 from sync_service.state.records import Claim, DeadLetter, SyncResult
@@ -42,6 +42,9 @@ from sync_service.upstream.port import (
     TaskState,
     Upstream,
 )
+
+if TYPE_CHECKING:  # its module loads Qdrant's client: not before there is work
+    from sync_service.qdrant.sink import QdrantSink
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +200,8 @@ class Pipeline:
         except Exception as exc:  # upstream or network trouble: worth another try
             # A request refused as invalid (a 4xx, a collection name Qdrant does not allow):
             # no retry can fix it.
+            from sync_service.qdrant.errors import refusal  # Qdrant's client: on error only
+
             why = str(exc) if isinstance(exc, MixpeekBadRequest) else refusal(exc)
             if why is not None:
                 await self._fail(claim, f"syncing the asset failed (not retried): {why}", status)

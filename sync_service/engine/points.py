@@ -11,18 +11,19 @@ import hashlib
 import json
 import math
 import re
+import struct
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
+# numpy is imported by the two functions that use it: a `run` with nothing to do never does.
 from sync_service.upstream.port import AssetContent
 
 FEATURE_NAMESPACE_PREFIX = "mixpeek://feature/"
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: The largest finite float32, 3.4028234663852886e38 (numpy's finfo(float32).max).
+_FLOAT32_MAX: float = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 # Qdrant refuses these in a collection name (and control characters).
 _FORBIDDEN_IN_COLLECTION = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 # A float in Qdrant's JSON body costs about this many bytes ("-0.0123456789,").
@@ -285,6 +286,8 @@ def _check_dense(name: str, value: Any) -> tuple[list[float] | None, str | None]
         isinstance(x, bool) or not isinstance(x, int | float) for x in value
     ):
         return None, f"vector {name!r} holds a value that is not a number"
+    import numpy as np
+
     array = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(array)) or float(np.max(np.abs(array))) > _FLOAT32_MAX:
         return (
@@ -335,6 +338,8 @@ def _mismatch(
 
 
 def _vectors_fingerprint(vectors: Mapping[str, Vector]) -> str:
+    import numpy as np
+
     digest = hashlib.sha256()
     for name in sorted(vectors):
         vector = vectors[name]

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
-from sync_service.state.store import Store
+
+if TYPE_CHECKING:  # Qdrant's client and SQLAlchemy: loaded by the callers when they need them
+    from sync_service.qdrant.sink import QdrantSink
+    from sync_service.state.store import Store
 
 REBIND_MEANS = (
     "the state store's ledger describes the points of the Qdrant it fed before; run "

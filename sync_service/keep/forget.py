@@ -11,10 +11,13 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sync_service.engine.failpoints import failpoint
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.state.store import Store
+
+if TYPE_CHECKING:  # loads Qdrant's client: the sink handed in has done so
+    from sync_service.qdrant.sink import QdrantSink
 
 
 class DeleteGuardError(Exception):

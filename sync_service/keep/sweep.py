@@ -13,14 +13,17 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.points import collection_name
 from sync_service.keep.forget import Removal, apply_removal, plan_removal
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
 from sync_service.upstream.port import MixpeekAuthError, MixpeekError, MixpeekNotFound, Upstream
+
+if TYPE_CHECKING:  # its module loads Qdrant's client: not before there is work
+    from sync_service.qdrant.sink import QdrantSink
 
 log = logging.getLogger(__name__)
 

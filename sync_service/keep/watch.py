@@ -18,11 +18,11 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.failpoints import failpoint
 from sync_service.keep.sweep import HeldSweep, Sweeper
-from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.listings import Listed
 from sync_service.state.mirrors import SWEEPING
@@ -35,6 +35,9 @@ from sync_service.upstream.port import (
     TaskOutcome,
     Upstream,
 )
+
+if TYPE_CHECKING:  # its module loads Qdrant's client: not before there is work
+    from sync_service.qdrant.sink import QdrantSink
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,14 @@ client, which the passes need.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from sync_service.state.store import Store
+if TYPE_CHECKING:  # status reads a SQLite store without SQLAlchemy (state/peek.py)
+    from sync_service.state.peek import StorePeek
+    from sync_service.state.store import Store
 
 
-async def watch_view(store: Store) -> list[dict[str, Any]]:
+async def watch_view(store: Store | StorePeek) -> list[dict[str, Any]]:
     """Each watched collection (and any other with a pass under way or a held sweep), as
     ``status``, ``watch list`` and the control API show it."""
     now = await store.now()

@@ -13,18 +13,9 @@ from contextlib import asynccontextmanager
 import httpx
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-
-class SinkUnavailable(Exception):
-    """Qdrant did not answer, or failed on its side (5xx, timeout): try again later.
-
-    Nothing may be recorded as synced after this: the write may or may not have landed, and a
-    redo with the same point ids settles it either way.
-    """
-
-
-class BadInput(Exception):
-    """Qdrant refused a request as malformed (a point's fault, not Qdrant's)."""
-
+# Defined apart, so the engine can catch them without loading qdrant_client; used from here.
+from sync_service.qdrant.faults import BadInput as BadInput
+from sync_service.qdrant.faults import SinkUnavailable as SinkUnavailable
 
 TRANSPORT_ERRORS = (ResponseHandlingException, httpx.HTTPError, OSError, TimeoutError)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 
@@ -22,4 +21,11 @@ class Queries:
 
     def _insert(self, table: Any) -> Any:
         """INSERT with the dialect's ON CONFLICT support."""
-        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+        # Imported here: a SQLite store need not load the PostgreSQL dialect (and vice versa).
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects import postgresql
+
+            return postgresql.insert(table)
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)

@@ -9,6 +9,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+#: Task states, exactly (docs/contract.md §3).
+STATES = ("pending", "synced", "failed")
+
 
 @dataclass(frozen=True)
 class Claim:

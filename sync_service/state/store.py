@@ -25,7 +25,7 @@ from sync_service.state.info import InfoQueries
 from sync_service.state.ledger import LedgerQueries, db_time, upsert_ledger
 from sync_service.state.listings import ListingQueries
 from sync_service.state.mirrors import WatchQueries
-from sync_service.state.records import Claim, SyncResult
+from sync_service.state.records import STATES, Claim, SyncResult
 from sync_service.state.retries import RetryQueries
 from sync_service.state.schema import (
     RELEASED,
@@ -36,7 +36,7 @@ from sync_service.state.schema import (
     synced_features,
     tasks,
 )
-from sync_service.state.views import STATES, ViewQueries
+from sync_service.state.views import ViewQueries
 
 PENDING, SYNCED, FAILED = STATES
 

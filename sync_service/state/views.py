@@ -13,6 +13,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync_service.state.base import Queries
+from sync_service.state.records import STATES
 from sync_service.state.schema import (
     RELEASED,
     db_now,
@@ -21,9 +22,6 @@ from sync_service.state.schema import (
     synced_features,
     tasks,
 )
-
-#: Task states, exactly (docs/contract.md §3).
-STATES = ("pending", "synced", "failed")
 
 
 @dataclass(frozen=True)
@@ -184,6 +182,24 @@ class ViewQueries(Queries):
         async with self.engine.connect() as conn:
             value = (await conn.execute(stmt)).scalar_one_or_none()
         return None if value is None else float(value)
+
+    async def has_work(self) -> bool:
+        """Whether a daemon has anything to act on: a pending task, or a collection that is
+        watched, in a full pass or holding a sweep. ``run --drain`` without any stops at its
+        first tick, so it need not load Qdrant's client or the Mixpeek client for nothing."""
+        busy_mirror = (
+            (mirrors.c.watched == 1)
+            | mirrors.c.pass_step.is_not(None)
+            | mirrors.c.held_at.is_not(None)
+        )
+        async with self.engine.connect() as conn:
+            for stmt in (
+                select(tasks.c.task_id).where(tasks.c.state == "pending").limit(1),
+                select(mirrors.c.collection_id).where(busy_mirror).limit(1),
+            ):
+                if (await conn.execute(stmt)).first() is not None:
+                    return True
+        return False
 
     async def pending_count(self) -> int:
         async with self.engine.connect() as conn:

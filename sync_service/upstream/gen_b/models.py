@@ -123,7 +123,8 @@ Id = Annotated[str, BeforeValidator(_id_str)]
 class MixpeekModel(BaseModel):
     """Base: keeps unknown fields and the exact source dict as :attr:`raw`."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    # defer_build: the validators are built on first use, not when `run` imports this module.
+    model_config = ConfigDict(extra="allow", populate_by_name=True, defer_build=True)
 
     _raw: dict[str, Any] = PrivateAttr(default_factory=dict)
 

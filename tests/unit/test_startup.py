@@ -1,0 +1,79 @@
+"""Start-up stays light (ARCHITECTURE.md): which libraries a command loads, not how fast.
+
+Each command runs in a fresh interpreter, which then lists the top-level packages it imported.
+The timings themselves are the benchmark's (scenario 9); these guard the reasons for them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PROBE = """
+import json, sys
+from sync_service.cli.main import main
+sys.argv = ["sync-service", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+sys.__stdout__.write("\\nMODULES " + json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+HEAVY = {"qdrant_client", "numpy", "fastapi", "uvicorn", "aiohttp", "httpx", "alembic"}
+
+
+def _loaded(tmp_path: Path, *args: str) -> set[str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
+    }
+    env.update(
+        MIXPEEK_API_URL="http://127.0.0.1:9",
+        MIXPEEK_API_KEY="startup-test",
+        QDRANT_PATH=str(tmp_path / "qdrant"),
+        DATABASE_URL=f"sqlite:///{tmp_path / 'sync.db'}",
+        SYNC_API_PORT="0",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    marker = result.stdout.rsplit("MODULES ", 1)
+    assert len(marker) == 2, result.stderr[-2000:]
+    return set(json.loads(marker[1]))
+
+
+@pytest.fixture
+def migrated(tmp_path: Path) -> Path:
+    _loaded(tmp_path, "migrate")
+    assert (tmp_path / "sync.db").exists()
+    return tmp_path
+
+
+def test_help_loads_no_settings_store_or_client(tmp_path: Path) -> None:
+    loaded = _loaded(tmp_path, "--help")
+    assert (
+        loaded & (HEAVY | {"sqlalchemy", "pydantic", "pydantic_settings", "apscheduler"}) == set()
+    )
+
+
+def test_status_reads_sqlite_without_sqlalchemy(migrated: Path) -> None:
+    loaded = _loaded(migrated, "status")
+    assert loaded & (HEAVY | {"sqlalchemy", "aiosqlite", "apscheduler"}) == set()
+    assert _loaded(migrated, "status", "--json") & {"sqlalchemy"} == set()
+
+
+def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Path) -> None:
+    assert _loaded(migrated, "run", "--drain") & HEAVY == set()
+    assert not (migrated / "qdrant").exists()  # the embedded folder is not opened either
