@@ -48,6 +48,7 @@ class Size:
     watch_assets: int = 10_000  # scenario 8: the watched collection
     watch_quiet_passes: int = 2  # scenario 8: incremental passes timed on an idle daemon
     watch_changes: int = 30  # scenario 8: upstream changes timed to Qdrant
+    whole_runs: int = 3  # scenario 10: runs of the whole process (the best is reported)
 
 
 FULL = Size(200, 20, 50, 40, (5.0, 25.0), 20_000, 5_000, 100_000, fresh_variants=3)
@@ -65,6 +66,7 @@ QUICK = Size(
     watch_assets=500,
     watch_quiet_passes=1,
     watch_changes=8,
+    whole_runs=1,
 )
 
 

@@ -7,6 +7,7 @@ the points live in a versioned physical collection ``name__v1``, so a later re-i
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import Mapping
@@ -45,6 +46,8 @@ class QdrantCollections:
         self.distance = _DISTANCES[distance]
         # Vector names per collection or alias, read once; dropped whenever they may change.
         self._schemas: dict[str, dict[str, VectorSpec]] = {}
+        # One schema change per name at a time (see ensure_vectors).
+        self._changing: dict[str, asyncio.Lock] = {}
 
     async def schema(self, name: str) -> dict[str, VectorSpec]:
         """The vector names of collection (or alias) ``name``; empty if it does not exist."""
@@ -72,13 +75,19 @@ class QdrantCollections:
         """Create collection ``name`` or add vector names to it. Returns names it could not add.
 
         Safe when another replica does the same at the same moment: "already exists" answers
-        are treated as success and the schema is read again.
+        are treated as success and the schema is read again. Within this process the callers
+        for one name take turns, and a caller that waited finds the names already there: the
+        tasks that all reach a new collection at once (the first seconds of a run) create it
+        once instead of each sending the whole creation to Qdrant.
         """
         if not new:
             return []
-        current = await self.schema(name)
-        async with reachable():
-            return await self._add_vectors(name, current, new)
+        async with self._changing.setdefault(name, asyncio.Lock()):
+            current = await self.schema(name)
+            if current and all(n in current for n in new):
+                return []  # added while this caller waited its turn
+            async with reachable():
+                return await self._add_vectors(name, current, new)
 
     async def _add_vectors(
         self, name: str, current: Mapping[str, VectorSpec], new: Mapping[str, VectorSpec]
@@ -142,10 +151,16 @@ class QdrantCollections:
         with warnings.catch_warnings():
             # Local mode warns that payload indexes have no effect there; a server uses them.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
-            for field_name in INDEXED_FIELDS:
-                await self.client.create_payload_index(
-                    physical, field_name, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+            # All at once: each waits for its index (wait=True), and one after the other the
+            # first collection cost a round trip per field before any point could be written.
+            await asyncio.gather(
+                *(
+                    self.client.create_payload_index(
+                        physical, f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                    )
+                    for f in INDEXED_FIELDS
                 )
+            )
 
     async def alias_target(self, alias: str) -> str | None:
         """The physical collection behind ``alias``, or None if it is not an alias."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -142,6 +143,22 @@ async def test_creating_twice_is_harmless(sink: QdrantSink) -> None:
     other = QdrantSink(sink.client)  # a second replica with an empty schema cache
     await other._create("demo", {"multimodal-v1": VectorSpec(size=4)})
     assert await other.schema("demo") == {"multimodal-v1": VectorSpec(size=4)}
+
+
+async def test_tasks_reaching_a_new_collection_at_once_create_it_once() -> None:
+    """The first seconds of a run: every task in flight finds the collection missing."""
+    with QdrantStandIn() as qdrant:
+        client = AsyncQdrantClient(url=qdrant.url, check_compatibility=False)
+        sink = QdrantSink(client)
+        spec = {"multimodal-v1": VectorSpec(size=4)}
+        answers = await asyncio.gather(*(sink.ensure_vectors("demo", spec) for _ in range(8)))
+        assert answers == [[]] * 8
+        assert await sink.schema("demo") == spec
+        calls = [(r["method"], r["path"]) for r in qdrant.requests()]
+        assert calls.count(("PUT", "/collections/demo__v1")) == 1  # no "already exists" races
+        assert calls.count(("PUT", "/collections/demo__v1/index")) == len(INDEXED_FIELDS)
+        assert calls.count(("POST", "/collections/aliases")) == 1
+        await client.close()
 
 
 async def test_upsert_writes_every_point_in_bounded_batches(sink: QdrantSink) -> None:
