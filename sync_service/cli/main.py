@@ -184,6 +184,8 @@ def status(
     async def read(store: Store | StorePeek) -> StatusData:
         rows = await store.list_tasks(task_id)
         letters = await store.dead_letters(task_id) if task_id else []
+        # The failures retries cleared are listed after the dead letters.
+        letters += [{"retry": r} for r in await store.task_history(task_id)] if task_id else []
         watched = await cli_watch.watch_rows(store) if task_id is None else []
         return await store.counts(), rows, letters, watched
 
@@ -215,6 +217,8 @@ def status(
         }
         for r in rows
     ]
+    if task_id is not None:
+        tasks[0]["retries"] = [x["retry"] for x in letters if "retry" in x]
     if as_json:
         sys.stdout.write(json.dumps({"counts": counts, "tasks": tasks, "watch": watched}) + "\n")
         return
@@ -292,7 +296,13 @@ def _print_status(
     if len(tasks) > limit:
         out.print(f"(showing the newest {limit} of {len(tasks)}; --json lists all)")
     for letter in letters:
-        out.print(f"[red]dead letter[/] feature {letter['feature_id']}: {letter['reason']}")
+        if "retry" in letter:
+            r = letter["retry"]
+            out.print(
+                f"retried after failing ({r['failed_attempts']} attempts): {r['failed_error']}"
+            )
+        else:
+            out.print(f"[red]dead letter[/] feature {letter['feature_id']}: {letter['reason']}")
 
 
 def main() -> None:

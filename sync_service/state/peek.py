@@ -56,6 +56,10 @@ class StorePeek:
         sql = f"SELECT * FROM dead_letters{where} ORDER BY id"
         return [dict(row) for row in self._rows(sql, *params)]
 
+    async def task_history(self, task_id: str) -> list[dict[str, Any]]:
+        sql = "SELECT * FROM task_history WHERE task_id = ? ORDER BY id"
+        return [dict(row) for row in self._rows(sql, task_id)]
+
     async def now(self) -> float:
         # schema.db_now as compiled for SQLite.
         return float(self._rows("SELECT ((julianday('now') - 2440587.5) * 86400.0)")[0][0])
