@@ -298,9 +298,8 @@ def _print_status(
     for letter in letters:
         if "retry" in letter:
             r = letter["retry"]
-            out.print(
-                f"retried after failing ({r['failed_attempts']} attempts): {r['failed_error']}"
-            )
+            why = f"({r['failed_attempts']} attempts): {r['failed_error']}"
+            out.print(f"retried after it failed {why}", highlight=False, markup=False)
         else:
             out.print(f"[red]dead letter[/] feature {letter['feature_id']}: {letter['reason']}")
 
