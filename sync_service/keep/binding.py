@@ -8,15 +8,19 @@ a process pointed elsewhere refuses with one line saying both, until ``sync-serv
 
 from __future__ import annotations
 
+import logging
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.settings import Settings
 
 if TYPE_CHECKING:  # Qdrant's client and SQLAlchemy: loaded by the callers when they need them
     from sync_service.qdrant.sink import QdrantSink
     from sync_service.state.store import Store
+
+log = logging.getLogger(__name__)
 
 REBIND_MEANS = (
     "the state store's ledger describes the points of the Qdrant it fed before; run "
@@ -59,7 +63,14 @@ async def check_mark(store: Store, sink: QdrantSink, settings: Settings) -> None
     """Check that the Qdrant carries this store's mark: mark it on first use; refuse one that
     lacks it once the store has synced (another Qdrant at the same address, or a wiped one)."""
     store_id = await store.info("qdrant_target_id")
-    if store_id is None or await sink.has_mark(store_id):
+    try:
+        if store_id is None or await sink.has_mark(store_id):
+            return
+    except SinkUnavailable:  # Qdrant down at start: the daemon waits for it as for any outage
+        log.warning(
+            "Qdrant is unreachable: its mark is checked at the next start",
+            extra={"event": "qdrant_mark_unchecked"},
+        )
         return
     if await store.has_synced():
         raise TargetMismatch(

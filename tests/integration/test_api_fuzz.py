@@ -78,6 +78,7 @@ OPERATIONS = [
     ("GET", "/tasks"),
     ("POST", "/submit"),
     ("GET", "/tasks/{task_id}"),
+    ("POST", "/tasks/retry"),
     ("GET", "/dead-letters"),
     ("POST", "/dead-letters/{letter_id}/retry"),
     ("DELETE", "/dead-letters/{letter_id}"),
