@@ -61,24 +61,30 @@ async def check_target(store: Store, settings: Settings) -> None:
 
 async def check_mark(store: Store, sink: QdrantSink, settings: Settings) -> None:
     """Check that the Qdrant carries this store's mark: mark it on first use; refuse one that
-    lacks it once the store has synced (another Qdrant at the same address, or a wiped one)."""
+    lacks it once the store has synced (another Qdrant at the same address, or a wiped one).
+    A Qdrant that does not answer is checked at the next start: the daemon waits for it as
+    for any outage."""
     store_id = await store.info("qdrant_target_id")
+    if store_id is None:
+        return
     try:
-        if store_id is None or await sink.has_mark(store_id):
+        if await sink.has_mark(store_id):
             return
-    except SinkUnavailable:  # Qdrant down at start: the daemon waits for it as for any outage
+        if not await store.has_synced():
+            await sink.mark(store_id)
+            return
+    except SinkUnavailable as exc:
         log.warning(
-            "Qdrant is unreachable: its mark is checked at the next start",
+            "Qdrant's mark could not be checked (%s): it is checked at the next start",
+            exc,
             extra={"event": "qdrant_mark_unchecked"},
         )
         return
-    if await store.has_synced():
-        raise TargetMismatch(
-            f"the Qdrant at {_shown(describe_target(settings))} does not carry this state "
-            f"store's mark (id {store_id[:8]}): it is not the Qdrant the store fed, or it was "
-            "wiped; run `sync-service rebind`, then `sync-service verify --repair`"
-        )
-    await sink.mark(store_id)
+    raise TargetMismatch(
+        f"the Qdrant at {_shown(describe_target(settings))} does not carry this state "
+        f"store's mark (id {store_id[:8]}): it is not the Qdrant the store fed, or it was "
+        "wiped; run `sync-service rebind`, then `sync-service verify --repair`"
+    )
 
 
 async def rebind(store: Store, sink: QdrantSink, settings: Settings) -> tuple[str | None, str]:
