@@ -156,6 +156,13 @@ class Settings(BaseSettings):
             return list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
         return value
 
+    @field_validator("qdrant_path")
+    @classmethod
+    def _qdrant_path(cls, value: Path) -> Path:
+        if value.expanduser().exists() and not value.expanduser().is_dir():
+            raise ValueError("is a file; embedded Qdrant keeps a folder there")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: SecretStr) -> SecretStr:

@@ -16,7 +16,7 @@ from sync_service.cli import keep as cli_keep
 from sync_service.cli import query as cli_query
 from sync_service.cli import retry as cli_retry
 from sync_service.cli import watch as cli_watch
-from sync_service.cli.common import err, fail, load_settings, out, run_async
+from sync_service.cli.common import err, fail, load_settings, out, parse_metadata, run_async
 from sync_service.emulator.command import emulator
 
 if TYPE_CHECKING:
@@ -38,6 +38,25 @@ app = typer.Typer(
     # Rich tracebacks print local variables, and locals can hold secrets: never show them.
     pretty_exceptions_enable=False,
 )
+
+
+def _version(shown: bool) -> None:
+    if shown:
+        from sync_service import __version__
+
+        out.print(f"sync-service {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(
+        False, "--version", is_eager=True, callback=_version, help="Print the version and exit."
+    ),
+) -> None:
+    """Keeps a Qdrant collection in step with what Mixpeek indexes."""
+
+
 app.command("emulator", help="Serve the Mixpeek emulator (for trying things and tests).")(emulator)
 app.command("backfill", help=cli_watch.BACKFILL_HELP)(cli_watch.backfill)
 app.add_typer(cli_watch.watch_app, name="watch")
@@ -124,7 +143,7 @@ def submit(
     image: list[str] = typer.Option([], "--image", help="An image URL (repeatable)."),
     text: list[str] = typer.Option([], "--text", help="A text to index (repeatable)."),
     metadata: str | None = typer.Option(
-        None, "--metadata", help="JSON object kept with each item."
+        None, "--metadata", help="JSON object kept with each item, or @FILE holding one."
     ),
     prevent_duplicate: bool = typer.Option(
         False, "--prevent-duplicate", help="Let Mixpeek return the existing asset for a known URL."
@@ -132,6 +151,8 @@ def submit(
 ) -> None:
     """Index videos, images or texts with Mixpeek, then track their tasks. Prints task ids."""
     settings = load_settings()
+    if not collection_id.strip():
+        fail("--collection-id must not be empty", 2)
     if not (video or image or text):
         fail("give at least one --video URL, --image URL or --text TEXT", 2)
     for flag, urls in (("--video", video), ("--image", image)):
@@ -141,7 +162,7 @@ def submit(
                 fail(f"{flag} {url!r}: only http:// and https:// URLs can be indexed", 2)
     if any(not t.strip() for t in text):
         fail("--text must not be empty", 2)
-    meta = _parse_metadata(metadata)
+    meta = parse_metadata(metadata)
     from sync_service.state.store import open_store
     from sync_service.upstream.connect import open_upstream
     from sync_service.upstream.port import MixpeekError, Submission
@@ -255,19 +276,6 @@ def demo(
     raise typer.Exit(run_demo(data_dir, out))
 
 
-def _parse_metadata(text: str | None) -> dict[str, Any] | None:
-    if text is None:
-        return None
-    try:
-        value = json.loads(text)
-        json.dumps(value, allow_nan=False)  # NaN, Infinity and 1e400 parse but cannot be sent
-    except ValueError as exc:
-        fail(f"--metadata is not valid JSON: {exc}", 2)
-    if not isinstance(value, dict):
-        fail("--metadata must be a JSON object", 2)
-    return value
-
-
 def _print_status(
     counts: dict[str, int],
     tasks: list[dict[str, Any]],
@@ -309,6 +317,9 @@ def main() -> None:
         app()
     except (OSError, TimeoutError) as exc:
         # The state store or the Qdrant folder cannot be reached: one line, not a traceback.
+        if isinstance(exc, OSError) and exc.filename:  # a path: the setting that named it
+            where = "(check DATABASE_URL and QDRANT_PATH)"
+            _die(f"cannot use {str(exc.filename)!r}: {exc.strerror} {where}")
         _die(f"cannot reach a service the command needs: {_first_line(exc)}")
     except RuntimeError as exc:
         if "already accessed by another instance" not in str(exc):

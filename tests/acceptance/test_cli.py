@@ -203,3 +203,65 @@ def test_a_state_store_feeds_one_qdrant_until_rebound(tmp_path: Path) -> None:
     # Another deployment (its own state store) may share the Qdrant: each marks it.
     other = {**store, "DATABASE_URL": f"sqlite:///{tmp_path / 'other.db'}"}
     assert cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **other).returncode == 0
+
+
+SUBMIT = ["submit", "--collection-id", "c", "--text", "x"]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "line"),
+    [
+        (
+            ["submit", "--collection-id", " ", "--text", "x"],
+            {},
+            "--collection-id must not be empty",
+        ),
+        (
+            [
+                "submit",
+                "--collection-id",
+                "c",
+                "--text",
+                "x",
+                "--metadata",
+                "[" * 5000 + "]" * 5000,
+            ],
+            {},
+            "--metadata nests 5000 levels deep (at most 32)",
+        ),
+        (
+            [*SUBMIT, "--metadata", "@missing.json"],
+            {},
+            "--metadata 'missing.json': cannot read it (No such file or directory)",
+        ),
+        (["status"], {"QDRANT_PATH": "afile"}, "QDRANT_PATH: is a file; embedded Qdrant keeps"),
+        (
+            ["status"],
+            {"DATABASE_URL": "sqlite:////proc/no/such/sync.db"},
+            "cannot use '/proc/no': No such file or directory (check DATABASE_URL and QDRANT_PATH)",
+        ),
+    ],
+)
+def test_hostile_input_gets_one_line_and_no_traceback(
+    tmp_path: Path, args: list[str], env: dict[str, str], line: str
+) -> None:
+    (tmp_path / "afile").write_text("not a folder")
+    base = {"MIXPEEK_API_KEY": "k", "DATABASE_URL": f"sqlite:///{tmp_path / 's.db'}"}
+    result = cli(tmp_path, *args, **{**base, **env})
+    assert result.returncode in (1, 2)
+    assert "Traceback" not in result.stderr and line in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_version_and_metadata_from_a_file(tmp_path: Path) -> None:
+    from sync_service import __version__
+
+    shown = cli(tmp_path, "--version")
+    assert shown.returncode == 0 and shown.stdout.strip() == f"sync-service {__version__}"
+    from sync_service.cli.common import parse_metadata
+
+    (tmp_path / "meta.json").write_text('{"team": "video", "note": "[[[not nesting]]]"}')
+    assert parse_metadata(f"@{tmp_path / 'meta.json'}") == {
+        "team": "video",
+        "note": "[[[not nesting]]]",
+    }
