@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import httpx
 import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer, library
+from tests.acceptance.test_cli import cli as run_cli
 from tests.conftest import API_KEY
 
 
@@ -42,19 +41,8 @@ def synced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, dic
 
 
 def cli(cwd: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "sync_service", *args],
-        cwd=cwd,
-        env={**base, "SYNC_API_PORT": "0", "COLUMNS": "200", **env},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """The CLI as in test_cli, with a wide terminal so the table's rows stay whole."""
+    return run_cli(cwd, *args, COLUMNS="200", **env)
 
 
 def test_a_text_query_prints_the_right_segment_first(synced: tuple[Path, dict[str, str]]) -> None:
