@@ -185,16 +185,28 @@ class Settings(BaseSettings):
 
     def api_exposure_problem(self) -> str | None:
         """Why the control API must not start as configured (None when it may)."""
-        if self.api_port == 0 or self.api_token is not None or _is_loopback(self.api_host):
+        if self.api_port == 0 or _is_loopback(self.api_host):
             return None
-        return (
-            f"SYNC_API_TOKEN: required when the control API listens on a non-loopback address "
-            f"(SYNC_API_HOST={self.api_host}); set a token or SYNC_API_PORT=0 to turn the API off"
-        )
+        if self.api_token is None:
+            return (
+                "SYNC_API_TOKEN: required when the control API listens on a non-loopback "
+                f"address (SYNC_API_HOST={self.api_host}); set a token or SYNC_API_PORT=0 to "
+                "turn the API off"
+            )
+        if len(self.api_token.get_secret_value()) < MIN_EXPOSED_TOKEN:
+            return (
+                f"SYNC_API_TOKEN: at least {MIN_EXPOSED_TOKEN} characters when the control API "
+                f"listens on a non-loopback address (SYNC_API_HOST={self.api_host})"
+            )
+        return None
 
     def qdrant_collection_for(self, collection_id: str) -> str:
         """The Qdrant collection (alias) name for a Mixpeek collection id."""
         return self.qdrant_collection.replace("{collection_id}", collection_id)
+
+
+#: The shortest control API token accepted on a non-loopback bind (guessable otherwise).
+MIN_EXPOSED_TOKEN = 16
 
 
 def _is_loopback(host: str) -> bool:

@@ -187,6 +187,10 @@ def submit(
     try:
         task_ids = run_async(main())
     except MixpeekError as exc:
+        from sync_service.upstream.port import MixpeekTransportError
+
+        if isinstance(exc, MixpeekTransportError):  # no answer: nothing was refused
+            fail(f"cannot reach Mixpeek (MIXPEEK_API_URL={settings.mixpeek_api_url}): {exc}")
         fail(f"Mixpeek refused the submission: {exc}")
     for task_id in task_ids:
         out.print(task_id, highlight=False)

@@ -60,6 +60,9 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries' warnings (qdrant-client's about an API key over http, deprecations) go through
+    # the same handler, so a JSON log stays JSON lines.
+    logging.captureWarnings(True)
     # Libraries log every request at INFO; our own events are the story.
     for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "alembic", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -29,6 +29,7 @@ from sync_service.upstream.errors import (
     MixpeekBadResponse,
     MixpeekError,
     MixpeekNotFound,
+    MixpeekTransportError,
     MixpeekUnsupported,
 )
 
@@ -43,6 +44,7 @@ __all__ = [
     "MixpeekBadResponse",
     "MixpeekError",
     "MixpeekNotFound",
+    "MixpeekTransportError",
     "MixpeekUnsupported",
     "Submission",
     "TaskOutcome",

@@ -265,3 +265,19 @@ def test_version_and_metadata_from_a_file(tmp_path: Path) -> None:
         "team": "video",
         "note": "[[[not nesting]]]",
     }
+
+
+def test_an_unreachable_mixpeek_is_not_a_refusal(tmp_path: Path) -> None:
+    result = cli(
+        tmp_path,
+        *SUBMIT,
+        MIXPEEK_API_URL="http://127.0.0.1:9",
+        MIXPEEK_API_KEY="k",
+        SYNC_HTTP_MAX_ATTEMPTS="1",
+        DATABASE_URL=f"sqlite:///{tmp_path / 's.db'}",
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(
+        "error: cannot reach Mixpeek (MIXPEEK_API_URL=http://127.0.0.1:9)"
+    )
+    assert "refused" not in result.stderr.split(":")[0]

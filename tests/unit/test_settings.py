@@ -127,3 +127,36 @@ def test_the_light_url_check_agrees_with_sqlalchemy(url: str) -> None:
     except ValueError:
         accepted = False
     assert accepted == expected
+
+
+def test_a_short_token_is_refused_on_a_non_loopback_bind() -> None:
+    exposed = {"SYNC_API_HOST": "0.0.0.0", "SYNC_API_PORT": 8080}
+    short = Settings(_env_file=None, SYNC_API_TOKEN="x" * 15, **exposed)  # type: ignore[arg-type]
+    problem = short.api_exposure_problem()
+    assert problem is not None and problem.startswith("SYNC_API_TOKEN: at least 16 characters")
+    assert "x" * 15 not in problem
+    long_enough = Settings(_env_file=None, SYNC_API_TOKEN="x" * 16, **exposed)  # type: ignore[arg-type]
+    assert long_enough.api_exposure_problem() is None
+    loopback = Settings(_env_file=None, SYNC_API_TOKEN="short")  # type: ignore[call-arg]
+    assert loopback.api_exposure_problem() is None
+
+
+def test_library_warnings_go_through_the_json_log(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+    import logging
+    import warnings
+
+    from sync_service.control import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure("INFO", "json")
+        warnings.warn("Api key is used with an insecure connection.", UserWarning, stacklevel=1)
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], level = saved
+        root.setLevel(level)
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines and all(json.loads(line) for line in lines)
+    assert "insecure connection" in lines[-1]
