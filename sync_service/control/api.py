@@ -12,7 +12,7 @@ import json
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
@@ -143,13 +143,12 @@ class TaskDetail(TaskState):
 
 
 class RetryRequest(BaseModel):
-    """Failed work to re-queue: ``task_ids``, or every failed one (``failed``)."""
+    """``task_ids`` or every failed task; ``since``: ISO 8601 (naive is UTC) or epoch seconds."""
 
     model_config = ConfigDict(extra="forbid")
     task_ids: list[TaskId] = Field(default_factory=list, max_length=10_000)
     failed: bool = False
-    #: Only work that failed at or after this time (ISO 8601 or epoch seconds).
-    since: datetime | None = None
+    since: datetime | Annotated[float, Field(allow_inf_nan=False)] | None = None
     dry_run: bool = False
 
     @model_validator(mode="after")
@@ -275,7 +274,9 @@ def create_api(
     @app.post("/tasks/retry", response_model=RetryAnswer)
     async def retry_failed(body: RetryRequest) -> RetryAnswer:
         """Re-queue failed tasks and asset jobs with fresh attempts (their failure is kept)."""
-        since = body.since.timestamp() if body.since is not None else None
+        since = body.since
+        if isinstance(since, datetime):  # naive is UTC, as everywhere in the service
+            since = (since if since.tzinfo else since.replace(tzinfo=UTC)).timestamp()
         done = await store.requeue_failed(body.task_ids, since=since, dry_run=body.dry_run)
         if done.task_ids and not body.dry_run:
             log.info("failed work re-queued", extra={"event": "retry", "count": len(done.task_ids)})

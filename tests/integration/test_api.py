@@ -303,3 +303,22 @@ async def test_watch_routes_add_list_and_remove(stack: Stack) -> None:
         assert (await stack.http.post("/watch", json=body, headers=AUTH)).status_code == 422
     metrics = (await stack.http.get("/metrics", headers=AUTH)).text
     assert "# HELP sync_watch_lag_seconds" in metrics
+
+
+async def test_retry_route_requeues_failed_work(stack: Stack) -> None:
+    await stack.store.track(["t-a", "t-b"])
+    for claim in await stack.store.claim_due("w", 10, 30):
+        await stack.store.mark_failed(claim, f"boom {claim.task_id}")
+    body = {"failed": True, "since": "2000-01-01T00:00:00", "dry_run": True}
+    dry = await stack.http.post("/tasks/retry", json=body, headers=AUTH)
+    assert dry.status_code == 200 and dry.json()["requeued"] == ["t-a", "t-b"]
+    future = await stack.http.post(
+        "/tasks/retry", json={"failed": True, "since": 4102444800.0}, headers=AUTH
+    )
+    assert future.json()["requeued"] == []  # nothing failed after 2100
+    done = await stack.http.post("/tasks/retry", json={"task_ids": ["t-a", "x"]}, headers=AUTH)
+    assert done.json() == {"dry_run": False, "requeued": ["t-a"], "skipped": {"x": "not tracked"}}
+    detail = (await stack.http.get("/tasks/t-a", headers=AUTH)).json()
+    assert detail["state"] == "pending" and detail["retries"][0]["failed_error"] == "boom t-a"
+    for bad in ({}, {"task_ids": ["t-b"], "failed": True}, {"failed": True, "since": "soon"}):
+        assert (await stack.http.post("/tasks/retry", json=bad, headers=AUTH)).status_code == 422
