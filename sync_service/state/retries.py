@@ -38,7 +38,9 @@ class RetryQueries(Queries):
         """Re-queue failed tasks and asset jobs with fresh attempts: ``task_ids`` (none: every
         failed one), only those that failed at or after ``since`` (epoch seconds)."""
         result = Requeued()
-        stmt = select(tasks.c.task_id, tasks.c.state, tasks.c.updated_at)
+        stmt = select(
+            tasks.c.task_id, tasks.c.state, tasks.c.updated_at, tasks.c.error, tasks.c.attempts
+        )
         if task_ids:
             stmt = stmt.where(tasks.c.task_id.in_(list(dict.fromkeys(task_ids))))
         else:
@@ -52,16 +54,14 @@ class RetryQueries(Queries):
                 elif row.state != "failed":
                     result.skipped[task_id] = f"not failed ({row.state})"
             chosen = [
-                r.task_id
+                r
                 for r in rows.values()
                 if r.state == "failed" and (since is None or r.updated_at >= since)
             ]
-            result.task_ids = sorted(chosen)
+            result.task_ids = sorted(r.task_id for r in chosen)
             if dry_run or not chosen:
                 return result
-            failed = select(
-                tasks.c.task_id, tasks.c.error, tasks.c.attempts, tasks.c.updated_at
-            ).where(tasks.c.task_id.in_(chosen), tasks.c.state == "failed")
+            # Read in this same write transaction: the failures are the ones cleared below.
             history: list[dict[str, Any]] = [
                 {
                     "task_id": r.task_id,
@@ -69,13 +69,12 @@ class RetryQueries(Queries):
                     "failed_attempts": r.attempts,
                     "failed_at": r.updated_at,
                 }
-                for r in (await conn.execute(failed)).all()
+                for r in chosen
             ]
-            if history:
-                await conn.execute(task_history.insert().values(retried_at=db_now()), history)
+            await conn.execute(task_history.insert().values(retried_at=db_now()), history)
             await conn.execute(
                 update(tasks)
-                .where(tasks.c.task_id.in_(chosen), tasks.c.state == "failed")
+                .where(tasks.c.task_id.in_(result.task_ids), tasks.c.state == "failed")
                 .values(
                     state="pending",
                     error=None,

@@ -21,7 +21,6 @@ from sync_service.upstream.port import (
     MixpeekUnsupported,
     Submission,
     TaskOutcome,
-    Upstream,
 )
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -35,11 +34,6 @@ def upstream(handler: Handler) -> GenBUpstream:
         policy=RetryPolicy(max_attempts=1),
     )
     return GenBUpstream(client)
-
-
-def test_the_adapter_is_an_upstream() -> None:
-    adapter: Upstream = upstream(lambda r: httpx.Response(200, json={}))
-    assert isinstance(adapter, GenBUpstream)
 
 
 def test_an_asset_keeps_its_stamp_as_served_and_reads_it_as_utc() -> None:
