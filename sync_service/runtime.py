@@ -15,6 +15,7 @@ from sync_service.engine.pipeline import Pipeline
 from sync_service.keep.binding import check_mark, check_target
 from sync_service.settings import Settings
 from sync_service.state.store import Store, open_store
+from sync_service.upstream.port import Outage
 
 if TYPE_CHECKING:  # Qdrant's client (most of a second) and aiohttp: imported when made
     from sync_service.qdrant.sink import QdrantSink
@@ -35,11 +36,13 @@ class Service:
     idle: bool = False
 
 
-def open_upstream(settings: Settings, observer: Metrics | None = None) -> Upstream:
+def open_upstream(
+    settings: Settings, observer: Metrics | None = None, outage: Outage | None = None
+) -> Upstream:
     """Mixpeek behind the upstream port (its client's modules load here, when made)."""
     from sync_service.upstream.connect import open_upstream as connect
 
-    return connect(settings, observer)
+    return connect(settings, observer, outage)
 
 
 def qdrant_sink(settings: Settings, metrics: Metrics) -> QdrantSink:
@@ -60,14 +63,16 @@ async def open_service(
     loads their libraries nor opens the embedded Qdrant folder.
     """
     metrics = Metrics()
+    outage = Outage()  # made before the upstream, which may wait for first use
+    metrics.watch_outage(outage)
     async with open_store(settings, migrate=migrate) as store:
         await check_target(store, settings)  # before the Qdrant folder is even opened
         if defer_when_idle and not await store.has_work():
             lazy_sink = OnFirstUse(lambda: qdrant_sink(settings, metrics))
-            lazy_upstream = OnFirstUse(lambda: open_upstream(settings, observer=metrics))
+            lazy_upstream = OnFirstUse(lambda: open_upstream(settings, metrics, outage))
             sink, upstream = cast("QdrantSink", lazy_sink), cast("Upstream", lazy_upstream)
             try:
-                pipeline = Pipeline(settings, store, upstream, sink, metrics)
+                pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
                 yield Service(settings, store, upstream, sink, pipeline, metrics, idle=True)
             finally:
                 try:
@@ -80,8 +85,8 @@ async def open_service(
         sink = qdrant_sink(settings, metrics)
         try:
             await check_mark(store, sink, settings)
-            async with open_upstream(settings, observer=metrics) as upstream:
-                pipeline = Pipeline(settings, store, upstream, sink, metrics)
+            async with open_upstream(settings, metrics, outage) as upstream:
+                pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
                 yield Service(settings, store, upstream, sink, pipeline, metrics)
         finally:
             await sink.close()
@@ -122,6 +127,7 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
         metrics=service.metrics,
         token=token,
         max_body_bytes=settings.api_max_body_bytes,
+        outage=service.pipeline.outage,
     )
     family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)

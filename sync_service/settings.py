@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     claim_batch: int = _env("SYNC_CLAIM_BATCH", default=100, ge=1, le=10_000)
     lease_seconds: PositiveSeconds = _env("SYNC_LEASE_SECONDS", default=10.0)
     shutdown_grace: PositiveSeconds = _env("SYNC_SHUTDOWN_GRACE", default=20.0)
+    #: ``run --drain`` gives up (exit 1, the work left pending) after Mixpeek was unavailable
+    #: this long; ``run`` without ``--drain`` waits for it however long it takes.
+    drain_outage_wait: PositiveSeconds = _env("SYNC_DRAIN_OUTAGE_WAIT", default=300.0)
 
     # -- upstream HTTP ----------------------------------------------------------------------
     max_concurrency: int = _env("SYNC_MAX_CONCURRENCY", default=16, ge=1, le=1024)

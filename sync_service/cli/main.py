@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 #: What status reads: counts, task rows, the task's dead letters, the watched collections.
-StatusData = tuple[dict[str, int], list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]
+Rows = list[dict[str, Any]]
+StatusData = tuple[dict[str, int], Rows, Rows, Rows, Rows]
 log = logging.getLogger("sync_service")
 
 app = typer.Typer(
@@ -212,7 +213,7 @@ def status(
         # The failures retries cleared are listed after the dead letters.
         letters += [{"retry": r} for r in await store.task_history(task_id)] if task_id else []
         watched = await cli_watch.watch_rows(store) if task_id is None else []
-        return await store.counts(), rows, letters, watched
+        return await store.counts(), rows, letters, watched, await store.outages()
 
     async def main() -> StatusData:
         # A SQLite store at the newest schema is read without loading SQLAlchemy; else (and
@@ -227,7 +228,7 @@ def status(
         async with open_store(settings) as store:
             return await read(store)
 
-    counts, rows, letters, watched = run_async(main())
+    counts, rows, letters, watched, outages = run_async(main())
     if task_id is not None and not rows:
         fail(f"task {task_id} is not tracked")
     tasks = [
@@ -245,8 +246,14 @@ def status(
     if task_id is not None:
         tasks[0]["retries"] = [x["retry"] for x in letters if "retry" in x]
     if as_json:
-        sys.stdout.write(json.dumps({"counts": counts, "tasks": tasks, "watch": watched}) + "\n")
+        shown = {"counts": counts, "tasks": tasks, "watch": watched, "outages": outages}
+        sys.stdout.write(json.dumps(shown) + "\n")
         return
+    for o in outages:  # what the daemons report now (upstream/outage.py)
+        from rich.markup import escape
+
+        seen = f"since {o['since']} ({o['owner']}): {o['reason']}; work paused, no attempts spent"
+        out.print(f"[red]{o['what']} unavailable[/] {escape(seen)}", highlight=False)
     _print_status(counts, tasks, letters, limit)
     cli_watch.print_watch_table(watched)
 

@@ -13,175 +13,41 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request, Response
-from fastapi import Path as PathParam
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    HttpUrl,
-    StringConstraints,
-    model_validator,
-)
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sync_service.control.metrics import Metrics
+from sync_service.control.schemas import (
+    CollectionId,
+    DeadLetterOut,
+    Item,
+    LetterId,
+    RetryAnswer,
+    RetryOut,
+    RetryRequest,
+    StatusAnswer,
+    SubmitAnswer,
+    SubmitRequest,
+    TaskDetail,
+    TaskState,
+    TrackAnswer,
+    TrackRequest,
+    WatchAnswer,
+    WatchRequest,
+)
 from sync_service.keep.watch_status import watch_view
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.state.store import Store
-from sync_service.upstream.port import MixpeekError, Submission, Upstream
+from sync_service.upstream.port import MixpeekError, Outage, Submission, Upstream
 
 log = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-
-
-def _utf8(value: str) -> str:
-    # A lone UTF-16 surrogate ("\ud800") is valid JSON but no database or upstream can store it.
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode text (no lone surrogates)") from None
-    return value
-
-
-def _strict_json(value: dict[str, Any] | None) -> dict[str, Any] | None:
-    # NaN, Infinity or 1e400 parse from JSON but cannot be sent on to Mixpeek.
-    try:
-        json.dumps(value, allow_nan=False).encode("utf-8")
-    except (ValueError, UnicodeEncodeError):
-        raise ValueError("must be plain JSON (no NaN, Infinity or lone surrogates)") from None
-    return value
-
-
-Text = Annotated[str, AfterValidator(_utf8)]
-TaskId = Annotated[Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)]
-Metadata = Annotated[dict[str, Any] | None, AfterValidator(_strict_json)]
-LetterId = Annotated[int, PathParam(ge=1, le=2**63 - 1)]
-
-
-class TrackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    task_ids: list[TaskId] = Field(min_length=1, max_length=1000)
-
-
-class TrackAnswer(BaseModel):
-    tracked: int
-    already_tracked: int
-
-
-class Item(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    kind: Literal["video", "image", "text"]
-    url: HttpUrl | None = None
-    # Not only whitespace (``pattern`` so that the OpenAPI schema says so too).
-    text: (
-        Annotated[Text, StringConstraints(min_length=1, max_length=100_000, pattern=r"\S")] | None
-    ) = None
-    metadata: Metadata = None
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Item:
-        if self.kind == "text" and (self.text is None or self.url is not None):
-            raise ValueError("a text item needs 'text' (and no 'url')")
-        if self.kind != "text" and (self.url is None or self.text is not None):
-            raise ValueError(f"a {self.kind} item needs an http(s) 'url' (and no 'text')")
-        return self
-
-
-class SubmitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    collection_id: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
-    items: list[Item] = Field(min_length=1, max_length=100)
-    prevent_duplicate: bool = False
-
-
-class SubmitAnswer(BaseModel):
-    task_ids: list[str]
-    errors: list[str]
-
-
-class TaskState(BaseModel):
-    task_id: str
-    state: str
-    upstream_status: str | None
-    asset_id: str | None
-    collection_id: str | None
-    qdrant_collection: str | None
-    features_synced: int
-    dead_letters: int
-    attempts: int
-    error: str | None
-
-
-class DeadLetterOut(BaseModel):
-    id: int
-    task_id: str
-    feature_id: str | None
-    qdrant_collection: str | None
-    reason: str
-    payload_excerpt: str | None
-    created_at: float
-
-
-class RetryOut(BaseModel):  # a failure a retry cleared
-    failed_error: str | None
-    failed_attempts: int
-    failed_at: float
-    retried_at: float
-
-
-class TaskDetail(TaskState):
-    dead_letter_list: list[DeadLetterOut]
-    retries: list[RetryOut] = []
-
-
-class RetryRequest(BaseModel):
-    """``task_ids`` or every failed task; ``since``: ISO 8601 (naive is UTC) or epoch seconds."""
-
-    model_config = ConfigDict(extra="forbid")
-    task_ids: list[TaskId] = Field(default_factory=list, max_length=10_000)
-    failed: bool = False
-    since: datetime | Annotated[float, Field(allow_inf_nan=False)] | None = None
-    dry_run: bool = False
-
-    @model_validator(mode="after")
-    def _one_choice(self) -> RetryRequest:
-        if bool(self.task_ids) == self.failed:
-            raise ValueError("give task_ids or failed=true (one of the two)")
-        return self
-
-
-class RetryAnswer(BaseModel):
-    dry_run: bool
-    requeued: list[str]
-    skipped: dict[str, str]
-
-
-CollectionId = Annotated[
-    Text, StringConstraints(strip_whitespace=True, min_length=1, max_length=255)
-]
-
-
-class WatchRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    collection_ids: list[CollectionId] = Field(min_length=1, max_length=1000)
-
-
-class WatchAnswer(BaseModel):
-    added: list[str]
-    already_watched: list[str]
-
-
-class StatusAnswer(BaseModel):
-    counts: dict[str, int]
-    tasks: list[TaskState]
 
 
 def create_api(
@@ -192,8 +58,10 @@ def create_api(
     metrics: Metrics,
     token: str | None = None,
     max_body_bytes: int = 1024 * 1024,
+    outage: Outage | None = None,
 ) -> ASGIApp:
-    """The control API as an ASGI app (the guard wraps FastAPI, OpenAPI included)."""
+    """The control API as an ASGI app (the guard wraps FastAPI, OpenAPI included).
+    ``outage``: the daemon's upstream breaker, reported by ``/readyz``."""
     app = FastAPI(title="sync-service control API", version="1")
 
     @app.exception_handler(RequestValidationError)
@@ -217,15 +85,22 @@ def create_api(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
-        """The state store and Qdrant both answer."""
+        """The state store and Qdrant both answer. Mixpeek's state is reported, not required:
+        while it is down the daemon waits, and the API still tracks work."""
         checks = {"state_store": await _check(store.ping), "qdrant": await _check(sink.ping)}
         ready = all(value == "ok" for value in checks.values())
-        return JSONResponse({"ready": ready, **checks}, status_code=200 if ready else 503)
+        mixpeek = outage.describe() if outage is not None and outage.is_open else "ok"
+        body = {"ready": ready, **checks, "mixpeek": mixpeek}
+        return JSONResponse(body, status_code=200 if ready else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
         """Prometheus exposition format."""
-        return Response(metrics.render(await store.stats()), media_type=CONTENT_TYPE_LATEST)
+        try:
+            stats = await store.stats()
+        except Exception:  # still served: sync_state_store_up says why the gauges are old
+            stats = None
+        return Response(metrics.render(stats), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/tasks", response_model=TrackAnswer)
     async def track(body: TrackRequest) -> TrackAnswer:

@@ -7,9 +7,14 @@ so every replica reports the same, shared totals.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from sync_service.state.views import StoreStats
+
+if TYPE_CHECKING:
+    from sync_service.upstream.port import Outage
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _LAG_BUCKETS = (0.5, 1, 2, 5, 10, 30, 60, 120, 300, 900, 3600)
@@ -128,6 +133,37 @@ class Metrics:
             ["collection"],
             registry=r,
         )
+        self.upstream_up = Gauge(
+            "sync_upstream_up",
+            "1 while Mixpeek answers this process; 0 while its breaker is open (work paused).",
+            registry=r,
+        )
+        self.upstream_down_since = Gauge(
+            "sync_upstream_unavailable_since_seconds",
+            "When Mixpeek became unavailable to this process (Unix time; 0 while it answers).",
+            registry=r,
+        )
+        self.store_up = Gauge(
+            "sync_state_store_up",
+            "1 while the state store answers this process; 0 during an outage.",
+            registry=r,
+        )
+        self.upstream_up.set(1)
+        self.store_up.set(1)
+
+    # -- availability -----------------------------------------------------------------------
+
+    def watch_outage(self, outage: Outage) -> None:
+        """Follow the upstream breaker (``upstream/outage.py``)."""
+
+        def changed(outage: Outage) -> None:
+            self.upstream_up.set(0 if outage.is_open else 1)
+            self.upstream_down_since.set(outage.since.timestamp() if outage.since else 0)
+
+        outage.on_change(changed)
+
+    def store_answered(self, ok: bool) -> None:
+        self.store_up.set(1 if ok else 0)
 
     # -- watch mode -------------------------------------------------------------------------
 
@@ -176,8 +212,13 @@ class Metrics:
 
     # -- scrape -----------------------------------------------------------------------------
 
-    def render(self, stats: StoreStats) -> bytes:
-        """The exposition text, with the gauges refreshed from the state store."""
+    def render(self, stats: StoreStats | None) -> bytes:
+        """The exposition text, with the gauges refreshed from the state store (``None``: the
+        store did not answer; its gauges keep their last values and ``sync_state_store_up``
+        says 0)."""
+        self.store_answered(stats is not None)
+        if stats is None:
+            return generate_latest(self.registry)
         for state, count in stats.counts.items():
             self.tasks.labels(state).set(count)
         self.backlog.set(stats.counts.get("pending", 0))

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
 from sync_service.engine.failpoints import failpoint
+from sync_service.engine.outcomes import Outcomes
 from sync_service.engine.persist import persist
 from sync_service.engine.points import Plan, Rejected, collection_name, excerpt, plan_content
 from sync_service.engine.poll_schedule import PollSchedule, PollScheduleKind
@@ -38,6 +38,7 @@ from sync_service.upstream.port import (
     MixpeekBadRequest,
     MixpeekError,
     MixpeekNotFound,
+    Outage,
     TaskOutcome,
     TaskState,
     Upstream,
@@ -70,12 +71,16 @@ class Pipeline:
         upstream: Upstream,
         sink: QdrantSink,
         metrics: Metrics | None = None,
+        outage: Outage | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.upstream = upstream
         self.sink = sink
         self.metrics = metrics or Metrics()
+        #: The upstream's breaker; passed in when the upstream is made on first use.
+        self.outage: Outage = outage or getattr(upstream, "outage", None) or Outage()
+        self.outcomes = Outcomes(settings, store, self.metrics, self.outage)
         # Fetch outcomes are shared by replicas with the same upstream: URL and namespace.
         self.upstream_key = hashlib.sha256(
             f"{settings.mixpeek_api_url}\n{settings.mixpeek_namespace or ''}".encode()
@@ -96,15 +101,15 @@ class Pipeline:
         try:
             task = await self.upstream.get_task(claim.task_id)
         except MixpeekNotFound:
-            await self._fail(claim, "task not found upstream (404)")
+            await self.outcomes.fail(claim, "task not found upstream (404)")
             return
         except MixpeekAuthError as exc:
             raise FatalError(str(exc)) from None
         except MixpeekBadRequest as exc:  # a 4xx no retry changes: fail now, with why
-            await self._fail(claim, f"polling the task was refused (not retried): {exc}")
+            await self.outcomes.fail(claim, f"polling the task was refused (not retried): {exc}")
             return
         except MixpeekError as exc:
-            await self._retry_later(claim, f"polling the task failed: {exc}")
+            await self.outcomes.retry_later(claim, f"polling the task failed: {exc}", cause=exc)
             return
         await failpoint("after_poll")
 
@@ -115,9 +120,9 @@ class Pipeline:
             reason = f"failed upstream (status {task.status})"
             if why := await self.upstream.failure_reason(task):
                 reason = f"{reason}: {why}"
-            await self._fail(claim, reason, task.status)
+            await self.outcomes.fail(claim, reason, task.status)
         elif not task.asset_id:
-            await self._fail(claim, "task is DONE but names no asset_id", task.status)
+            await self.outcomes.fail(claim, "task is DONE but names no asset_id", task.status)
         else:
             if claim.polled_at is not None and claim.upstream_done_at is None:  # was running
                 self.poll_schedule.observe(
@@ -131,7 +136,7 @@ class Pipeline:
     async def _not_finished(self, claim: Claim, task: TaskState) -> None:
         waited = claim.claimed_at - claim.created_at
         if waited > self.settings.task_timeout:
-            await self._fail(
+            await self.outcomes.fail(
                 claim,
                 f"timed out: still {task.status or 'unfinished'} upstream after {waited:.0f}s "
                 f"(SYNC_TASK_TIMEOUT={self.settings.task_timeout:g})",
@@ -195,7 +200,7 @@ class Pipeline:
             return
         except SinkUnavailable as exc:
             # Qdrant's outage is not the task's fault: wait for it without spending attempts.
-            await self._retry_later(claim, str(exc), count_attempt=False, done=asset_id)
+            await self.outcomes.retry_later(claim, str(exc), count_attempt=False, done=asset_id)
             return
         except Exception as exc:  # upstream or network trouble: worth another try
             # A request refused as invalid (a 4xx, a collection name Qdrant does not allow):
@@ -204,10 +209,11 @@ class Pipeline:
 
             why = str(exc) if isinstance(exc, MixpeekBadRequest) else refusal(exc)
             if why is not None:
-                await self._fail(claim, f"syncing the asset failed (not retried): {why}", status)
+                why = f"syncing the asset failed (not retried): {why}"
+                await self.outcomes.fail(claim, why, status)
                 return
-            await self._retry_later(
-                claim, f"syncing the asset failed: {describe_error(exc)}", done=asset_id
+            await self.outcomes.retry_later(
+                claim, f"syncing the asset failed: {describe_error(exc)}", cause=exc, done=asset_id
             )
             return
         await failpoint("after_upsert")
@@ -223,7 +229,7 @@ class Pipeline:
             try:  # after the writes, never before: a crash here leaves extras, not gaps
                 await self.sink.delete_points(target, [r.point_id for r in writes.removed])
             except SinkUnavailable as exc:
-                await self._retry_later(claim, str(exc), count_attempt=False, done=asset_id)
+                await self.outcomes.retry_later(claim, str(exc), count_attempt=False, done=asset_id)
                 return
         rejected = [
             Rejected(f.feature_id, "feature vanished upstream (404)", excerpt(f.data))
@@ -290,7 +296,7 @@ class Pipeline:
             reason = f"failed upstream (asset status {asset.status})" + (
                 f": {asset.error}" if asset.error else ""
             )
-            return lambda claim: self._fail(claim, reason, str(asset.status))
+            return lambda claim: self.outcomes.fail(claim, reason, str(asset.status))
 
         async def later(claim: Claim) -> None:
             task = TaskState(claim.task_id, str(asset.status), asset.outcome)
@@ -316,17 +322,17 @@ class Pipeline:
                 f"{len(recent)} assets fetched were not found either (check "
                 "MIXPEEK_API_URL / MIXPEEK_NAMESPACE; `sync-service forget` removes assets)"
             )
-            await self._fail(claim, reason, status)
+            await self.outcomes.fail(claim, reason, status)
             return
         try:
             # Only where its ledger rows are: scanning every collection per 404 would not scale.
             removed = await remove_assets(self.store, self.sink, [asset_id], every_collection=False)
         except SinkUnavailable as exc:
-            await self._retry_later(claim, str(exc), count_attempt=False)
+            await self.outcomes.retry_later(claim, str(exc), count_attempt=False)
             return
         self.metrics.resynced(0, 0, removed)
         note = f"; its {removed} point(s) were removed from Qdrant" if removed else ""
-        await self._fail(claim, f"asset not found upstream (404){note}", status)
+        await self.outcomes.fail(claim, f"asset not found upstream (404){note}", status)
 
     async def _make_room(self, target: str, plan: Plan) -> None:
         """Create the collection or add the vector names the plan needs.
@@ -350,44 +356,6 @@ class Pipeline:
             else:
                 keep.append(point)
         plan.points[:] = keep
-
-    async def _fail(self, claim: Claim, error: str, upstream_status: str | None = None) -> None:
-        await persist(lambda: self.store.mark_failed(claim, error, upstream_status=upstream_status))
-        self.metrics.task_failed()
-        log.info(
-            "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
-        )
-
-    async def _retry_later(
-        self, claim: Claim, error: str, *, count_attempt: bool = True, done: str | None = None
-    ) -> None:
-        attempt = claim.attempts + 1
-        if count_attempt:
-            delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
-        else:  # an outage: no attempt count to grow from, so wait the longest poll interval
-            delay = self.settings.max_poll_interval
-        delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
-        limit = self.settings.max_attempts if count_attempt else None
-        gave_up = await persist(
-            lambda: self.store.retry_later(
-                claim,
-                error=error,
-                delay=delay,
-                max_attempts=limit,
-                done_asset_id=done,
-            )
-        )
-        if gave_up:
-            self.metrics.task_failed()
-        log.warning(
-            "task failed" if gave_up else "task will be retried",
-            extra={
-                "event": "task_failed" if gave_up else "task_retry",
-                "task_id": claim.task_id,
-                "attempt": attempt if count_attempt else None,
-                "error": error,
-            },
-        )
 
 
 def payload_task_id(job_id: str, asset: Asset) -> str:

@@ -20,12 +20,14 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from sync_service.engine.availability import StoreHealth
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import Watcher
 from sync_service.settings import Settings
 from sync_service.state.records import Claim
 from sync_service.state.store import STORE_ERRORS, LeaseLost, Store
+from sync_service.upstream.port import Outage
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ class Daemon:
         shutdown_grace: float,
         owner: str | None = None,
         on_progress: Callable[[], None] | None = None,
+        drain_outage_wait: float = 300.0,
     ) -> None:
         self.store = store
         self.pipeline = pipeline
@@ -69,6 +72,10 @@ class Daemon:
         self.shutdown_grace = shutdown_grace
         self.owner = owner or worker_name()
         self.on_progress = on_progress
+        self.drain_outage_wait = drain_outage_wait
+        self.store_health = StoreHealth()
+        self.store_health.on_change(lambda h: pipeline.metrics.store_answered(h.since is None))
+        self._reports: set[asyncio.Task[None]] = set()
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
         self._stop = asyncio.Event()
@@ -99,6 +106,7 @@ class Daemon:
             claim_batch=settings.claim_batch,
             lease_seconds=settings.lease_seconds,
             shutdown_grace=settings.shutdown_grace,
+            drain_outage_wait=settings.drain_outage_wait,
         )
         if watch:
             mirroring = Mirroring(
@@ -161,6 +169,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        self.pipeline.outage.on_change(self._report_outage)
         scheduler.start()
         log.info(
             "daemon started", extra={"event": "daemon_started", "owner": self.owner, "drain": drain}
@@ -183,6 +192,7 @@ class Daemon:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight()
             scheduler.shutdown(wait=False)
+            await self._clear_outage_report()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -210,8 +220,8 @@ class Daemon:
         """Start the watched collections' passes that are due, and wake up for the next one
         if it falls due before the next tick (a pass then starts on time, not up to a poll
         interval late)."""
-        if self._stop.is_set() or self.watcher is None:
-            return
+        if self._stop.is_set() or self.watcher is None or self.pipeline.outage.is_open:
+            return  # a listing now would only fail: the passes wait for Mixpeek as tasks do
         try:
             await self.watcher.tick()
             due_in = await self.store.next_watch_due_in()
@@ -239,6 +249,8 @@ class Daemon:
             kick.add_done_callback(self._kicks.discard)
 
     async def _claim_and_start(self) -> None:
+        if await self._upstream_unavailable():
+            return
         room = self.claim_batch - len(self.in_flight)
         try:
             claims = (
@@ -249,8 +261,9 @@ class Daemon:
                 idle = False  # a pass may still queue work
             drained = idle and await self.store.pending_count() == 0
         except STORE_ERRORS as exc:
-            _store_unavailable(exc)  # ride it out: the next tick tries again
+            self.store_health.failed(exc)  # ride it out: the next tick tries again
             return
+        self.store_health.answered()
         for claim in claims:
             task = asyncio.create_task(self._process(claim), name=f"task:{claim.task_id}")
             self.in_flight[task] = claim
@@ -259,6 +272,39 @@ class Daemon:
         if drained:
             log.info("nothing pending: drained", extra={"event": "drained"})
             self._stop.set()
+
+    async def _upstream_unavailable(self) -> bool:
+        """While Mixpeek is down, a tick probes (when due) instead of claiming: claimed work
+        could only wait. A drain gives up after ``drain_outage_wait``, leaving it pending."""
+        outage = self.pipeline.outage
+        if outage.probe_due():
+            await outage.check()
+        if not outage.is_open:
+            return False
+        if self._drain and outage.unavailable_for() > self.drain_outage_wait:
+            self.fatal = FatalError(
+                f"{outage.describe()}; gave up waiting after SYNC_DRAIN_OUTAGE_WAIT="
+                f"{self.drain_outage_wait:g} s: the work stays pending, no attempts were spent"
+            )
+            self._stop.set()
+        return True
+
+    def _report_outage(self, outage: Outage) -> None:
+        """Write the breaker's state where ``status`` (another process) reads it."""
+        if outage.since is not None:
+            write = self.store.report_outage(self.owner, "Mixpeek", outage.since, outage.reason)
+        else:
+            write = self.store.clear_outage(self.owner)
+        task = asyncio.ensure_future(write)
+        self._reports.add(task)
+        task.add_done_callback(self._reports.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort
+
+    async def _clear_outage_report(self) -> None:
+        await asyncio.gather(*self._reports, return_exceptions=True)
+        if self.pipeline.outage.is_open:  # this process will no longer report on it
+            with suppress(Exception):
+                await self.store.clear_outage(self.owner)
 
     async def _wake_when_due(self) -> None:
         """Claim again when the next task falls due, not at the tick after it.

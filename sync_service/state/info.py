@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from sync_service.state.base import Queries
 from sync_service.state.migrate import HEAD, needs_migration, run_alembic
+from sync_service.state.records import fresh_outages, outage_key
 from sync_service.state.schema import service_info, synced_features
 
 #: Any fixed number: PostgreSQL's advisory lock that makes concurrent migrations take turns.
@@ -97,6 +102,31 @@ class InfoQueries(Queries):
                         index_elements=["key"], set_={"value": value}
                     )
                 await conn.execute(statement)
+
+    async def report_outage(
+        self, owner: str, what: str, since: datetime, reason: str | None
+    ) -> None:
+        """Record that ``what`` (Mixpeek) is unavailable to process ``owner``, for ``status``."""
+        report = {
+            "what": what,
+            "owner": owner,
+            "since": since.isoformat(),
+            "reason": reason,
+            "reported": time.time(),
+        }
+        await self.set_info({outage_key(owner): json.dumps(report)})
+
+    async def clear_outage(self, owner: str) -> None:
+        async with self._writing() as conn:
+            await conn.execute(delete(service_info).where(service_info.c.key == outage_key(owner)))
+
+    async def outages(self) -> list[dict[str, Any]]:
+        """The outages processes report now (``OUTAGE_FRESH``), oldest first."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(service_info.c.value).where(service_info.c.key.like("outage/%"))
+            )
+            return fresh_outages([row[0] for row in rows], time.time())
 
     async def has_synced(self) -> bool:
         """Whether the ledger holds any point (this store has fed its Qdrant)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from contextlib import closing
 from types import SimpleNamespace
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sync_service.state.migrate import HEAD
-from sync_service.state.records import STATES, Mirror
+from sync_service.state.records import STATES, Mirror, fresh_outages
 
 T = TypeVar("T")
 
@@ -70,6 +71,10 @@ class StorePeek:
             "WHERE collection_id IN (SELECT collection_id FROM mirrors) GROUP BY collection_id"
         )
         return {str(c): int(n) for c, n in rows}
+
+    async def outages(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT value FROM service_info WHERE key LIKE 'outage/%'")
+        return fresh_outages([row[0] for row in rows], time.time())
 
     async def mirrors(self) -> list[Mirror]:
         rows = self._rows("SELECT * FROM mirrors ORDER BY collection_id")

@@ -135,3 +135,28 @@ class Mirror:
             filter_ignored=bool(row.filter_ignored),
             last_error=row.last_error,
         )
+
+
+#: A daemon re-reports an outage at every probe (30 s apart at most): an older report is from a
+#: process that stopped without clearing it.
+OUTAGE_FRESH = 120.0
+
+
+def outage_key(owner: str) -> str:
+    """The ``service_info`` key of one process's outage report (keys are at most 64 long)."""
+    import hashlib
+
+    return "outage/" + hashlib.sha256(owner.encode()).hexdigest()[:24]
+
+
+def fresh_outages(values: Sequence[str], now: float) -> list[dict[str, Any]]:
+    """The outage reports (``service_info`` values) made within ``OUTAGE_FRESH`` of ``now``."""
+    found = []
+    for value in values:
+        try:
+            report = json.loads(value)
+            if now - float(report["reported"]) <= OUTAGE_FRESH:
+                found.append(report)
+        except (ValueError, KeyError, TypeError):
+            continue  # not a report this code wrote: ignore rather than fail `status`
+    return sorted(found, key=lambda r: str(r.get("since")))

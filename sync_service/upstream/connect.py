@@ -6,11 +6,15 @@ from sync_service.settings import Settings
 from sync_service.upstream.gen_b.adapter import GenBUpstream
 from sync_service.upstream.gen_b.client import MixpeekClient
 from sync_service.upstream.http import RequestObserver, RetryPolicy
+from sync_service.upstream.outage import Outage
 from sync_service.upstream.port import Upstream
 
 
-def open_upstream(settings: Settings, observer: RequestObserver | None = None) -> Upstream:
-    """Mixpeek behind the upstream port, as the settings describe it (close it after use)."""
+def open_upstream(
+    settings: Settings, observer: RequestObserver | None = None, outage: Outage | None = None
+) -> Upstream:
+    """Mixpeek behind the upstream port, as the settings describe it (close it after use).
+    ``outage``: the process's breaker, when it was made before the upstream."""
     client = MixpeekClient(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
@@ -18,6 +22,7 @@ def open_upstream(settings: Settings, observer: RequestObserver | None = None) -
         max_in_flight=settings.max_concurrency,
         rate_limit_per_minute=settings.rate_limit_per_minute,
         observer=observer,
+        outage=outage,
         policy=RetryPolicy(
             max_attempts=settings.http_max_attempts,
             base_delay=settings.retry_base_delay,

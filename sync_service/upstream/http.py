@@ -26,13 +26,14 @@ import orjson
 from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from sync_service.upstream.admission import FETCH, Admission
+from sync_service.upstream.admission import FETCH, LIST, Admission
 from sync_service.upstream.errors import (
     MixpeekBadResponse,
     MixpeekError,
     MixpeekTransportError,
     error_from_response,
 )
+from sync_service.upstream.outage import MixpeekUnavailable, Outage
 from sync_service.upstream.transport import pooled_transport
 
 __all__ = ["MixpeekHttp", "RandomSource", "RequestObserver", "RetryPolicy"]
@@ -128,7 +129,8 @@ class MixpeekHttp:
     """The pooled ``httpx.AsyncClient`` plus the retry loop, concurrency slot and error mapping.
 
     ``secret`` is only used to redact the API key from error texts; the caller puts it in
-    ``headers``.
+    ``headers``. ``outage`` is the process's breaker (its own if not given); ``probe_path`` the
+    route its probe asks (any answer below 500 proves upstream there).
     """
 
     def __init__(
@@ -143,8 +145,12 @@ class MixpeekHttp:
         rate_limit_per_minute: float | None = None,
         observer: RequestObserver | None = None,
         timeout: httpx.Timeout | None = None,
+        outage: Outage | None = None,
+        probe_path: str = "/",
     ) -> None:
         self._secret = secret
+        self.outage = outage or Outage()
+        self.outage.attach(lambda: self.probe(probe_path))
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         size = max_in_flight or 20
@@ -193,6 +199,12 @@ class MixpeekHttp:
         deadline = policy.clock() + policy.call_deadline
 
         async def attempt() -> R:
+            if self.outage.is_open:  # checked before each attempt: retry loops end too
+                raise MixpeekUnavailable(
+                    f"{self.outage.describe()}; request not sent",
+                    error_type="Unavailable",
+                    endpoint=endpoint,
+                )
             budget = min(policy.attempt_timeout, deadline - policy.clock())
             response = await self._attempt(
                 method, path, endpoint, params, json_body, budget, priority
@@ -288,6 +300,10 @@ class MixpeekHttp:
                 )
         elapsed = time.perf_counter() - started
         status = response.status_code if response is not None else None
+        if status is not None and status < 500:
+            self.outage.answered()
+        else:
+            self.outage.failed()
         if status == 429:
             self._admission.rate_limited()
         elif status is not None and status < 400:
@@ -298,6 +314,18 @@ class MixpeekHttp:
             raise failure from cause  # raised outside the except: no implicit __context__
         assert response is not None
         return response
+
+    async def probe(self, path: str) -> str | None:
+        """One attempt, no retry, at the front of the queue: None when upstream answered
+        (any status below 500), else why it did not."""
+        budget = min(self._policy.attempt_timeout, 10.0)
+        try:
+            response = await self._attempt("GET", path, "probe", None, None, budget, LIST)
+        except MixpeekError as exc:
+            return str(exc)
+        if response.status_code >= 500:
+            return f"GET {path} answered {response.status_code}"
+        return None
 
     def _parse(
         self, response: httpx.Response, endpoint: str, parse: Callable[[Any], R], expect_json: bool

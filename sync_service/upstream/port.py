@@ -32,6 +32,7 @@ from sync_service.upstream.errors import (
     MixpeekTransportError,
     MixpeekUnsupported,
 )
+from sync_service.upstream.outage import MixpeekUnavailable, Outage
 
 __all__ = [
     "Asset",
@@ -45,7 +46,9 @@ __all__ = [
     "MixpeekError",
     "MixpeekNotFound",
     "MixpeekTransportError",
+    "MixpeekUnavailable",
     "MixpeekUnsupported",
+    "Outage",
     "Submission",
     "TaskOutcome",
     "TaskState",
@@ -173,7 +176,11 @@ class Submission:
 
 class Upstream(Protocol):
     """Mixpeek as the service needs it. Errors are :class:`MixpeekError` subclasses:
-    :class:`MixpeekNotFound` for a 404 (gone), :class:`MixpeekAuthError` for a refused key."""
+    :class:`MixpeekNotFound` for a 404 (gone), :class:`MixpeekAuthError` for a refused key,
+    :class:`MixpeekUnavailable` when the breaker is open."""
+
+    #: The process's breaker: whether Mixpeek as a whole is down (see ``upstream/outage.py``).
+    outage: Outage
 
     async def get_task(self, task_id: str) -> TaskState:
         """The task's state now."""

@@ -53,7 +53,13 @@ SECRET_ENV = {
     "SYNC_API_TOKEN": API_TOKEN,
 }
 #: What gives up fast, so the error paths end within seconds.
-FAST_FAIL = {"SYNC_HTTP_MAX_ATTEMPTS": "2", "SYNC_MAX_ATTEMPTS": "1", "SYNC_HTTP_TIMEOUT": "3"}
+FAST_FAIL = {
+    "SYNC_HTTP_MAX_ATTEMPTS": "2",
+    "SYNC_MAX_ATTEMPTS": "1",
+    "SYNC_HTTP_TIMEOUT": "3",
+    # Mixpeek down for everyone costs no attempt: a drain waits this long, then leaves it.
+    "SYNC_DRAIN_OUTAGE_WAIT": "1",
+}
 
 
 def leaks_in(text: str) -> list[str]:
@@ -590,11 +596,14 @@ def test_an_unreachable_mixpeek_prints_no_secret(
         },
     )
     assert results["submit (Mixpeek unreachable)"].returncode == 1
-    assert results["run --drain (Mixpeek unreachable)"].returncode == 0
+    drain = results["run --drain (Mixpeek unreachable)"]
+    assert drain.returncode == 1 and "Mixpeek unavailable since" in drain.stderr
     status = run_cli(service, "status", "--json")
     outputs.add_run("status --json", status)
     tasks = json.loads(status.stdout)["tasks"]
-    assert all(t["state"] == "failed" and "polling the task failed" in t["error"] for t in tasks)
+    # An outage is nobody's task's fault: they wait, with why, and no attempt spent.
+    assert all(t["state"] == "pending" and "no attempt spent" in t["error"] for t in tasks)
+    assert all("polling the task failed" in t["error"] for t in tasks)
     outputs.assert_no_leaks()
 
 

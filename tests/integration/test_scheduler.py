@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from sync_service.control.metrics import Metrics
 from sync_service.engine.scheduler import Daemon
 from sync_service.state.records import Claim
 from sync_service.state.store import Store
+from sync_service.upstream.port import Outage
 
 
 @pytest.fixture
@@ -29,6 +31,8 @@ class Recorder:
         self.store = store
         self.daemon = daemon
         self.seen: dict[str, float] = {}
+        self.outage = Outage()  # never opens: no probe is attached
+        self.metrics = Metrics()
 
     async def process(self, claim: Claim) -> None:
         self.seen[claim.task_id] = time.monotonic()

@@ -49,6 +49,7 @@ class GenBUpstream:
 
     def __init__(self, client: MixpeekClient) -> None:
         self.client = client
+        self.outage = client.outage
 
     async def __aenter__(self) -> Self:
         return self

@@ -30,6 +30,7 @@ from sync_service.upstream.gen_b.models import (
     Task,
 )
 from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
+from sync_service.upstream.outage import Outage
 
 __all__ = ["MixpeekClient", "RequestObserver", "RetryPolicy"]
 
@@ -98,6 +99,7 @@ class MixpeekClient:
         rate_limit_per_minute: float | None = None,
         observer: RequestObserver | None = None,
         timeout: httpx.Timeout | None = None,
+        outage: Outage | None = None,
     ) -> None:
         raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
         # Stripped: a trailing newline from a secrets file makes h11 echo the header in errors.
@@ -119,6 +121,9 @@ class MixpeekClient:
             rate_limit_per_minute=rate_limit_per_minute,
             observer=observer,
             timeout=timeout,
+            outage=outage,
+            # A task id no one has: any answer (404 expected) proves the API there.
+            probe_path="/tasks/sync-service-probe",
         )
         self._vector_param = _VECTOR_PARAMS[0]
 
@@ -133,6 +138,11 @@ class MixpeekClient:
     async def aclose(self) -> None:
         """Close the connection pool."""
         await self._http.aclose()
+
+    @property
+    def outage(self) -> Outage:
+        """The breaker this client's calls report to and obey."""
+        return self._http.outage
 
     def __repr__(self) -> str:
         return f"MixpeekClient(base_url={str(self._http.base_url)!r})"

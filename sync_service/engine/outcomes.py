@@ -1,0 +1,86 @@
+"""How a unit of work ends for now: failed for good, or to be tried again later.
+
+An attempt is spent only on an error that belongs to the work. Qdrant being down is not the
+task's fault, and neither is Mixpeek being down: before it counts an attempt for an upstream
+error, :meth:`Outcomes.retry_later` asks the process's breaker (``upstream/outage.py``) whether
+Mixpeek answers anyone. While it does not, the task waits without losing an attempt, and the
+daemon claims nothing until a probe gets an answer.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+
+from sync_service.control.metrics import Metrics
+from sync_service.engine.persist import persist
+from sync_service.settings import Settings
+from sync_service.state.records import Claim
+from sync_service.state.store import Store
+from sync_service.upstream.port import Outage
+
+log = logging.getLogger("sync_service.engine.pipeline")  # the pipeline's story, one logger
+
+
+class Outcomes:
+    """Records a claimed task's outcome when it is not (yet) synced."""
+
+    def __init__(self, settings: Settings, store: Store, metrics: Metrics, outage: Outage) -> None:
+        self.settings = settings
+        self.store = store
+        self.metrics = metrics
+        self.outage = outage
+
+    async def fail(self, claim: Claim, error: str, upstream_status: str | None = None) -> None:
+        """Failed for good (``retry`` re-queues it)."""
+        await persist(lambda: self.store.mark_failed(claim, error, upstream_status=upstream_status))
+        self.metrics.task_failed()
+        log.info(
+            "task failed", extra={"event": "task_failed", "task_id": claim.task_id, "error": error}
+        )
+
+    async def retry_later(
+        self,
+        claim: Claim,
+        error: str,
+        *,
+        cause: BaseException | None = None,
+        count_attempt: bool = True,
+        done: str | None = None,
+    ) -> None:
+        """Try again later. ``cause``: the upstream error, so that an outage costs no attempt;
+        ``count_attempt=False``: an outage already known (Qdrant's); ``done``: the task's asset,
+        when upstream already said DONE."""
+        upstream_down = count_attempt and cause is not None and await self.outage.confirm(cause)
+        if upstream_down:
+            count_attempt = False
+            error = f"{error} (Mixpeek unavailable: no attempt spent)"
+        attempt = claim.attempts + 1
+        if count_attempt:
+            delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
+        elif upstream_down:  # claims pause while the breaker is open: due again once it closes
+            delay = self.settings.poll_interval
+        else:  # Qdrant's outage: no attempt count to grow from, so wait the longest interval
+            delay = self.settings.max_poll_interval
+        delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
+        limit = self.settings.max_attempts if count_attempt else None
+        gave_up = await persist(
+            lambda: self.store.retry_later(
+                claim,
+                error=error,
+                delay=delay,
+                max_attempts=limit,
+                done_asset_id=done,
+            )
+        )
+        if gave_up:
+            self.metrics.task_failed()
+        log.warning(
+            "task failed" if gave_up else "task will be retried",
+            extra={
+                "event": "task_failed" if gave_up else "task_retry",
+                "task_id": claim.task_id,
+                "attempt": attempt if count_attempt else None,
+                "error": error,
+            },
+        )

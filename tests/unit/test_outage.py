@@ -1,0 +1,174 @@
+"""The upstream breaker (``upstream/outage.py``): when an error is an outage, and how it heals."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from sync_service.upstream.errors import (
+    MixpeekBadRequest,
+    MixpeekNotFound,
+    MixpeekServerError,
+    MixpeekTransportError,
+)
+from sync_service.upstream.outage import MixpeekUnavailable, Outage, outage_like
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Probe:
+    """Answers as told, and counts how often it was asked."""
+
+    def __init__(self, answers: bool = True) -> None:
+        self.up = answers
+        self.calls = 0
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self) -> str | None:
+        self.calls += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        return None if self.up else "connection refused"
+
+
+DOWN = MixpeekTransportError("refused", error_type="ConnectError")
+FIVE_HUNDRED = MixpeekServerError("boom", status=503)
+
+
+def breaker(probe: Probe, clock: Clock) -> Outage:
+    outage = Outage(recent=5.0, first_probe=1.0, max_probe=8.0, clock=clock)
+    outage.attach(probe)
+    return outage
+
+
+def test_only_errors_an_outage_makes_are_outage_like() -> None:
+    assert outage_like(DOWN) and outage_like(FIVE_HUNDRED)
+    assert not outage_like(MixpeekNotFound("gone", status=404))
+    assert not outage_like(MixpeekBadRequest("bad", status=400))
+    assert not outage_like(ValueError("a bug"))
+
+
+async def test_a_refusal_is_the_works_fault_without_asking() -> None:
+    probe, clock = Probe(answers=False), Clock()
+    outage = breaker(probe, clock)
+    assert not await outage.confirm(MixpeekBadRequest("bad", status=422))
+    assert probe.calls == 0 and not outage.is_open
+
+
+async def test_a_recent_answer_proves_mixpeek_up() -> None:
+    probe, clock = Probe(answers=False), Clock()
+    outage = breaker(probe, clock)
+    outage.answered()
+    clock.now += 4.9
+    assert not await outage.confirm(FIVE_HUNDRED)  # one asset's 500, not an outage
+    assert probe.calls == 0
+
+
+async def test_with_no_recent_answer_a_probe_decides() -> None:
+    probe, clock = Probe(answers=True), Clock()
+    outage = breaker(probe, clock)
+    outage.answered()
+    clock.now += 6
+    assert not await outage.confirm(DOWN)  # the probe got an answer: the work's own error
+    assert probe.calls == 1 and not outage.is_open
+
+    probe.up = False
+    clock.now += 6
+    assert await outage.confirm(DOWN)
+    assert outage.is_open and outage.since is not None
+    assert "Mixpeek unavailable since" in outage.describe()
+    assert "connection refused" in outage.describe()
+    # While open, every outage-like error is the outage, with no further probe.
+    assert await outage.confirm(FIVE_HUNDRED)
+    assert await outage.confirm(MixpeekUnavailable("not sent"))
+    assert probe.calls == 2
+
+
+async def test_probes_back_off_while_open_and_the_first_answer_closes_it() -> None:
+    probe, clock = Probe(answers=False), Clock()
+    outage = breaker(probe, clock)
+    changes: list[bool] = []
+    outage.on_change(lambda o: changes.append(o.is_open))
+    assert not await outage.check()
+    waits = []
+    for _ in range(5):
+        start = clock.now
+        while not outage.probe_due():
+            clock.now += 0.25
+        waits.append(clock.now - start)
+        assert not await outage.check()
+    assert waits == [1.0, 2.0, 4.0, 8.0, 8.0]  # doubling, capped at max_probe
+    assert outage.unavailable_for() == pytest.approx(sum(waits))
+    probe.up = True
+    clock.now += 8
+    assert await outage.check()
+    assert not outage.is_open and outage.since is None and outage.reason is None
+    assert not outage.probe_due()
+    # Opened once, re-reported at each failed probe, closed once.
+    assert changes == [True] * 6 + [False]
+    # After it closed, the next outage starts its backoff from the first wait again.
+    probe.up = False
+    assert not await outage.check()
+    clock.now += 1.0
+    assert outage.probe_due()
+
+
+async def test_concurrent_callers_share_one_probe() -> None:
+    probe, clock = Probe(answers=False), Clock()
+    probe.gate = asyncio.Event()
+    outage = breaker(probe, clock)
+    checks = [asyncio.create_task(outage.confirm(DOWN)) for _ in range(20)]
+    await asyncio.sleep(0)
+    probe.gate.set()
+    assert await asyncio.gather(*checks) == [True] * 20
+    assert probe.calls == 1
+
+
+async def test_failed_attempts_with_nothing_answering_start_a_probe_in_the_background() -> None:
+    probe, clock = Probe(answers=False), Clock()
+    outage = breaker(probe, clock)
+    outage.answered()
+    outage.failed()  # an answer 0 s ago: nothing suspected yet
+    await asyncio.sleep(0)
+    assert probe.calls == 0
+    clock.now += 5
+    outage.failed()
+    outage.failed()  # one probe at a time
+    await asyncio.sleep(0.01)
+    assert probe.calls == 1 and outage.is_open
+    outage.failed()  # already open: the ticks probe from now on
+    await asyncio.sleep(0.01)
+    assert probe.calls == 1
+
+
+async def test_a_process_that_never_got_an_answer_checks_at_once() -> None:
+    probe, clock = Probe(answers=False), Clock()
+    outage = breaker(probe, clock)
+    assert await outage.confirm(DOWN)
+
+
+async def test_without_a_probe_nothing_is_an_outage() -> None:
+    outage = Outage()
+    assert not await outage.confirm(DOWN)
+    assert await outage.check()
+    outage.failed()
+    assert not outage.is_open
+
+
+async def test_a_probe_that_raises_counts_as_no_answer() -> None:
+    clock = Clock()
+    outage = Outage(clock=clock)
+
+    async def broken() -> str | None:
+        raise OSError("network is unreachable")
+
+    outage.attach(broken)
+    assert not await outage.check()
+    assert outage.reason == "network is unreachable"
