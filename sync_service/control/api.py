@@ -88,6 +88,9 @@ def create_api(
         """The state store and Qdrant both answer. Mixpeek's state is reported, not required:
         while it is down the daemon waits, and the API still tracks work."""
         checks = {"state_store": await _check(store.ping), "qdrant": await _check(sink.ping)}
+        metrics.store_answered(checks["state_store"] == "ok")
+        if (since := metrics.store_down_since) is not None:
+            checks["state_store"] += f" (unavailable since {since:%Y-%m-%d %H:%M:%S}Z)"
         ready = all(value == "ok" for value in checks.values())
         mixpeek = outage.describe() if outage is not None and outage.is_open else "ok"
         body = {"ready": ready, **checks, "mixpeek": mixpeek}

@@ -7,6 +7,7 @@ so every replica reports the same, shared totals.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -148,8 +149,15 @@ class Metrics:
             "1 while the state store answers this process; 0 during an outage.",
             registry=r,
         )
+        self.store_down_since_gauge = Gauge(
+            "sync_state_store_unavailable_since_seconds",
+            "When the state store stopped answering this process (Unix time; 0 while it does).",
+            registry=r,
+        )
         self.upstream_up.set(1)
         self.store_up.set(1)
+        #: When the state store stopped answering (the daemon's ticks, a scrape, /readyz).
+        self.store_down_since: datetime | None = None
 
     # -- availability -----------------------------------------------------------------------
 
@@ -163,7 +171,13 @@ class Metrics:
         outage.on_change(changed)
 
     def store_answered(self, ok: bool) -> None:
+        if ok:
+            self.store_down_since = None
+        elif self.store_down_since is None:
+            self.store_down_since = datetime.now(UTC)
         self.store_up.set(1 if ok else 0)
+        since = self.store_down_since
+        self.store_down_since_gauge.set(since.timestamp() if since else 0)
 
     # -- watch mode -------------------------------------------------------------------------
 

@@ -4,7 +4,8 @@ An attempt is spent only on an error that belongs to the work. Qdrant being down
 task's fault, and neither is Mixpeek being down: before it counts an attempt for an upstream
 error, :meth:`Outcomes.retry_later` asks the process's breaker (``upstream/outage.py``) whether
 Mixpeek answers anyone. While it does not, the task waits without losing an attempt, and the
-daemon claims nothing until a probe gets an answer.
+daemon claims nothing until a probe gets an answer. A state-store read failing mid-sync is
+not the task's fault either.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from sync_service.control.metrics import Metrics
 from sync_service.engine.persist import persist
 from sync_service.settings import Settings
 from sync_service.state.records import Claim
-from sync_service.state.store import Store
+from sync_service.state.store import STORE_ERRORS, Store
 from sync_service.upstream.port import Outage
 
 log = logging.getLogger("sync_service.engine.pipeline")  # the pipeline's story, one logger
@@ -51,14 +52,17 @@ class Outcomes:
         """Try again later. ``cause``: the upstream error, so that an outage costs no attempt;
         ``count_attempt=False``: an outage already known (Qdrant's); ``done``: the task's asset,
         when upstream already said DONE."""
-        upstream_down = count_attempt and cause is not None and await self.outage.confirm(cause)
-        if upstream_down:
+        down = count_attempt and cause is not None and await self.outage.confirm(cause)
+        if down:
             count_attempt = False
             error = f"{error} (Mixpeek unavailable: no attempt spent)"
+        elif count_attempt and isinstance(cause, STORE_ERRORS):  # a read mid-sync failed
+            down, count_attempt = True, False  # due again once the store answers
+            error = f"{error} (state store unavailable: no attempt spent)"
         attempt = claim.attempts + 1
         if count_attempt:
             delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
-        elif upstream_down:  # claims pause while the breaker is open: due again once it closes
+        elif down:  # claims pause during the outage: due again once it ends
             delay = self.settings.poll_interval
         else:  # Qdrant's outage: no attempt count to grow from, so wait the longest interval
             delay = self.settings.max_poll_interval

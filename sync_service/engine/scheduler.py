@@ -14,7 +14,7 @@ import os
 import signal
 import socket
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 
@@ -146,14 +146,17 @@ class Daemon:
         self._drain = drain
         scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, timezone=UTC)
         scheduler.add_job(
-            self.tick,
+            self._job(self.tick),
             "interval",
             seconds=self.poll_interval,
             next_run_time=datetime.now(UTC),
             id="tick",
         )
         scheduler.add_job(
-            self.heartbeat, "interval", seconds=max(self.lease_seconds / 3, 0.5), id="heartbeat"
+            self._job(self.heartbeat),
+            "interval",
+            seconds=max(self.lease_seconds / 3, 0.5),
+            id="heartbeat",
         )
         if self.watcher is not None:
             settings = self.watcher.mirroring.settings
@@ -162,9 +165,11 @@ class Daemon:
                     settings.watch_interval, settings.watch_full_interval
                 )
             except STORE_ERRORS as exc:
-                _store_unavailable(exc)
+                self.store_health.failed(exc)
             await self.watch_tick()  # before the first claim: a drain waits for these passes
-            scheduler.add_job(self.watch_tick, "interval", seconds=self.poll_interval, id="watch")
+            scheduler.add_job(
+                self._job(self.watch_tick), "interval", seconds=self.poll_interval, id="watch"
+            )
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
@@ -204,6 +209,20 @@ class Daemon:
 
     # -- scheduled jobs ---------------------------------------------------------------------
 
+    def _job(self, job: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+        """A scheduled job that ends quietly when shutdown cancels it mid-statement (APScheduler
+        would log the cancellation as a crash, with a traceback, on a clean stop)."""
+
+        async def run() -> None:
+            try:
+                await job()
+            except asyncio.CancelledError:
+                if not self._stop.is_set():
+                    raise
+
+        run.__qualname__ = getattr(job, "__qualname__", "job")
+        return run
+
     async def tick(self) -> None:
         """Claim due tasks up to the free capacity and start them."""
         if self._stop.is_set() or self._tick_lock.locked():
@@ -226,7 +245,7 @@ class Daemon:
             await self.watcher.tick()
             due_in = await self.store.next_watch_due_in()
         except STORE_ERRORS as exc:
-            _store_unavailable(exc)
+            self.store_health.failed(exc)
             return
         if due_in is not None and due_in < self.poll_interval and not self._stop.is_set():
             if self._watch_wake is not None:
@@ -329,7 +348,7 @@ class Daemon:
         try:
             await self.store.extend_leases(self.owner, self.in_flight.values(), self.lease_seconds)
         except STORE_ERRORS as exc:
-            _store_unavailable(exc)
+            self.store_health.failed(exc)
 
     async def _process(self, claim: Claim) -> None:
         try:

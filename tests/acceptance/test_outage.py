@@ -124,3 +124,45 @@ def test_mixpeek_down_longer_than_the_retry_budget_then_back(
         assert result == IN_STEP
         assert "Mixpeek unavailable" in stderr and "Mixpeek available again" in stderr
         assert "Traceback" not in stderr
+
+
+def test_the_state_store_down_for_a_while(
+    tmp_path: Path, emulator: EmulatorServer, postgres_url: str
+) -> None:
+    with FaultProxy("127.0.0.1", 5432) as proxy:
+        port = free_port()
+        service = Service(
+            tmp_path,
+            emulator,
+            DATABASE_URL=postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"),
+            SYNC_API_PORT=str(port),
+            SYNC_MAX_ATTEMPTS="1",
+            SYNC_MAX_CONCURRENCY="1",
+        )
+        task_ids = service.submit(*ITEMS)
+        time.sleep(0.5)  # processed upstream; from now on each request takes 0.3 s
+        emulator.update_config(latency=0.3)  # so the work spans the outage
+        base = f"http://127.0.0.1:{port}"
+        daemon = service.start("run", "--drain")
+        try:
+            wait_for(lambda: readyz(base))
+            with proxy.outage():
+                ready = wait_for(lambda: (r := readyz(base)) and r["ready"] is False and r)
+                assert "unavailable since" in ready["state_store"], ready
+                metrics = httpx.get(f"{base}/metrics", timeout=5)
+                assert metrics.status_code == 200 and "sync_state_store_up 0.0" in metrics.text
+                time.sleep(3)
+                assert daemon.poll() is None
+            assert daemon.wait(timeout=60) == 0
+        finally:
+            if daemon.poll() is None:
+                daemon.kill()
+        stderr = daemon.stderr.read() if daemon.stderr else ""
+        after = service.status()
+    errors = [t["error"] for t in after["tasks"]]
+    assert after["counts"] == {"pending": 0, "synced": len(task_ids), "failed": 0}, errors
+    assert compare_points(service.expected(task_ids), service.points()) == IN_STEP
+    assert "state store unavailable" in stderr and "state store available again" in stderr
+    # The outage came mid-work: tasks were synced after it, none failed because of it.
+    assert stderr.index("state store available again") < stderr.rindex("task synced")
+    assert "Traceback" not in stderr
