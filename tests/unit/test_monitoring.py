@@ -144,8 +144,10 @@ def test_the_rules_cover_the_conditions_operators_asked_for() -> None:
         "sync lag": "sync_lag_seconds_bucket",
         "backlog growing": "sync_backlog_tasks",
         "dead letters growing": "sync_dead_letters",
-        "upstream down": "sync_upstream_requests_total",
-        "service or state store down": "up",
+        "upstream down": "sync_upstream_up",
+        "upstream failing": "sync_upstream_requests_total",
+        "state store down": "sync_state_store_up",
+        "service down": "up",
         "held sweep": "sync_watch_held_sweeps_total",
     }
     used = set().union(*(metric_names(expr) for expr in rules.values()))
