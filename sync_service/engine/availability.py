@@ -69,3 +69,12 @@ class StoreHealth:
                 listener(self)
             except Exception:
                 log.exception("store health listener failed")
+
+
+def task_store_unavailable(exc: BaseException, task_id: str) -> None:
+    """A task's work could not be recorded: its lease expires and it is redone."""
+    log.warning(
+        "state store unavailable: %s",
+        first_line(exc),
+        extra={"event": "store_unavailable", "task_id": task_id},
+    )

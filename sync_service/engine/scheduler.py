@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync_service.engine.availability import StoreHealth
+from sync_service.engine.availability import StoreHealth, task_store_unavailable
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import Watcher
@@ -32,15 +32,6 @@ from sync_service.upstream.port import Outage
 log = logging.getLogger(__name__)
 
 JOB_DEFAULTS = {"misfire_grace_time": 1, "coalesce": True, "max_instances": 1}
-
-
-def _store_unavailable(exc: BaseException, task_id: str | None = None) -> None:
-    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-    log.warning(
-        "state store unavailable: %s",
-        first_line,
-        extra={"event": "store_unavailable", "task_id": task_id},
-    )
 
 
 def worker_name() -> str:
@@ -367,7 +358,7 @@ class Daemon:
         except STORE_ERRORS as exc:
             # Its points may be in Qdrant but not recorded: the lease expires and the task is
             # redone (same point ids), as after a crash.
-            _store_unavailable(exc, claim.task_id)
+            task_store_unavailable(exc, claim.task_id)
         except Exception:
             # A bug, not an upstream fault: keep the daemon alive; the lease expires and
             # the task is tried again.
