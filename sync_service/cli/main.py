@@ -252,7 +252,8 @@ def status(
     for o in outages:  # what the daemons report now (upstream/outage.py)
         from rich.markup import escape
 
-        seen = f"since {o['since']} ({o['owner']}): {o['reason']}; work paused, no attempts spent"
+        since = str(o["since"])[:19].replace("T", " ") + "Z"
+        seen = f"since {since} ({o['owner']}): {o['reason']}; work paused, no attempts spent"
         out.print(f"[red]{o['what']} unavailable[/] {escape(seen)}", highlight=False)
     _print_status(counts, tasks, letters, limit)
     cli_watch.print_watch_table(watched)

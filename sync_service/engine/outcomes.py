@@ -18,7 +18,7 @@ from sync_service.engine.persist import persist
 from sync_service.settings import Settings
 from sync_service.state.records import Claim
 from sync_service.state.store import STORE_ERRORS, Store
-from sync_service.upstream.port import Outage
+from sync_service.upstream.port import MixpeekUnavailable, Outage
 
 log = logging.getLogger("sync_service.engine.pipeline")  # the pipeline's story, one logger
 
@@ -55,7 +55,8 @@ class Outcomes:
         down = count_attempt and cause is not None and await self.outage.confirm(cause)
         if down:
             count_attempt = False
-            error = f"{error} (Mixpeek unavailable: no attempt spent)"
+            said = isinstance(cause, MixpeekUnavailable)
+            error = f"{error} (no attempt spent{'' if said else ': Mixpeek unavailable'})"
         elif count_attempt and isinstance(cause, STORE_ERRORS):  # a read mid-sync failed
             down, count_attempt = True, False  # due again once the store answers
             error = f"{error} (state store unavailable: no attempt spent)"

@@ -42,6 +42,9 @@ class MixpeekUnavailable(MixpeekTransportError):
 
     default_retryable = False
 
+    def _render(self) -> str:
+        return self.message  # already says what and since when
+
 
 def outage_like(error: BaseException) -> bool:
     """Errors an outage produces (no answer, a timeout, a 5xx), as opposed to a refusal."""
