@@ -129,8 +129,9 @@ class MixpeekHttp:
     """The pooled ``httpx.AsyncClient`` plus the retry loop, concurrency slot and error mapping.
 
     ``secret`` is only used to redact the API key from error texts; the caller puts it in
-    ``headers``. ``outage`` is the process's breaker (its own if not given); ``probe_path`` the
-    route its probe asks (any answer below 500 proves upstream there).
+    ``headers``. ``outage`` is the process's breaker, which this client feeds and probes
+    through; ``probe_path`` the route its probe asks (any answer below 500 proves upstream
+    there).
     """
 
     def __init__(
@@ -149,8 +150,12 @@ class MixpeekHttp:
         probe_path: str = "/",
     ) -> None:
         self._secret = secret
-        self.outage = outage or Outage()
-        self.outage.attach(lambda: self.probe(probe_path))
+        # A breaker given (the daemon's) is fed and probed through this client; without one the
+        # client keeps a detached breaker that never opens, so a one-shot command reports
+        # the error it met, as before.
+        self.outage = outage if outage is not None else Outage()
+        if outage is not None:
+            outage.attach(lambda: self.probe(probe_path))
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         size = max_in_flight or 20
@@ -177,7 +182,8 @@ class MixpeekHttp:
         return self._http.base_url
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool (and stop probing through it)."""
+        await self.outage.detach()
         await self._http.aclose()
 
     async def call(

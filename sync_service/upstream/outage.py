@@ -85,6 +85,14 @@ class Outage:
         """The request that asks upstream whether it is there (the adapter's)."""
         self._probe = probe
 
+    async def detach(self) -> None:
+        """No more probes (the client that made them is closing)."""
+        self._probe = None
+        if self._probing is not None:
+            self._probing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._probing
+
     def on_change(self, listener: Callable[[Outage], None]) -> None:
         """Call ``listener`` each time the breaker opens or closes (metrics, the store)."""
         self._listeners.append(listener)
