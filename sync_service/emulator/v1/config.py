@@ -80,6 +80,12 @@ class V1Config(EmulatorConfig):
         default=False,
         description="Deliveries due together go out in a seeded shuffled order.",
     )
+    webhook_reorder_window: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="With webhook_reorder, hold deliveries to the end of windows this many "
+        "seconds long, so events close in time (not only simultaneous ones) go out shuffled.",
+    )
     webhook_retry_base: float = Field(
         default=0.5, ge=0.0, description="Backoff before the first retry; doubled each time."
     )

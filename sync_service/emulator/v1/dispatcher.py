@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import time
 from collections import deque
@@ -107,6 +108,10 @@ class Dispatcher:
                 if channel.get("channel") != "webhook":
                     continue  # email and slack are not emulated
                 configs = channel.get("configs") or {}
+                due = now + cfg.webhook_delay
+                window = cfg.webhook_reorder_window
+                if cfg.webhook_reorder and window > 0:
+                    due = math.ceil(due / window) * window  # events close in time go together
                 copies = (
                     2
                     if cfg.webhook_duplicate_rate
@@ -121,7 +126,7 @@ class Dispatcher:
                             str(configs["url"]),
                             {str(k): str(v) for k, v in (configs.get("headers") or {}).items()},
                             float(configs.get("timeout") or 10),
-                            now + cfg.webhook_delay,
+                            due,
                             copy=n,
                         )
                     )
