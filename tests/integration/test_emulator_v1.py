@@ -263,6 +263,31 @@ def test_task_expiry_is_a_404_and_the_batch_still_answers(start: Factory) -> Non
     assert batch["status"] == "COMPLETED" and batch["task_id"] == task["task_id"]
 
 
+def test_task_outcomes_partial_failed_and_canceled(start: Factory) -> None:
+    clock = FakeClock()
+    world = World(start(clock=clock, processing_time=1, partial_rate=1.0))
+    kept, lost = world.object("text", "first"), world.object("text", "second")
+    partial = world.submit(kept, lost)
+    clock.now += 2
+    assert world.ok(world.http.get(f"/v1/tasks/{partial['task_id']}"))["status"] == (
+        "COMPLETED_WITH_ERRORS"
+    )
+    roots = {d["_internal"]["lineage"]["root_object_id"] for d in world.documents()["results"]}
+    assert roots == {kept}  # the failed object yields nothing
+    world.server.update_config(partial_rate=0.0, fail_rate=1.0)
+    failed = world.ok(world.http.get(f"/v1/tasks/{world.submit(lost)['task_id']}"))
+    clock.now += 2
+    failed = world.ok(world.http.get(f"/v1/tasks/{failed['task_id']}"))
+    assert failed["status"] == "FAILED" and failed["error"]
+    world.server.update_config(fail_rate=0.0, stuck_rate=1.0)
+    stuck = world.submit(lost)["task_id"]
+    clock.now += 100
+    assert world.ok(world.http.get(f"/v1/tasks/{stuck}"))["status"] == "PROCESSING"
+    assert world.ok(world.http.delete(f"/v1/tasks/{stuck}"))["success"] is True
+    assert world.ok(world.http.get(f"/v1/tasks/{stuck}"))["status"] == "CANCELED"
+    assert len(world.documents()["results"]) == 1
+
+
 def test_namespace_header(start: Factory) -> None:
     server = start()
     world = World(server)

@@ -22,7 +22,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.base import RequestResponseEndpoint
 
 from sync_service.emulator import wire_faults
-from sync_service.emulator.app import STORM_RETRY_AFTER, auth_failure, injected_error, route_key
+from sync_service.emulator.app import (
+    STORM_RETRY_AFTER,
+    UNAUTHORIZED,
+    auth_failure,
+    injected_error,
+    route_key,
+)
 from sync_service.emulator.faults import RetryKey
 from sync_service.emulator.responses import ApiError
 from sync_service.emulator.v1.api import error_response, validation_response
@@ -77,6 +83,14 @@ def _throttled(state: V1State, key: RetryKey, now: float) -> Response | None:
     return None
 
 
+def _unauthorized(state: V1State, request: Request) -> Response | None:
+    # The 2024 check, answered in the v1 envelope (no ``details`` key rather than null).
+    failed = auth_failure(state.config.api_key, request)
+    if failed is None:
+        return None
+    return error_response(401, UNAUTHORIZED, None, {"WWW-Authenticate": "Bearer"})
+
+
 def _install_guard(app: FastAPI, state: V1State, dispatcher: Dispatcher) -> None:
     counter = [0]
 
@@ -96,7 +110,7 @@ def _install_guard(app: FastAPI, state: V1State, dispatcher: Dispatcher) -> None
             now = state.clock()
             state.stats.arrival(retry_key, now)
             response = (
-                auth_failure(state.config.api_key, request)
+                _unauthorized(state, request)
                 or _throttled(state, retry_key, now)
                 or injected_error(state.config.error_rate, state.rngs.faults)
             )

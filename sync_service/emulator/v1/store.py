@@ -192,13 +192,14 @@ class V1State:
         cfg = self.config
         roll = self.rngs.outcomes.random()
         outcome: Outcome = "completed"
-        for name, rate in (
+        shares: tuple[tuple[Outcome, float], ...] = (
             ("failed", cfg.fail_rate),
             ("stuck", cfg.stuck_rate),
             ("partial", cfg.partial_rate),
-        ):
+        )
+        for name, rate in shares:
             if roll < rate:
-                outcome = name  # type: ignore[assignment]
+                outcome = name
                 break
             roll -= rate
         batch.collection_ids = [
