@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import secrets
 import time
 from collections.abc import Callable
@@ -55,7 +56,7 @@ UNAUTHORIZED = "Invalid or missing API key"
 STORM_RETRY_AFTER = 1  # seconds a storm 429 announces unless the retry_after knob says
 
 
-def _route_key(app: FastAPI, request: Request) -> str:
+def route_key(app: FastAPI, request: Request) -> str:
     """``"<METHOD> <route template>"``, e.g. ``GET /features/{feature_id}``.
 
     Matched up front (not read from scope after the call) because 429/5xx faults answer
@@ -72,10 +73,9 @@ def _route_key(app: FastAPI, request: Request) -> str:
     return f"{request.method} {template or request.url.path}"
 
 
-def _auth_failure(state: EmulatorState, request: Request) -> Response | None:
+def auth_failure(expected: str | None, request: Request) -> Response | None:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     token = token.strip()
-    expected = state.config.api_key
     ok = scheme.lower() == "bearer" and bool(token)
     if ok and expected is not None:
         ok = secrets.compare_digest(token.encode(), expected.encode())
@@ -123,11 +123,11 @@ def _throttled(state: EmulatorState, key: RetryKey, now: float) -> Response | No
     return response
 
 
-def _injected_error(state: EmulatorState) -> Response | None:
-    rate = state.config.error_rate
-    if rate <= 0 or state.rngs.faults.random() >= rate:
+def injected_error(rate: float, rng: random.Random) -> Response | None:
+    """A 5xx for a share ``rate`` of requests (draws only when the knob is set)."""
+    if rate <= 0 or rng.random() >= rate:
         return None
-    status = state.rngs.faults.choice((500, 502, 503))
+    status = rng.choice((500, 502, 503))
     return error_response(status, f"Emulated upstream failure (HTTP {status})")
 
 
@@ -137,7 +137,7 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
         path = request.url.path
         if path.startswith(CONTROL_PREFIX):
             return await call_next(request)
-        key = _route_key(app, request)
+        key = route_key(app, request)
         arrived = time.perf_counter()
         response, fault = None, None
         if path != "/healthcheck":
@@ -145,9 +145,9 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
             now = state.clock()
             state.stats.arrival(retry_key, now)
             response = (
-                _auth_failure(state, request)
+                auth_failure(state.config.api_key, request)
                 or _throttled(state, retry_key, now)
-                or _injected_error(state)
+                or injected_error(state.config.error_rate, state.rngs.faults)
             )
             if response is None:
                 fault = wire_faults.choose(state.config, state.rngs.faults)

@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 
 def emulator(
+    api: str = typer.Option(
+        "2024", help="Which Mixpeek API to emulate: 2024 (Gen B, Nov 2024) or v1 (2025-2026)."
+    ),
+    knob: list[str] = typer.Option(
+        [],
+        "--set",
+        help="Any knob as KEY=VALUE, the value read as JSON when it parses (repeatable), "
+        "e.g. --set vector_placement=vectors --set 'vector_dimensions={\"x\": 8}'.",
+    ),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (keep it loopback)."),
     port: int = typer.Option(8800, help="Port to listen on; 0 picks a free one."),
     api_key: str | None = typer.Option(
@@ -41,8 +52,10 @@ def emulator(
     retry_after: int | None = typer.Option(
         None, help="Seconds every 429 announces (default: the bucket's wait; 1 for a storm)."
     ),
-    retry_after_header: str = typer.Option(
-        "sometimes", help="When a 429 carries the Retry-After header: sometimes, always, never."
+    retry_after_header: str | None = typer.Option(
+        None,
+        help="When a 429 carries the Retry-After header: sometimes, always, never "
+        "(default: sometimes for 2024, always for v1, whose docs promise it).",
     ),
     garbage_rate: float = typer.Option(
         0.0, help="Share of API requests answered 200 with an HTML proxy page (0-1)."
@@ -68,14 +81,21 @@ def emulator(
         None, help="POST /assets answers 500 for this page number, every time."
     ),
 ) -> None:
-    """Serve the Mixpeek emulator (Gen B API, 7 Nov 2024) until interrupted."""
+    """Serve the Mixpeek emulator (the 2024 API, or v1 with --api v1) until interrupted."""
     # Imported here: the CLI registers this command, and its --help need not load pydantic.
     from pydantic import ValidationError
 
     from sync_service.emulator.config import EmulatorConfig
 
+    if api not in ("2024", "v1"):
+        raise typer.BadParameter(f"--api {api!r}: expected 2024 or v1")
+    model: type[EmulatorConfig] = EmulatorConfig
+    if api == "v1":
+        from sync_service.emulator.v1.config import V1Config
+
+        model = V1Config
     try:
-        config = EmulatorConfig.model_validate(
+        config = model.model_validate(
             {
                 "api_key": api_key,
                 "latency": latency,
@@ -94,7 +114,6 @@ def emulator(
                 "vectors_param": vectors_param,
                 "storm_rate": storm_rate,
                 "retry_after": retry_after,
-                "retry_after_header": retry_after_header,
                 "garbage_rate": garbage_rate,
                 "truncate_rate": truncate_rate,
                 "reset_rate": reset_rate,
@@ -104,6 +123,9 @@ def emulator(
                 "hang_seconds": hang_seconds,
                 "ignore_filters": ignore_filters,
                 "list_fail_page": list_fail_page,
+                # Each API has its own default (v1's docs say every 429 carries the header).
+                **({"retry_after_header": retry_after_header} if retry_after_header else {}),
+                **_knobs(knob),
             }
         )
     except ValidationError as exc:
@@ -122,7 +144,27 @@ def emulator(
     # Imported here: the server pulls in uvicorn and FastAPI, which other commands don't need.
     from sync_service.emulator.server import serve
 
+    if api == "v1":
+        from sync_service.emulator.server import serve_app
+        from sync_service.emulator.v1.app import create_app
+
+        assert isinstance(config, V1Config)
+        serve_app(create_app(config), host, port, on_ready=announce)
+        return
     serve(config, host, port, on_ready=announce)
+
+
+def _knobs(specs: list[str]) -> dict[str, object]:
+    knobs: dict[str, object] = {}
+    for spec in specs:
+        name, sep, raw = spec.partition("=")
+        if not sep or not name.strip():
+            raise typer.BadParameter(f"--set {spec!r}: expected KEY=VALUE")
+        try:
+            knobs[name.strip()] = json.loads(raw)
+        except ValueError:
+            knobs[name.strip()] = raw  # a bare word, e.g. vector_placement=vectors
+    return knobs
 
 
 def _named_sizes(specs: list[str]) -> dict[str, int]:

@@ -176,4 +176,5 @@ class EmulatorConfig(BaseModel):
 
     def patched(self, changes: dict[str, Any]) -> EmulatorConfig:
         """A new, fully validated config with ``changes`` applied (raises ValidationError)."""
-        return EmulatorConfig.model_validate({**self.model_dump(), **changes})
+        # type(self): a subclass (the v1 emulator's knobs) stays itself when patched.
+        return type(self).model_validate({**self.model_dump(), **changes})

@@ -30,6 +30,17 @@ class TokenBucket:
         self._tokens = float(burst)
         self._stamp = clock()
 
+    def remaining(self) -> int:
+        """Whole tokens left now, without taking one (for rate-limit headers)."""
+        now = self._clock()
+        return int(min(self.capacity, self._tokens + (now - self._stamp) * self.rate))
+
+    def seconds_to_full(self) -> float:
+        """Seconds until the bucket is full again (what ``X-RateLimit-Reset`` announces)."""
+        now = self._clock()
+        tokens = min(self.capacity, self._tokens + (now - self._stamp) * self.rate)
+        return (self.capacity - tokens) / self.rate
+
     def take(self) -> float:
         """Take one token; returns 0.0 on success, else seconds until one is free."""
         now = self._clock()

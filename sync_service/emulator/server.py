@@ -10,7 +10,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import FrameType, TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import uvicorn
@@ -65,9 +65,16 @@ def serve(
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the emulator until SIGINT/SIGTERM; ``on_ready(url)`` runs once it is listening."""
+    serve_app(create_app(config), host, port, on_ready=on_ready)
+
+
+def serve_app(
+    app: Any, host: str, port: int, *, on_ready: Callable[[str], None] | None = None
+) -> None:
+    """Serve any emulator app (2024 or v1) until SIGINT/SIGTERM."""
     sock = _bind(host, port)
     url = _url(sock)
-    server = _uvicorn(create_app(config))
+    server = _uvicorn(app)
 
     async def main() -> None:
         running = asyncio.create_task(server.serve(sockets=[sock]))
@@ -94,7 +101,77 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-class EmulatorServer:
+class ThreadedApp:
+    """An ASGI app served by uvicorn on a background thread and a free port (tests, demos).
+
+    Shared by both emulators; ``health_path`` is the route polled until the server answers.
+    """
+
+    health_path = "/healthcheck"
+
+    def __init__(
+        self, app: Any, *, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 10.0
+    ) -> None:
+        self.app = app
+        self.host, self.port = host, port
+        self.url = ""
+        self._startup_timeout = startup_timeout
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._sock: socket.socket | None = None
+
+    def _started(self) -> None:
+        """Hook run once the server answers, before ``start`` returns."""
+
+    def start(self) -> None:
+        """Start serving and return once the health route answers."""
+        self._sock = _bind(self.host, self.port)
+        self.url = _url(self._sock)
+        self._server = server = _uvicorn(self.app)
+        sock = self._sock
+        self._thread = threading.Thread(
+            target=lambda: asyncio.run(server.serve(sockets=[sock])),
+            name="mixpeek-emulator",
+            daemon=True,  # never keep a test run alive if a test forgets to stop it
+        )
+        self._thread.start()
+        deadline = time.monotonic() + self._startup_timeout
+        while time.monotonic() < deadline:
+            if not self._thread.is_alive():
+                break
+            if server.started:
+                with contextlib.suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.url}{self.health_path}", timeout=1.0).status_code == 200:
+                        self._started()
+                        return
+            time.sleep(0.01)
+        self.stop()
+        raise RuntimeError(f"Mixpeek emulator did not start on {self.url}")
+
+    def stop(self) -> None:
+        """Ask uvicorn to exit, wait for the thread, release the socket. Idempotent."""
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10.0)
+        if self._sock is not None:
+            self._sock.close()
+        self._server = self._thread = self._sock = None
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmulatorServer(ThreadedApp):
     """The emulator on a background thread, for tests and demos.
 
     >>> with EmulatorServer(EmulatorConfig(processing_time=0.3)) as emu:
@@ -114,14 +191,12 @@ class EmulatorServer:
         clock: Callable[[], float] = time.monotonic,
         startup_timeout: float = 10.0,
     ) -> None:
-        self.app = create_app(config, clock=clock)
-        self.state: EmulatorState = self.app.state.emulator
-        self.host, self.port = host, port
-        self.url = ""
-        self._startup_timeout = startup_timeout
-        self._server: uvicorn.Server | None = None
-        self._thread: threading.Thread | None = None
-        self._sock: socket.socket | None = None
+        app = create_app(config, clock=clock)
+        super().__init__(app, host=host, port=port, startup_timeout=startup_timeout)
+        self.state: EmulatorState = app.state.emulator
+
+    def _started(self) -> None:
+        self.state.stats.reset()  # a fresh server reports zero requests
 
     @property
     def config(self) -> EmulatorConfig:
@@ -165,50 +240,3 @@ class EmulatorServer:
         response.raise_for_status()
         answer: dict[str, Any] = response.json()
         return answer
-
-    def start(self) -> None:
-        """Start serving and return once ``/healthcheck`` answers."""
-        self._sock = _bind(self.host, self.port)
-        self.url = _url(self._sock)
-        self._server = server = _uvicorn(self.app)
-        sock = self._sock
-        self._thread = threading.Thread(
-            target=lambda: asyncio.run(server.serve(sockets=[sock])),
-            name="mixpeek-emulator",
-            daemon=True,  # never keep a test run alive if a test forgets to stop it
-        )
-        self._thread.start()
-        deadline = time.monotonic() + self._startup_timeout
-        while time.monotonic() < deadline:
-            if not self._thread.is_alive():
-                break
-            if server.started:
-                with contextlib.suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.url}/healthcheck", timeout=1.0).status_code == 200:
-                        self.state.stats.reset()  # a fresh server reports zero requests
-                        return
-            time.sleep(0.01)
-        self.stop()
-        raise RuntimeError(f"Mixpeek emulator did not start on {self.url}")
-
-    def stop(self) -> None:
-        """Ask uvicorn to exit, wait for the thread, release the socket. Idempotent."""
-        if self._server is not None:
-            self._server.should_exit = True
-        if self._thread is not None:
-            self._thread.join(timeout=10.0)
-        if self._sock is not None:
-            self._sock.close()
-        self._server = self._thread = self._sock = None
-
-    def __enter__(self) -> EmulatorServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
