@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     HttpUrl,
+    StrictBool,
     StringConstraints,
     model_validator,
 )
@@ -123,9 +124,10 @@ class RetryRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     task_ids: list[TaskId] = Field(default_factory=list, max_length=10_000)
-    failed: bool = False
-    since: datetime | Annotated[float, Field(allow_inf_nan=False)] | None = None
-    dry_run: bool = False
+    # Strict: `false` or `"yes"` is a mistake to refuse, not a time of 0 or a true flag.
+    failed: StrictBool = False
+    since: datetime | Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = None
+    dry_run: StrictBool = False
 
     @model_validator(mode="after")
     def _one_choice(self) -> RetryRequest:

@@ -320,5 +320,11 @@ async def test_retry_route_requeues_failed_work(stack: Stack) -> None:
     assert done.json() == {"dry_run": False, "requeued": ["t-a"], "skipped": {"x": "not tracked"}}
     detail = (await stack.http.get("/tasks/t-a", headers=AUTH)).json()
     assert detail["state"] == "pending" and detail["retries"][0]["failed_error"] == "boom t-a"
-    for bad in ({}, {"task_ids": ["t-b"], "failed": True}, {"failed": True, "since": "soon"}):
+    for bad in (
+        {},
+        {"task_ids": ["t-b"], "failed": True},
+        {"failed": True, "since": "soon"},
+        {"failed": True, "since": False},  # not 1970 (Schemathesis found it accepted)
+        {"failed": "yes"},
+    ):
         assert (await stack.http.post("/tasks/retry", json=bad, headers=AUTH)).status_code == 422
