@@ -14,3 +14,11 @@ class Distance(StrEnum):
     dot = "dot"
     euclid = "euclid"
     manhattan = "manhattan"
+
+
+class MixpeekApiVersion(StrEnum):
+    """Which Mixpeek API the service speaks: the November-2024 one, v1, or whichever answers."""
+
+    v2024 = "2024"
+    v1 = "v1"
+    auto = "auto"

@@ -24,6 +24,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sync_service.choices import Distance as Distance  # defined there, light for the CLI
+from sync_service.choices import MixpeekApiVersion as MixpeekApiVersion
 from sync_service.engine.poll_schedule import PollScheduleKind
 
 if TYPE_CHECKING:
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     mixpeek_api_url: str = _env("MIXPEEK_API_URL", default="https://api.mixpeek.com")
     mixpeek_api_key: SecretStr | None = _env("MIXPEEK_API_KEY", default=None)
     mixpeek_namespace: str | None = _env("MIXPEEK_NAMESPACE", default=None)
+    # auto: one probe (GET /v1/health) on the first call; an explicit value skips it.
+    mixpeek_api_version: MixpeekApiVersion = _env(
+        "MIXPEEK_API_VERSION", default=MixpeekApiVersion.auto
+    )
 
     # -- Qdrant -----------------------------------------------------------------------------
     qdrant_url: str | None = _env("QDRANT_URL", default=None)

@@ -129,6 +129,11 @@ class Pipeline:
                     seen_running_at=claim.polled_at - claim.created_at,
                     seen_done_at=claim.claimed_at - claim.created_at,
                 )
+            if task.more_assets:
+                # One claim syncs one asset; the task's others become asset jobs, queued
+                # before this one is recorded, so a crash in between loses none of them.
+                more = list(task.more_assets)
+                await persist(lambda: self.store.enqueue_assets(more, source="task"))
             await self._sync(claim, task.asset_id, task)
 
     # -- the three outcomes ---------------------------------------------------------------

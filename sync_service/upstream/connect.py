@@ -1,10 +1,16 @@
-"""The upstream the settings describe: the one place that picks and builds an adapter."""
+"""The upstream the settings describe: the one place that picks and builds an adapter.
+
+``MIXPEEK_API_VERSION`` names the API (``2024`` or ``v1``); ``auto`` (the default) leaves it to
+one probe on the first call (:class:`~sync_service.upstream.auto.AutoUpstream`), so building an
+upstream stays free of I/O and commands that never call Mixpeek never probe it. Adapters are
+imported when built: a command that makes no upstream loads neither.
+"""
 
 from __future__ import annotations
 
-from sync_service.settings import Settings
-from sync_service.upstream.gen_b.adapter import GenBUpstream
-from sync_service.upstream.gen_b.client import MixpeekClient
+from typing import Any
+
+from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.http import RequestObserver, RetryPolicy
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.port import Upstream
@@ -15,7 +21,28 @@ def open_upstream(
 ) -> Upstream:
     """Mixpeek behind the upstream port, as the settings describe it (close it after use).
     ``outage``: the process's breaker, when it was made before the upstream."""
-    client = MixpeekClient(
+    version = settings.mixpeek_api_version
+    if version is MixpeekApiVersion.auto:
+        from sync_service.upstream.auto import AutoUpstream
+
+        return AutoUpstream(settings, observer, outage)
+    return build_upstream(settings, version, observer, outage)
+
+
+def build_upstream(
+    settings: Settings,
+    version: MixpeekApiVersion,
+    observer: RequestObserver | None = None,
+    outage: Outage | None = None,
+) -> Upstream:
+    """The adapter of one named API version."""
+    client_class: Any
+    if version is MixpeekApiVersion.v1:
+        from sync_service.upstream.v1.client import V1Client as client_class
+    else:
+        from sync_service.upstream.gen_b.client import MixpeekClient as client_class
+    # Both clients take the same arguments: the shared plumbing's.
+    client = client_class(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
         namespace=settings.mixpeek_namespace,
@@ -23,12 +50,22 @@ def open_upstream(
         rate_limit_per_minute=settings.rate_limit_per_minute,
         observer=observer,
         outage=outage,
-        policy=RetryPolicy(
-            max_attempts=settings.http_max_attempts,
-            base_delay=settings.retry_base_delay,
-            max_delay=settings.retry_max_delay,
-            attempt_timeout=settings.http_timeout,
-            call_deadline=max(settings.http_timeout * 4, 120.0),
-        ),
+        policy=retry_policy(settings),
     )
+    if version is MixpeekApiVersion.v1:
+        from sync_service.upstream.v1.adapter import V1Upstream
+
+        return V1Upstream(client)
+    from sync_service.upstream.gen_b.adapter import GenBUpstream
+
     return GenBUpstream(client)
+
+
+def retry_policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        max_attempts=settings.http_max_attempts,
+        base_delay=settings.retry_base_delay,
+        max_delay=settings.retry_max_delay,
+        attempt_timeout=settings.http_timeout,
+        call_deadline=max(settings.http_timeout * 4, 120.0),
+    )

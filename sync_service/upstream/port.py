@@ -92,6 +92,9 @@ class TaskState:
     outcome: TaskOutcome
     #: The asset the task produces, once upstream names it.
     asset_id: str | None = None
+    #: Further assets the same task produced (a v1 batch of several objects, or one feeding
+    #: several collections): the engine syncs each as an asset job of its own.
+    more_assets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

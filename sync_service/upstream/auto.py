@@ -1,0 +1,146 @@
+"""``MIXPEEK_API_VERSION=auto``: the API version found by one probe, on the first call.
+
+Building an upstream does no I/O (``open_upstream`` is synchronous and commands that never call
+Mixpeek must not wait on it), so :class:`AutoUpstream` stands in for the adapter until its first
+call, asks ``GET /v1/health`` once, logs what it found, and from then on hands every call to the
+adapter of that version. A v1 server answers the route (2xx); the 2024 API has no ``/v1/``
+paths, so any other 4xx means 2024. No answer (a transport error, a 5xx after the retries)
+decides nothing: the call fails as any call would, and the next one probes again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+from sync_service.settings import MixpeekApiVersion, Settings
+from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
+from sync_service.upstream.http import RequestObserver
+from sync_service.upstream.outage import Outage
+from sync_service.upstream.port import (
+    Asset,
+    AssetContent,
+    AssetPage,
+    ListOrder,
+    Submission,
+    TaskState,
+    Upstream,
+)
+
+__all__ = ["AutoUpstream", "detect_version"]
+
+log = logging.getLogger(__name__)
+
+
+async def detect_version(settings: Settings) -> MixpeekApiVersion:
+    """The API version at ``MIXPEEK_API_URL``: one ``GET /v1/health`` (with its retries)."""
+    from sync_service.upstream.connect import retry_policy
+    from sync_service.upstream.v1.client import V1Client
+
+    client = V1Client(
+        base_url=settings.mixpeek_api_url,
+        api_key=settings.mixpeek_api_key,
+        namespace=settings.mixpeek_namespace,
+        policy=retry_policy(settings),
+        outage=None,  # a probe of its own: the breaker is the chosen adapter's to feed
+    )
+    try:
+        await client.health()
+    except (MixpeekNotFound, MixpeekBadRequest):
+        return MixpeekApiVersion.v2024
+    finally:
+        await client.aclose()
+    return MixpeekApiVersion.v1
+
+
+class AutoUpstream:
+    """The port, over whichever adapter :func:`detect_version` picks on the first call."""
+
+    def __init__(
+        self, settings: Settings, observer: RequestObserver | None, outage: Outage | None
+    ) -> None:
+        self._settings = settings
+        self._observer = observer
+        self._given_outage = outage
+        # The process's breaker when given; a detached one otherwise (as a client without one).
+        self.outage = outage if outage is not None else Outage()
+        self._chosen: Upstream | None = None
+        self._lock = asyncio.Lock()
+        self.version: MixpeekApiVersion | None = None
+
+    async def _upstream(self) -> Upstream:
+        if self._chosen is not None:
+            return self._chosen
+        async with self._lock:
+            if self._chosen is None:
+                from sync_service.upstream.connect import build_upstream
+
+                version = await detect_version(self._settings)
+                log.info(
+                    "Mixpeek API version %s detected at %s (MIXPEEK_API_VERSION=auto; set it "
+                    "to skip this probe)",
+                    version.value,
+                    self._settings.mixpeek_api_url,
+                    extra={"event": "mixpeek_api_detected", "api_version": version.value},
+                )
+                self.version = version
+                self._chosen = build_upstream(
+                    self._settings, version, self._observer, self._given_outage
+                )
+        return self._chosen
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._chosen is not None:
+            await self._chosen.aclose()
+
+    def __repr__(self) -> str:
+        return f"AutoUpstream({self._chosen!r})"
+
+    async def get_task(self, task_id: str) -> TaskState:
+        return await (await self._upstream()).get_task(task_id)
+
+    async def failure_reason(self, task: TaskState) -> str | None:
+        return await (await self._upstream()).failure_reason(task)
+
+    async def get_asset(self, asset_id: str) -> Asset:
+        return await (await self._upstream()).get_asset(asset_id)
+
+    async def fetch_content(self, asset_id: str, *, only_if_done: bool = False) -> AssetContent:
+        return await (await self._upstream()).fetch_content(asset_id, only_if_done=only_if_done)
+
+    async def list_assets(
+        self,
+        collection_id: str,
+        *,
+        order: ListOrder,
+        page: int = 1,
+        page_size: int = 100,
+        changed_since: float | None = None,
+    ) -> AssetPage:
+        upstream = await self._upstream()
+        return await upstream.list_assets(
+            collection_id,
+            order=order,
+            page=page,
+            page_size=page_size,
+            changed_since=changed_since,
+        )
+
+    async def delete_asset(self, asset_id: str) -> None:
+        await (await self._upstream()).delete_asset(asset_id)
+
+    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
+        return await (await self._upstream()).embed(text, vector_name)
+
+    async def submit(self, item: Submission) -> str | None:
+        return await (await self._upstream()).submit(item)

@@ -1,0 +1,1 @@
+"""Mixpeek\x27s v1 API (namespaces, buckets, collections, documents) behind the upstream port."""

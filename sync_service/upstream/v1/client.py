@@ -1,0 +1,175 @@
+"""The v1 API's calls, over the shared :class:`~sync_service.upstream.http.MixpeekHttp`.
+
+Retries, deadlines, the request pool, the breaker and error mapping are the shared plumbing's
+(both 422 forms, FastAPI's ``detail`` list and the ``{"error": {...}}`` envelope, are read by
+``errors.py``); this module only builds paths and bodies and parses answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+from pydantic import SecretStr
+
+from sync_service import __version__
+from sync_service.upstream.admission import LIST, POLL
+from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
+from sync_service.upstream.outage import Outage
+from sync_service.upstream.v1.models import Batch, DocumentPage, Task, as_object
+
+__all__ = ["HEALTH", "V1Client"]
+
+#: Answers 2xx on a v1 server only: the auto-detection's probe, and the breaker's.
+HEALTH = "/v1/health"
+#: Documents per list page: with vectors a multimodal segment is ~32 KB of JSON, so 100 keep
+#: a page near 3 MB.
+PAGE_WITH_VECTORS = 100
+
+
+def _segment(value: str, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} must be a non-empty string, got {value!r}")
+    return quote(value, safe="")  # ids come from users: never let one change the route
+
+
+class V1Client:
+    """The v1 endpoints the sync uses. ``namespace`` (id or name) goes in ``X-Namespace`` on
+    every call: harmless where the API does not want it (tasks), required everywhere else."""
+
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        api_key: str | SecretStr | None,
+        namespace: str | None = None,
+        policy: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_in_flight: int | None = None,
+        rate_limit_per_minute: float | None = None,
+        observer: RequestObserver | None = None,
+        outage: Outage | None = None,
+    ) -> None:
+        raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        secret = (raw or "").strip()  # a secrets file's trailing newline would break h11
+        headers = {"Accept": "application/json", "User-Agent": f"sync-service/{__version__}"}
+        if secret:
+            headers["Authorization"] = f"Bearer {secret}"
+        if namespace:
+            headers["X-Namespace"] = namespace.strip()
+        self.namespace = namespace
+        self.http = MixpeekHttp(
+            base_url=base_url,
+            headers=headers,
+            secret=secret,
+            policy=policy,
+            transport=transport,
+            max_in_flight=max_in_flight,
+            rate_limit_per_minute=rate_limit_per_minute,
+            observer=observer,
+            outage=outage,
+            probe_path=HEALTH,
+        )
+
+    @property
+    def outage(self) -> Outage:
+        return self.http.outage
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    def __repr__(self) -> str:
+        return f"V1Client(base_url={str(self.http.base_url)!r})"
+
+    # -- tasks and batches ------------------------------------------------------------------
+
+    async def get_task(self, task_id: str) -> Task:
+        path = {"task_id": _segment(task_id, "task_id")}
+        return await self.http.call(
+            "GET", "/v1/tasks/{task_id}", path, Task.from_json, priority=POLL
+        )
+
+    async def get_batch(self, bucket_id: str, batch_id: str) -> Batch:
+        path = {"bucket": _segment(bucket_id, "bucket_id"), "batch": _segment(batch_id, "batch_id")}
+        return await self.http.call(
+            "GET", "/v1/buckets/{bucket}/batches/{batch}", path, Batch.from_json
+        )
+
+    async def create_object(self, bucket_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        path = {"bucket": _segment(bucket_id, "bucket_id")}
+        return await self.http.call(
+            "POST", "/v1/buckets/{bucket}/objects", path, as_object, json_body=dict(body)
+        )
+
+    async def create_batch(self, bucket_id: str, object_ids: list[str]) -> Batch:
+        path = {"bucket": _segment(bucket_id, "bucket_id")}
+        body = {"object_ids": object_ids}  # only object_ids: batch_name is not in the spec
+        return await self.http.call(
+            "POST", "/v1/buckets/{bucket}/batches", path, Batch.from_json, json_body=body
+        )
+
+    async def submit_batch(self, bucket_id: str, batch_id: str) -> Task:
+        path = {"bucket": _segment(bucket_id, "bucket_id"), "batch": _segment(batch_id, "batch_id")}
+        return await self.http.call(
+            "POST", "/v1/buckets/{bucket}/batches/{batch}/submit", path, Task.from_json
+        )
+
+    # -- collections and documents ------------------------------------------------------------
+
+    async def get_collection(self, collection_id: str) -> dict[str, Any]:
+        path = {"col": _segment(collection_id, "collection_id")}
+        return await self.http.call("GET", "/v1/collections/{col}", path, as_object)
+
+    async def collection_features(self, collection_id: str) -> dict[str, Any]:
+        path = {"col": _segment(collection_id, "collection_id")}
+        return await self.http.call("GET", "/v1/collections/{col}/features", path, as_object)
+
+    async def list_documents(
+        self,
+        collection_id: str,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        filters: dict[str, Any] | None = None,
+        sort: tuple[str, str] | None = None,
+        return_vectors: bool = False,
+        priority: int = LIST,
+    ) -> DocumentPage:
+        """One page of ``POST /v1/collections/{id}/documents/list``.
+
+        ``limit`` goes in the query and the body (servers read either); the rest in the body.
+        """
+        limit = max(1, min(limit, 1000))
+        body: dict[str, Any] = {"limit": limit, "return_vectors": return_vectors}
+        if cursor:
+            body["cursor"] = cursor
+        if filters is not None:
+            body["filters"] = filters
+        if sort is not None:
+            body["sort"] = {"field": sort[0], "direction": sort[1]}
+        path = {"col": _segment(collection_id, "collection_id")}
+        return await self.http.call(
+            "POST",
+            "/v1/collections/{col}/documents/list",
+            path,
+            DocumentPage.from_json,
+            params={"limit": limit},
+            json_body=body,
+            priority=priority,
+        )
+
+    async def delete_document(self, collection_id: str, document_id: str) -> None:
+        path = {
+            "col": _segment(collection_id, "collection_id"),
+            "doc": _segment(document_id, "document_id"),
+        }
+        await self.http.call(
+            "DELETE", "/v1/collections/{col}/documents/{doc}", path, lambda _: None,
+            expect_json=False,
+        )  # fmt: skip
+
+    async def health(self) -> None:
+        """``GET /v1/health``; a typed error when it does not answer 2xx."""
+        await self.http.call("GET", HEALTH, {}, lambda _: None, expect_json=False)
