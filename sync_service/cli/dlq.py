@@ -11,7 +11,7 @@ from typing import Any
 
 import typer
 
-from sync_service.cli.common import err, fail, load_settings, out, run_async
+from sync_service.cli.common import EXIT_CONFIG, check_ids, err, fail, load_settings, out, run_async
 
 dlq = typer.Typer(
     help="Dead letters: features set aside, to list, retry or drop.", no_args_is_help=True
@@ -25,6 +25,8 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first."""
     settings = load_settings()
+    if task_id is not None:
+        (task_id,) = check_ids("--task-id", [task_id])
     from sync_service.state.store import open_store
 
     async def main() -> list[dict[str, Any]]:
@@ -73,7 +75,7 @@ def dlq_retry(
             return tasks, missing
 
     if not ids and not all_:
-        fail("give dead letter ids or --all", 2)
+        fail("give dead letter ids or --all", EXIT_CONFIG)
     tasks, missing = run_async(main())
     err.print(f"{len(tasks)} task(s) pending again; `sync-service run` will sync them")
     if missing:
@@ -96,7 +98,7 @@ def dlq_drop(
             return len(wanted) - len(missing), missing
 
     if not ids and not all_:
-        fail("give dead letter ids or --all", 2)
+        fail("give dead letter ids or --all", EXIT_CONFIG)
     dropped, missing = run_async(main())
     err.print(f"dropped {dropped} dead letter(s)")
     if missing:

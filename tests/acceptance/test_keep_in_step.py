@@ -151,7 +151,7 @@ def test_forget_dry_run_guard_and_force(tmp_path: Path, emulator: EmulatorServer
 
     # Three of the remaining four would be 75 %: refused, nothing deleted.
     refused = svc.cli("forget", *rest[:3], check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 3  # a guard that held (README "Exit codes")
     assert "refusing to delete 6 of 8 points (75%)" in refused.stderr
     assert len(svc.points()) == 8
     svc.cli("forget", *rest[:3], "--force")
