@@ -48,6 +48,10 @@ def say_error(message: str) -> None:
     err.print(Text.assemble(("error:", "red"), " ", message), highlight=False)
 
 
+#: The settings the command loaded, so that a failure can name the host it concerns.
+loaded: list[Settings] = []
+
+
 def load_settings(*, calls_mixpeek: bool = False) -> Settings:
     """Settings from the environment and .env; a bad value stops here with exit code 2, and
     so does a missing MIXPEEK_API_KEY when the command (``calls_mixpeek``) calls Mixpeek."""
@@ -74,6 +78,7 @@ def load_settings(*, calls_mixpeek: bool = False) -> Settings:
         )
         raise typer.Exit(EXIT_CONFIG)
     logs.configure(settings.log_level, settings.log_format)
+    loaded[:] = [settings]
     return settings
 
 

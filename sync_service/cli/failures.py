@@ -21,7 +21,7 @@ import sys
 from collections.abc import Callable
 from typing import NoReturn
 
-from sync_service.cli.common import EXIT_CONFIG, EXIT_FAILED, say_error
+from sync_service.cli.common import EXIT_CONFIG, EXIT_FAILED, loaded, say_error
 
 # The settings (pydantic) and what the failures name are imported where needed: `--help`
 # loads none of them.
@@ -64,12 +64,33 @@ def _known(exc: Exception) -> NoReturn:
     from sync_service.upstream.port import MixpeekError
 
     if isinstance(exc, SQLAlchemyError):
-        _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")
+        _die(f"the state store ({_where('store')}) failed: {_first_line(exc)}")
     if isinstance(exc, SinkUnavailable):
-        _die(f"Qdrant failed: {_first_line(exc)}")
+        _die(f"Qdrant ({_where('qdrant')}) failed: {_first_line(exc)}")
     if isinstance(exc, MixpeekError):  # its text never holds the key (redacted)
-        _die(f"Mixpeek failed: {_first_line(exc)}")
+        _die(f"Mixpeek ({_where('mixpeek')}) failed: {_first_line(exc)}")
     _unexpected(exc)
+
+
+def _where(part: str) -> str:
+    """The setting that names ``part``'s host or path, with its value when no secret."""
+    if not loaded:
+        return {"store": "DATABASE_URL", "qdrant": "QDRANT_URL/QDRANT_PATH"}.get(
+            part, "MIXPEEK_API_URL"
+        )
+    settings = loaded[0]
+    if part == "mixpeek":
+        return f"MIXPEEK_API_URL={settings.mixpeek_api_url}"
+    if part == "qdrant":
+        if settings.qdrant_url:
+            return f"QDRANT_URL={settings.qdrant_url}"
+        return f"QDRANT_PATH={settings.qdrant_path}"
+    # DATABASE_URL is a secret as a whole (a password); its host and database are not.
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url.get_secret_value())
+    shown = url.set(password=None, query={}).render_as_string(hide_password=True)
+    return f"DATABASE_URL={shown}"
 
 
 def _unexpected(exc: BaseException) -> NoReturn:

@@ -105,6 +105,13 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
         Case(("query", "  "), "TEXT"),
         Case(("query", "--like", "p", "--collection", HUGE), "--collection"),
         Case(("query", "q", "--limit", "0"), "--limit", usage=True),
+        # Work that fails names the host it could not reach.
+        Case(
+            ("query", "--like", "p"),
+            "QDRANT_URL=http://127.0.0.1:9",
+            env={"QDRANT_URL": "http://127.0.0.1:9"},
+            codes=frozenset({1}),
+        ),
     ],
     ("rebind",): [
         Case(("rebind",), "QDRANT_PATH", env={"QDRANT_PATH": "afile/q"}),
@@ -130,6 +137,12 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
     ("status",): [
         Case(("status", "a\nb"), "task id"),
         Case(("status", "--limit", HUGE), "--limit", usage=True),
+        Case(
+            ("status",),
+            "127.0.0.1",
+            env={"DATABASE_URL": f"postgresql://u:{PG_PASSWORD}@127.0.0.1:9/db"},
+            codes=frozenset({1}),
+        ),
     ],
     ("submit",): [
         Case(("submit", "--collection-id", "c", "--text", "t", "--metadata", DEEP), "--metadata"),
@@ -142,6 +155,11 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
         Case(("submit", "--collection-id", "c", "--video", "[/x]"), "--video"),
         Case(("submit", "--collection-id", NOT_UTF8, "--text", "t"), "--collection-id"),
         Case(("submit", "--collection-id", "c", "--text", ""), "--text"),
+        Case(
+            ("submit", "--collection-id", "c", "--text", "t"),
+            "MIXPEEK_API_URL=http://127.0.0.1:9",
+            codes=frozenset({1}),
+        ),
     ],
     ("track",): [
         Case(("track", ""), "task id"),
