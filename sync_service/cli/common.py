@@ -127,6 +127,9 @@ def progress_bar(*, enabled: bool = True) -> Progress:
 #: How deep ``--metadata`` may nest: Mixpeek keeps it as a document, and Python's JSON reader
 #: would hit its recursion limit near 1,000 levels with a traceback.
 MAX_METADATA_DEPTH = 32
+#: The most ``--metadata @FILE`` reads: metadata travels with every item, and @/dev/zero (or
+#: a video given by mistake) must not be read until memory runs out.
+MAX_METADATA_BYTES = 1024 * 1024
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:
@@ -139,20 +142,24 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     if text.startswith("@"):
         path = Path(text[1:]).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:
+                data = file.read(MAX_METADATA_BYTES + 1)
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            fail(f"--metadata {str(path)!r}: cannot read it ({reason})", 2)
+            fail(f"--metadata {str(path)!r}: cannot read it ({reason})", EXIT_CONFIG)
+        if len(data) > MAX_METADATA_BYTES:
+            fail(f"--metadata {str(path)!r}: larger than {MAX_METADATA_BYTES} bytes", EXIT_CONFIG)
     deepest = _nesting(text)  # before parsing: a deep document must not reach the JSON reader
     if deepest > MAX_METADATA_DEPTH:
-        fail(f"--metadata nests {deepest} levels deep (at most {MAX_METADATA_DEPTH})", 2)
+        fail(f"--metadata nests {deepest} levels deep (at most {MAX_METADATA_DEPTH})", EXIT_CONFIG)
     try:
         value = json.loads(text)
         json.dumps(value, allow_nan=False)  # NaN, Infinity and 1e400 parse but cannot be sent
     except ValueError as exc:
-        fail(f"--metadata is not valid JSON: {exc}", 2)
+        fail(f"--metadata is not valid JSON: {exc}", EXIT_CONFIG)
     if not isinstance(value, dict):
-        fail("--metadata must be a JSON object", 2)
+        fail("--metadata must be a JSON object", EXIT_CONFIG)
     return value
 
 

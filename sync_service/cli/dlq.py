@@ -13,6 +13,9 @@ import typer
 
 from sync_service.cli.common import EXIT_CONFIG, check_ids, err, fail, load_settings, out, run_async
 
+#: The largest id a row can have (a SQL BIGINT); a larger one is an argument error, not a crash.
+MAX_ROW_ID = 2**63 - 1
+
 dlq = typer.Typer(
     help="Dead letters: features set aside, to list, retry or drop.", no_args_is_help=True
 )
@@ -54,7 +57,9 @@ def dlq_list(
 
 @dlq.command("retry")
 def dlq_retry(
-    ids: list[int] = typer.Argument(None, help="Dead letter ids (see `dlq list`)."),
+    ids: list[int] = typer.Argument(
+        None, min=1, max=MAX_ROW_ID, help="Dead letter ids (see `dlq list`)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Retry every dead letter."),
 ) -> None:
     """Sync the dead letters' tasks again (after their cause was fixed); `run` picks them up."""
@@ -84,7 +89,9 @@ def dlq_retry(
 
 @dlq.command("drop")
 def dlq_drop(
-    ids: list[int] = typer.Argument(None, help="Dead letter ids (see `dlq list`)."),
+    ids: list[int] = typer.Argument(
+        None, min=1, max=MAX_ROW_ID, help="Dead letter ids (see `dlq list`)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Drop every dead letter."),
 ) -> None:
     """Forget dead letters for good (their features stay out of Qdrant)."""

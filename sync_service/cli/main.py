@@ -169,7 +169,10 @@ def submit(
         for url in urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                fail(f"{flag} {brief(url)}: only http:// and https:// URLs can be indexed", 2)
+                fail(
+                    f"{flag} {brief(url)}: only http:// and https:// URLs can be indexed",
+                    EXIT_CONFIG,
+                )
     if any(not t.strip() for t in text):
         fail("--text must not be empty", EXIT_CONFIG)
     meta = parse_metadata(metadata)
@@ -211,7 +214,9 @@ def submit(
 def status(
     task_id: str | None = typer.Argument(None, help="Show only this task."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, for scripts."),
-    limit: int = typer.Option(50, "--limit", help="Tasks shown in the table (JSON shows all)."),
+    limit: int = typer.Option(
+        50, "--limit", min=1, help="Tasks shown in the table (JSON shows all)."
+    ),
 ) -> None:
     """What is pending, synced and failed."""
     settings = load_settings()

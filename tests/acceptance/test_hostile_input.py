@@ -88,7 +88,11 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
         Case(("dlq", "drop", HUGE), "ids", usage=True),
     ],
     ("dlq", "list"): [Case(("dlq", "list", "--task-id", NOT_UTF8), "--task-id")],
-    ("dlq", "retry"): [Case(("dlq", "retry", "1e999"), "ids", usage=True)],
+    ("dlq", "retry"): [
+        Case(("dlq", "retry", "1e999"), "ids", usage=True),
+        # Past a SQL BIGINT: was an OverflowError out of SQLite
+        Case(("dlq", "retry", "9" * 30), "ids", usage=True),
+    ],
     ("emulator",): [
         Case(("emulator", "--port", "0", "--fail-rate", "2"), "--fail-rate", usage=True),
         Case(("emulator", "--port", "-5"), "--port", usage=True),
@@ -137,6 +141,7 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
     ("status",): [
         Case(("status", "a\nb"), "task id"),
         Case(("status", "--limit", HUGE), "--limit", usage=True),
+        Case(("status", "--limit", "-1"), "--limit", usage=True),
         Case(
             ("status",),
             "127.0.0.1",
@@ -149,6 +154,11 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
         Case(("submit", "--collection-id", "c", "--metadata", "@afile"), "--text"),
         Case(
             ("submit", "--collection-id", "c", "--text", "t", "--metadata", "@afile/x"),
+            "--metadata",
+        ),
+        # An endless file: was read until memory ran out
+        Case(
+            ("submit", "--collection-id", "c", "--text", "t", "--metadata", "@/dev/zero"),
             "--metadata",
         ),
         Case(("submit", "--collection-id", "c", "--video", HUGE), "--video"),
