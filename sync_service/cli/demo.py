@@ -10,7 +10,6 @@ so running it twice gives the same result.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from sync_service.cli.common import EXIT_CONFIG, err, fail
+from sync_service.cli.common import EXIT_CONFIG, err
 from sync_service.cli.query import print_hits
 from sync_service.control import logs
 from sync_service.emulator import EmulatorConfig, EmulatorServer, library
@@ -39,14 +38,8 @@ TEXTS = library.TEXTS
 QUERIES = [text for text, _video, _segment in library.QUERIES]
 
 
-def run_demo(data_dir: str, console: Console) -> int:
-    root = Path(data_dir)
-    try:
-        if root.exists():
-            shutil.rmtree(root)
-        root.mkdir(parents=True)
-    except OSError as exc:
-        fail(f"--data-dir {str(root)!r}: cannot start it afresh ({exc.strerror})", EXIT_CONFIG)
+def run_demo(root: Path, console: Console) -> int:
+    """The demo in ``root``, an empty folder (the command starts it afresh)."""
     logs.configure("WARNING")
     config = EmulatorConfig(api_key=DEMO_KEY, processing_time=3.0, seed=7)
     with EmulatorServer(config) as emulator:

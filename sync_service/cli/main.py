@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 import sys
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
@@ -292,9 +293,20 @@ def demo(
     ),
 ) -> None:
     """The whole loop on embedded defaults against the built-in emulator, then a query."""
+    from pathlib import Path
+
+    root = Path(data_dir)
+    # Started afresh here, before the demo's libraries load (seconds): a folder that cannot
+    # be made is one line at once.
+    try:
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+    except OSError as exc:
+        fail(f"--data-dir {str(root)!r}: cannot start it afresh ({exc.strerror})", EXIT_CONFIG)
     from sync_service.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(data_dir, out))
+    raise typer.Exit(run_demo(root, out))
 
 
 def _print_status(

@@ -37,6 +37,8 @@ DEEP = "[" * 5000 + "]" * 5000
 NOT_UTF8 = b"\xff\xfe\x80bad"
 
 Arg = str | bytes
+#: Subprocesses at once: each is mostly CPU (imports), and the suite runs four test workers.
+WORKERS = max(2, os.cpu_count() or 2)
 
 
 def leaf_commands() -> list[tuple[str, ...]]:
@@ -261,7 +263,9 @@ def run_case(root: Path, case: Case, *, key: str | None = MIXPEEK_KEY) -> Outcom
             env={_b(k): _b(v) for k, v in env.items()},
             cwd=root,
             capture_output=True,
-            timeout=30,  # every case fails at once; the daemon must never start
+            # Every case fails at once (in about a second on an idle machine); the daemon must
+            # never start. The margin is for a loaded machine (a full suite beside others').
+            timeout=60,
         )
     except subprocess.TimeoutExpired as exc:
         return Outcome(case, None, "", f"timed out: {exc.stderr!r}")
@@ -306,7 +310,7 @@ def problems(outcome: Outcome) -> list[str]:
 
 def run_all(root: Path, cases: list[Case]) -> dict[str, list[str]]:
     (root / "afile").write_text("a file where a folder or a database is expected")
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         outcomes = list(pool.map(lambda c: run_case(root, c), cases))
     report = {}
     for outcome in outcomes:
@@ -384,7 +388,7 @@ def test_a_missing_mixpeek_key_stops_only_the_commands_that_call_mixpeek(tmp_pat
     calling, other = tmp_path / "calling", tmp_path / "other"
     calling.mkdir(), other.mkdir()
     line = "MIXPEEK_API_KEY: not set, and this command calls Mixpeek"
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         refused = list(pool.map(lambda a: run_case(calling, Case(a, line), key=None), CALL_MIXPEEK))
         allowed = list(pool.map(lambda a: run_case(other, Case(a, ""), key=None), NO_MIXPEEK))
     for outcome in refused:
