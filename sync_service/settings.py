@@ -30,7 +30,8 @@ from sync_service.engine.poll_schedule import PollScheduleKind
 if TYPE_CHECKING:
     from sqlalchemy.engine import URL
 
-PositiveSeconds = Annotated[float, Field(gt=0)]
+# Finite: "inf" and "nan" parse as floats, and nan compares false with every bound.
+PositiveSeconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 class LogFormat(StrEnum):
@@ -56,7 +57,10 @@ class Settings(BaseSettings):
     # -- upstream ---------------------------------------------------------------------------
     mixpeek_api_url: str = _env("MIXPEEK_API_URL", default="https://api.mixpeek.com")
     mixpeek_api_key: SecretStr | None = _env("MIXPEEK_API_KEY", default=None)
-    mixpeek_namespace: str | None = _env("MIXPEEK_NAMESPACE", default=None)
+    # Sent as a header: printable ASCII, and of a header's size.
+    mixpeek_namespace: str | None = _env(
+        "MIXPEEK_NAMESPACE", default=None, max_length=255, pattern=r"^[\x20-\x7e]+$"
+    )
     # auto: one probe (GET /v1/health) on the first call; an explicit value skips it.
     mixpeek_api_version: MixpeekApiVersion = _env(
         "MIXPEEK_API_VERSION", default=MixpeekApiVersion.auto
@@ -130,6 +134,26 @@ class Settings(BaseSettings):
     log_level: str = _env("SYNC_LOG_LEVEL", default="INFO")
     log_format: LogFormat = _env("SYNC_LOG_FORMAT", default=LogFormat.text)
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _utf8(cls, value: Any) -> Any:
+        # Python hands undecodable bytes of the environment over as lone surrogates: they
+        # would pass as text here and fail far away (an HTTP header, a file name, SQLite).
+        if isinstance(value, str) and not _is_utf8(value):
+            raise ValueError("is not valid UTF-8 text")
+        return value
+
+    @field_validator("mixpeek_api_key", "qdrant_api_key", "api_token")
+    @classmethod
+    def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
+        # Each is sent as a bearer token in an HTTP header, where a space, a control
+        # character or a non-ASCII letter fails the request (or splits the header).
+        if value is not None and not _HEADER_TOKEN.fullmatch(value.get_secret_value()):
+            raise ValueError(
+                "must be printable ASCII without spaces (it is sent in an HTTP header)"
+            )
+        return value
+
     @field_validator("mixpeek_api_url", "qdrant_url")
     @classmethod
     def _http_url(cls, value: str | None) -> str | None:
@@ -152,7 +176,7 @@ class Settings(BaseSettings):
             if not sep or not name.strip() or not size.strip().isdigit() or int(size) < 1:
                 raise ValueError(
                     f"expected name=size pairs separated by commas, e.g. multimodal-v1=1408 "
-                    f"(bad item {item!r})"
+                    f"(bad item {brief(item)})"
                 )
             sizes[name.strip()] = int(size)
         return sizes
@@ -161,7 +185,14 @@ class Settings(BaseSettings):
     @classmethod
     def _watch_collections(cls, value: Any) -> Any:
         if isinstance(value, str):
-            return list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
+            ids = list(dict.fromkeys(c.strip() for c in value.split(",") if c.strip()))
+            for cid in ids:  # as `watch add` checks its arguments (cli/common.check_ids)
+                if len(cid) > 255 or any(ord(c) < 32 or ord(c) == 127 for c in cid):
+                    raise ValueError(
+                        f"collection id {brief(cid, 40)}: at most 255 characters, no control "
+                        "characters"
+                    )
+            return ids
         return value
 
     @field_validator("qdrant_path")
@@ -169,6 +200,9 @@ class Settings(BaseSettings):
     def _qdrant_path(cls, value: Path) -> Path:
         if value.expanduser().exists() and not value.expanduser().is_dir():
             raise ValueError("is a file; embedded Qdrant keeps a folder there")
+        blocked = file_in_the_way(value)
+        if blocked is not None:
+            raise ValueError(f"{str(blocked)!r} is a file, so no folder can be made under it")
         return value
 
     @field_validator("database_url")
@@ -215,6 +249,32 @@ class Settings(BaseSettings):
 
 #: The shortest control API token accepted on a non-loopback bind (guessable otherwise).
 MIN_EXPOSED_TOKEN = 16
+#: What a bearer token may hold: visible ASCII (RFC 6750 allows less; this refuses only what
+#: cannot travel in a header at all).
+_HEADER_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+class SettingUnusable(Exception):
+    """A well-formed setting that cannot be used on this machine (a folder that cannot be
+    made, a SQLite file that cannot be opened). The message names the setting; the CLI
+    reports it as a configuration error (exit 2)."""
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def file_in_the_way(path: Path) -> Path | None:
+    """The nearest existing ancestor of ``path`` when it is a file (nothing can be made
+    under it), else None."""
+    for parent in path.expanduser().parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
 
 
 def _is_loopback(host: str) -> bool:
@@ -237,8 +297,14 @@ def check_database_url(url: str) -> None:
     backend = scheme.split("+")[0]
     location, _, query = rest.partition("?")
     if backend == "sqlite":
-        if not location.partition("/")[2]:
+        path = location.partition("/")[2]
+        if not path:
             raise ValueError("needs a file path, e.g. sqlite:///./data/sync.db")
+        if path != ":memory:" and Path(path).expanduser().is_dir():
+            raise ValueError(f"{path!r} is a folder, not a SQLite file")
+        blocked = file_in_the_way(Path(path)) if path != ":memory:" else None
+        if blocked is not None:
+            raise ValueError(f"{str(blocked)!r} is a file, so {path!r} cannot be made under it")
         return
     if backend in ("postgresql", "postgres"):
         netloc = location.partition("/")[0].rpartition("@")[2]
@@ -277,12 +343,25 @@ def describe_validation_error(error: ValidationError) -> list[str]:
     lines = []
     for item in error.errors():
         loc = [str(part) for part in item.get("loc", ())]
-        name = _ENV_NAMES.get(loc[0], loc[0]) if loc else "configuration"
-        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")
+        message = str(item.get("msg", "invalid value")).removeprefix("Value error, ")[:500]
+        if not loc:  # a check of several settings: its message names them
+            lines.append(message)
+            continue
+        name = _ENV_NAMES.get(loc[0], loc[0])
         given = item.get("input")
-        shown = "" if not loc or given is None or _is_secret(name) else f" (got {given!r})"
+        shown = "" if given is None or _is_secret(name) else f" (got {brief(given)})"
         lines.append(f"{name}: {message}{shown}")
     return lines
+
+
+def brief(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to about ``limit`` characters: a message may echo what it was given,
+    and that may be 100 kB."""
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    size = f" ({len(value)} characters)" if isinstance(value, str) else ""
+    return f"{text[:limit]}…{size}"
 
 
 def _is_secret(name: str) -> bool:

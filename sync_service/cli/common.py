@@ -20,29 +20,86 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-out = Console()
-err = Console(stderr=True, soft_wrap=True)  # one message, one line, whatever the width
+# No markup or emoji codes: what the consoles print holds ids, URLs, paths and upstream text,
+# and "[/x]" in a task id made rich raise (a traceback) while ":smile:" became an emoji.
+# Styles are given explicitly (rich.text.Text, or markup=True on text the service wrote).
+out = Console(markup=False, emoji=False)
+# One message, one line, whatever the width.
+err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+
+#: The exit codes every command uses (README "Exit codes"; cli/failures.py says which is which).
+EXIT_FAILED = 1  # work that failed
+EXIT_CONFIG = 2  # bad configuration or arguments
+EXIT_HELD = 3  # a guard held: nothing destructive happened
+
+#: The longest id a command takes (task, asset, collection): Qdrant's limit for a name, and
+#: far more than any Mixpeek id; a 100 kB "id" would be stored and sent in every URL.
+MAX_ID_LENGTH = 255
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    say_error(message)
     raise typer.Exit(code)
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Settings from the environment and .env; a bad value stops here with exit code 2."""
+def say_error(message: str) -> None:
+    from rich.text import Text
+
+    err.print(Text.assemble(("error:", "red"), " ", message), highlight=False)
+
+
+#: The settings the command loaded, so that a failure can name the host it concerns.
+loaded: list[Settings] = []
+
+
+def load_settings(*, calls_mixpeek: bool = False) -> Settings:
+    """Settings from the environment and .env; a bad value stops here with exit code 2, and
+    so does a missing MIXPEEK_API_KEY when the command (``calls_mixpeek``) calls Mixpeek."""
     from pydantic import ValidationError
 
     from sync_service.settings import Settings, describe_validation_error
 
     try:
-        settings = Settings(**overrides)
+        settings = Settings()
     except ValidationError as exc:
         for line in describe_validation_error(exc):
-            err.print(f"configuration error: {line}", highlight=False, markup=False)
-        raise typer.Exit(2) from None
+            err.print(f"configuration error: {line}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except (UnicodeDecodeError, OSError) as exc:  # reading .env (the environment is checked)
+        reason = "not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+        err.print(f"configuration error: .env: cannot read it ({reason})", highlight=False)
+        raise typer.Exit(EXIT_CONFIG) from None
+    if calls_mixpeek and settings.mixpeek_api_key is None:
+        err.print(
+            "configuration error: MIXPEEK_API_KEY: not set, and this command calls Mixpeek "
+            "(set it in the environment or .env; the emulator takes any value unless started "
+            "with --api-key)",
+            highlight=False,
+        )
+        raise typer.Exit(EXIT_CONFIG)
     logs.configure(settings.log_level, settings.log_format)
+    loaded[:] = [settings]
     return settings
+
+
+def check_ids(what: str, values: list[str]) -> list[str]:
+    """The ids a command was given, stripped, in order, without repeats; exit 2 (naming
+    ``what``) when none is left, or one is too long or holds a control character."""
+    from sync_service.settings import brief
+
+    ids = list(dict.fromkeys(v.strip() for v in values if v.strip()))
+    if not ids:
+        fail(f"no {what} given", EXIT_CONFIG)
+    for value in ids:
+        if len(value) > MAX_ID_LENGTH:
+            fail(
+                f"{what} {brief(value, 40)}: too long ({len(value)} characters, at most "
+                f"{MAX_ID_LENGTH})",
+                EXIT_CONFIG,
+            )
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            fail(f"{what} {brief(value)}: holds a control character", EXIT_CONFIG)
+    return ids
 
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
@@ -70,6 +127,9 @@ def progress_bar(*, enabled: bool = True) -> Progress:
 #: How deep ``--metadata`` may nest: Mixpeek keeps it as a document, and Python's JSON reader
 #: would hit its recursion limit near 1,000 levels with a traceback.
 MAX_METADATA_DEPTH = 32
+#: The most ``--metadata @FILE`` reads: metadata travels with every item, and @/dev/zero (or
+#: a video given by mistake) must not be read until memory runs out.
+MAX_METADATA_BYTES = 1024 * 1024
 
 
 def parse_metadata(text: str | None) -> dict[str, Any] | None:
@@ -82,20 +142,24 @@ def parse_metadata(text: str | None) -> dict[str, Any] | None:
     if text.startswith("@"):
         path = Path(text[1:]).expanduser()
         try:
-            text = path.read_text(encoding="utf-8")
+            with path.open("rb") as file:
+                data = file.read(MAX_METADATA_BYTES + 1)
+            text = data.decode("utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            fail(f"--metadata {str(path)!r}: cannot read it ({reason})", 2)
+            fail(f"--metadata {str(path)!r}: cannot read it ({reason})", EXIT_CONFIG)
+        if len(data) > MAX_METADATA_BYTES:
+            fail(f"--metadata {str(path)!r}: larger than {MAX_METADATA_BYTES} bytes", EXIT_CONFIG)
     deepest = _nesting(text)  # before parsing: a deep document must not reach the JSON reader
     if deepest > MAX_METADATA_DEPTH:
-        fail(f"--metadata nests {deepest} levels deep (at most {MAX_METADATA_DEPTH})", 2)
+        fail(f"--metadata nests {deepest} levels deep (at most {MAX_METADATA_DEPTH})", EXIT_CONFIG)
     try:
         value = json.loads(text)
         json.dumps(value, allow_nan=False)  # NaN, Infinity and 1e400 parse but cannot be sent
     except ValueError as exc:
-        fail(f"--metadata is not valid JSON: {exc}", 2)
+        fail(f"--metadata is not valid JSON: {exc}", EXIT_CONFIG)
     if not isinstance(value, dict):
-        fail("--metadata must be a JSON object", 2)
+        fail("--metadata must be a JSON object", EXIT_CONFIG)
     return value
 
 

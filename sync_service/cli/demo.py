@@ -10,21 +10,23 @@ so running it twice gives the same result.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections import Counter
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from sync_service.cli.common import EXIT_CONFIG, err
 from sync_service.cli.query import print_hits
 from sync_service.control import logs
 from sync_service.emulator import EmulatorConfig, EmulatorServer, library
 from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import Service, open_service
 from sync_service.search import Answer, Query, search
-from sync_service.settings import Settings
+from sync_service.settings import Settings, describe_validation_error
 from sync_service.upstream.port import Submission
 
 COLLECTION = "demo"
@@ -36,25 +38,29 @@ TEXTS = library.TEXTS
 QUERIES = [text for text, _video, _segment in library.QUERIES]
 
 
-def run_demo(data_dir: str, console: Console) -> int:
-    root = Path(data_dir)
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
+def run_demo(root: Path, console: Console) -> int:
+    """The demo in ``root``, an empty folder (the command starts it afresh)."""
     logs.configure("WARNING")
     config = EmulatorConfig(api_key=DEMO_KEY, processing_time=3.0, seed=7)
     with EmulatorServer(config) as emulator:
-        console.print(f"[bold]Mixpeek emulator[/] listening on {emulator.url}")
-        settings = Settings(
-            mixpeek_api_url=emulator.url,
-            mixpeek_api_key=DEMO_KEY,
-            qdrant_url=None,
-            qdrant_path=root / "qdrant",
-            qdrant_collection="{collection_id}",
-            database_url=f"sqlite:///{root / 'sync.db'}",
-            poll_interval=0.5,
-            max_poll_interval=1.0,
-        )
+        # markup=True: the CLI's consoles print text as it is; what is put in is escaped.
+        console.print(f"[bold]Mixpeek emulator[/] listening on {escape(emulator.url)}", markup=True)
+        try:
+            # The demo's own choices; the environment's SYNC_ tuning knobs still apply.
+            settings = Settings(
+                mixpeek_api_url=emulator.url,
+                mixpeek_api_key=DEMO_KEY,
+                qdrant_url=None,
+                qdrant_path=root / "qdrant",
+                qdrant_collection="{collection_id}",
+                database_url=f"sqlite:///{root / 'sync.db'}",
+                poll_interval=0.5,
+                max_poll_interval=1.0,
+            )
+        except ValidationError as exc:
+            for line in describe_validation_error(exc):
+                err.print(f"configuration error: {line}", highlight=False)
+            return EXIT_CONFIG
         return asyncio.run(_demo(settings, console))
 
 
@@ -64,7 +70,8 @@ async def _demo(settings: Settings, console: Console) -> int:
         console.print(
             f"Submitted {len(VIDEOS)} videos, {len(IMAGES)} images and {len(TEXTS)} texts "
             f"to collection [bold]{COLLECTION}[/]; syncing into embedded Qdrant at "
-            f"{settings.qdrant_path}"
+            f"{escape(str(settings.qdrant_path))}",
+            markup=True,
         )
         await _sync_with_progress(service, len(task_ids), console)
         await _show_landed(service, console)
@@ -123,9 +130,10 @@ async def _show_landed(service: Service, console: Console) -> None:
     total = await service.sink.count(collection)
     modalities = Counter(row["modality"] for row in ledger)
     console.print(
-        f"Qdrant collection [bold]{collection}[/]: {total} points "
-        f"({', '.join(f'{m} {n}' for m, n in sorted(modalities.items()))}); "
-        f"named vectors: {vectors}"
+        f"Qdrant collection [bold]{escape(collection)}[/]: {total} points "
+        f"({escape(', '.join(f'{m} {n}' for m, n in sorted(modalities.items())))}); "
+        f"named vectors: {escape(vectors)}",
+        markup=True,
     )
 
 

@@ -11,7 +11,10 @@ from typing import Any
 
 import typer
 
-from sync_service.cli.common import err, fail, load_settings, out, run_async
+from sync_service.cli.common import EXIT_CONFIG, check_ids, err, fail, load_settings, out, run_async
+
+#: The largest id a row can have (a SQL BIGINT); a larger one is an argument error, not a crash.
+MAX_ROW_ID = 2**63 - 1
 
 dlq = typer.Typer(
     help="Dead letters: features set aside, to list, retry or drop.", no_args_is_help=True
@@ -25,6 +28,8 @@ def dlq_list(
 ) -> None:
     """List dead letters, oldest first."""
     settings = load_settings()
+    if task_id is not None:
+        (task_id,) = check_ids("--task-id", [task_id])
     from sync_service.state.store import open_store
 
     async def main() -> list[dict[str, Any]]:
@@ -52,7 +57,9 @@ def dlq_list(
 
 @dlq.command("retry")
 def dlq_retry(
-    ids: list[int] = typer.Argument(None, help="Dead letter ids (see `dlq list`)."),
+    ids: list[int] = typer.Argument(
+        None, min=1, max=MAX_ROW_ID, help="Dead letter ids (see `dlq list`)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Retry every dead letter."),
 ) -> None:
     """Sync the dead letters' tasks again (after their cause was fixed); `run` picks them up."""
@@ -73,7 +80,7 @@ def dlq_retry(
             return tasks, missing
 
     if not ids and not all_:
-        fail("give dead letter ids or --all", 2)
+        fail("give dead letter ids or --all", EXIT_CONFIG)
     tasks, missing = run_async(main())
     err.print(f"{len(tasks)} task(s) pending again; `sync-service run` will sync them")
     if missing:
@@ -82,7 +89,9 @@ def dlq_retry(
 
 @dlq.command("drop")
 def dlq_drop(
-    ids: list[int] = typer.Argument(None, help="Dead letter ids (see `dlq list`)."),
+    ids: list[int] = typer.Argument(
+        None, min=1, max=MAX_ROW_ID, help="Dead letter ids (see `dlq list`)."
+    ),
     all_: bool = typer.Option(False, "--all", help="Drop every dead letter."),
 ) -> None:
     """Forget dead letters for good (their features stay out of Qdrant)."""
@@ -96,7 +105,7 @@ def dlq_drop(
             return len(wanted) - len(missing), missing
 
     if not ids and not all_:
-        fail("give dead letter ids or --all", 2)
+        fail("give dead letter ids or --all", EXIT_CONFIG)
     dropped, missing = run_async(main())
     err.print(f"dropped {dropped} dead letter(s)")
     if missing:

@@ -10,7 +10,18 @@ from typing import Any
 import typer
 
 from sync_service.choices import Distance
-from sync_service.cli.common import err, fail, load_settings, out, progress_bar, run_async
+from sync_service.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_HELD,
+    check_ids,
+    err,
+    fail,
+    load_settings,
+    out,
+    progress_bar,
+    run_async,
+)
 
 
 def forget(
@@ -19,10 +30,8 @@ def forget(
     force: bool = typer.Option(False, "--force", help="Delete even past SYNC_DELETE_GUARD."),
 ) -> None:
     """Remove assets' points from Qdrant (and from the state store's ledger)."""
-    settings = load_settings()
-    ids = [a.strip() for a in asset_ids if a.strip()]
-    if not ids:
-        fail("no asset id given", 2)
+    settings = load_settings()  # Qdrant and the ledger only: Mixpeek is not asked
+    ids = check_ids("asset id", asset_ids)
     from sync_service.keep.forget import DeleteGuardError, apply_removal, check_guard, plan_removal
     from sync_service.runtime import open_service
 
@@ -39,7 +48,7 @@ def forget(
     try:
         result = run_async(main())
     except DeleteGuardError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_HELD)
     if result["dry_run"]:
         plan = result["would_delete"]
         if not plan:
@@ -63,8 +72,11 @@ def verify(
     repair: bool = typer.Option(False, "--repair", help="Fix the drift found, then check again."),
     force: bool = typer.Option(False, "--force", help="Repair even past SYNC_DELETE_GUARD."),
 ) -> None:
-    """Compare the state store, Qdrant and a sample of upstream; exit 1 on drift."""
-    settings = load_settings()
+    """Compare the state store, Qdrant and a sample of upstream; exit 1 on drift, 3 when the
+    delete guard held a repair."""
+    # Without a sample or a repair, only the ledger and Qdrant are compared.
+    settings = load_settings(calls_mixpeek=sample > 0 or repair)
+    names = check_ids("--collection", collection) if any(c.strip() for c in collection) else []
     from sync_service.keep.forget import DeleteGuardError
     from sync_service.keep.verify import VerifyReport
     from sync_service.keep.verify import verify as run_verify
@@ -80,7 +92,7 @@ def verify(
         async with open_service(settings) as service:
             return await run_verify(
                 service,
-                collections=[c for c in collection if c.strip()] or None,
+                collections=names or None,
                 sample=sample,
                 repair=repair,
                 force=force,
@@ -91,12 +103,12 @@ def verify(
         with bar:
             report = run_async(main())
     except DeleteGuardError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_HELD)
     except ValueError as exc:  # e.g. a collection nobody knows
-        fail(str(exc), 2)
+        fail(str(exc), EXIT_CONFIG)
     for line in report.summary_lines():
         out.print(line, highlight=False, markup=False)
-    raise typer.Exit(1 if report.drift else 0)
+    raise typer.Exit(EXIT_FAILED if report.drift else 0)
 
 
 def reindex(
@@ -109,10 +121,12 @@ def reindex(
     ),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Rebuild a collection behind its alias from upstream, check it, swap atomically."""
-    settings = load_settings()
+    """Rebuild a collection behind its alias from upstream, check it, swap atomically; exit 3
+    when the new build failed its check (the alias still serves the old one)."""
+    settings = load_settings(calls_mixpeek=not rollback)  # a rollback only moves the alias
+    (collection,) = check_ids("--collection", [collection])
     if rollback and distance is not None:
-        fail("--rollback takes no --distance", 2)
+        fail("--rollback takes no --distance", EXIT_CONFIG)
     from sync_service.keep import reindex as rx
     from sync_service.runtime import open_service
 
@@ -134,7 +148,7 @@ def reindex(
         with bar:
             lines = run_async(main())
     except rx.ReindexError as exc:
-        fail(str(exc))
+        fail(str(exc), EXIT_HELD if exc.held else EXIT_FAILED)
     for line in lines:
         out.print(line, highlight=False, markup=False)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 import sys
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import typer
@@ -16,7 +17,16 @@ from sync_service.cli import keep as cli_keep
 from sync_service.cli import query as cli_query
 from sync_service.cli import retry as cli_retry
 from sync_service.cli import watch as cli_watch
-from sync_service.cli.common import err, fail, load_settings, out, parse_metadata, run_async
+from sync_service.cli.common import (
+    EXIT_CONFIG,
+    check_ids,
+    err,
+    fail,
+    load_settings,
+    out,
+    parse_metadata,
+    run_async,
+)
 from sync_service.emulator.command import emulator
 
 if TYPE_CHECKING:
@@ -76,11 +86,11 @@ def run(
     ),
 ) -> None:
     """Run the daemon: poll tracked tasks and sync them into Qdrant until SIGTERM/SIGINT."""
-    settings = load_settings()
+    settings = load_settings(calls_mixpeek=True)
     problem = settings.api_exposure_problem()
     if problem is not None:
-        err.print(f"configuration error: {problem}", highlight=False, markup=False)
-        raise typer.Exit(2)
+        err.print(f"configuration error: {problem}", highlight=False)
+        raise typer.Exit(EXIT_CONFIG)
     from sync_service.engine.scheduler import Daemon
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
 
@@ -124,9 +134,7 @@ def run(
 def track(task_ids: list[str] = typer.Argument(..., help="Mixpeek task ids.")) -> None:
     """Start tracking existing Mixpeek tasks (tracking one twice is a no-op)."""
     settings = load_settings()
-    ids = [t.strip() for t in task_ids if t.strip()]
-    if not ids:
-        fail("no task id given", 2)
+    ids = check_ids("task id", task_ids)
     from sync_service.state.store import open_store
 
     async def main() -> int:
@@ -134,7 +142,7 @@ def track(task_ids: list[str] = typer.Argument(..., help="Mixpeek task ids.")) -
             return await store.track(ids)
 
     new = run_async(main())
-    err.print(f"tracking {new} new task(s); {len(set(ids)) - new} already tracked")
+    err.print(f"tracking {new} new task(s); {len(ids) - new} already tracked")
 
 
 @app.command()
@@ -151,18 +159,24 @@ def submit(
     ),
 ) -> None:
     """Index videos, images or texts with Mixpeek, then track their tasks. Prints task ids."""
-    settings = load_settings()
+    settings = load_settings(calls_mixpeek=True)
     if not collection_id.strip():
-        fail("--collection-id must not be empty", 2)
+        fail("--collection-id must not be empty", EXIT_CONFIG)
+    (collection_id,) = check_ids("--collection-id", [collection_id])
     if not (video or image or text):
-        fail("give at least one --video URL, --image URL or --text TEXT", 2)
+        fail("give at least one --video URL, --image URL or --text TEXT", EXIT_CONFIG)
+    from sync_service.settings import brief
+
     for flag, urls in (("--video", video), ("--image", image)):
         for url in urls:
             parts = urlsplit(url)
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                fail(f"{flag} {url!r}: only http:// and https:// URLs can be indexed", 2)
+                fail(
+                    f"{flag} {brief(url)}: only http:// and https:// URLs can be indexed",
+                    EXIT_CONFIG,
+                )
     if any(not t.strip() for t in text):
-        fail("--text must not be empty", 2)
+        fail("--text must not be empty", EXIT_CONFIG)
     meta = parse_metadata(metadata)
     from sync_service.state.store import open_store
     from sync_service.upstream.connect import open_upstream
@@ -202,10 +216,14 @@ def submit(
 def status(
     task_id: str | None = typer.Argument(None, help="Show only this task."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, for scripts."),
-    limit: int = typer.Option(50, "--limit", help="Tasks shown in the table (JSON shows all)."),
+    limit: int = typer.Option(
+        50, "--limit", min=1, help="Tasks shown in the table (JSON shows all)."
+    ),
 ) -> None:
     """What is pending, synced and failed."""
     settings = load_settings()
+    if task_id is not None:
+        (task_id,) = check_ids("task id", [task_id])
 
     async def read(store: Store | StorePeek) -> StatusData:
         rows = await store.list_tasks(task_id)
@@ -250,11 +268,11 @@ def status(
         sys.stdout.write(json.dumps(shown) + "\n")
         return
     for o in outages:  # what the daemons report now (upstream/outage.py)
-        from rich.markup import escape
+        from rich.text import Text
 
         since = str(o["since"])[:19].replace("T", " ") + "Z"
-        seen = f"since {since} ({o['owner']}): {o['reason']}; work paused, no attempts spent"
-        out.print(f"[red]{o['what']} unavailable[/] {escape(seen)}", highlight=False)
+        seen = f" since {since} ({o['owner']}): {o['reason']}; work paused, no attempts spent"
+        out.print(Text.assemble((f"{o['what']} unavailable", "red"), seen), highlight=False)
     _print_status(counts, tasks, letters, limit)
     cli_watch.print_watch_table(watched)
 
@@ -283,9 +301,20 @@ def demo(
     ),
 ) -> None:
     """The whole loop on embedded defaults against the built-in emulator, then a query."""
+    from pathlib import Path
+
+    root = Path(data_dir)
+    # Started afresh here, before the demo's libraries load (seconds): a folder that cannot
+    # be made is one line at once.
+    try:
+        if root.exists():
+            shutil.rmtree(root)
+        root.mkdir(parents=True)
+    except OSError as exc:
+        fail(f"--data-dir {str(root)!r}: cannot start it afresh ({exc.strerror})", EXIT_CONFIG)
     from sync_service.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(data_dir, out))
+    raise typer.Exit(run_demo(root, out))
 
 
 def _print_status(
@@ -294,18 +323,21 @@ def _print_status(
     letters: list[dict[str, Any]],
     limit: int,
 ) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
     out.print(
         f"[bold]pending[/] {counts['pending']}   [green]synced[/] {counts['synced']}   "
-        f"[red]failed[/] {counts['failed']}"
+        f"[red]failed[/] {counts['failed']}",
+        markup=True,  # numbers only: the one line here with styles in markup
     )
-    from rich.table import Table
 
     table = Table("task", "state", "asset", "collection", "points", "dead letters", "error")
     colour = {"pending": "yellow", "synced": "green", "failed": "red"}
     for t in tasks[-limit:]:
         table.add_row(
             t["task_id"],
-            f"[{colour[t['state']]}]{t['state']}[/]",
+            Text(t["state"], style=colour[t["state"]]),
             t["asset_id"] or "",
             t["collection_id"] or "",
             str(t["features_synced"]),
@@ -321,51 +353,11 @@ def _print_status(
             why = f"({r['failed_attempts']} attempts): {r['failed_error']}"
             out.print(f"retried after it failed {why}", highlight=False, markup=False)
         else:
-            out.print(f"[red]dead letter[/] feature {letter['feature_id']}: {letter['reason']}")
+            why = f" feature {letter['feature_id']}: {letter['reason']}"
+            out.print(Text.assemble(("dead letter", "red"), why), highlight=False)
 
 
 def main() -> None:
-    try:
-        app()
-    except (OSError, TimeoutError) as exc:
-        # The state store or the Qdrant folder cannot be reached: one line, not a traceback.
-        if isinstance(exc, OSError) and exc.filename:  # a path: the setting that named it
-            where = "(check DATABASE_URL and QDRANT_PATH)"
-            _die(f"cannot use {str(exc.filename)!r}: {exc.strerror} {where}")
-        _die(f"cannot reach a service the command needs: {_first_line(exc)}")
-    except RuntimeError as exc:
-        if "already accessed by another instance" not in str(exc):
-            raise
-        _die(
-            "the embedded Qdrant folder (QDRANT_PATH) is in use by another sync-service "
-            "process; stop it, or use a Qdrant server (QDRANT_URL)"
-        )
-    except Exception as exc:
-        from sync_service.keep.binding import TargetMismatch
-        from sync_service.state.migrate import SchemaMismatch
+    from sync_service.cli.failures import run_cli
 
-        if isinstance(exc, SchemaMismatch | TargetMismatch):  # configuration, not failed work
-            err.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise SystemExit(2) from None
-        from sqlalchemy.exc import SQLAlchemyError
-
-        from sync_service.qdrant.faults import SinkUnavailable
-        from sync_service.upstream.port import MixpeekError
-
-        if isinstance(exc, SQLAlchemyError):
-            _die(f"the state store (DATABASE_URL) failed: {_first_line(exc)}")
-        if isinstance(exc, SinkUnavailable):
-            _die(f"Qdrant failed: {_first_line(exc)}")
-        if isinstance(exc, MixpeekError):  # its text never holds the key (redacted)
-            _die(f"Mixpeek failed: {_first_line(exc)}")
-        raise
-
-
-def _die(message: str) -> NoReturn:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise SystemExit(1)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [type(exc).__name__])[0][:300]
+    run_cli(app)

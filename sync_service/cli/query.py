@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from sync_service.cli.common import err, fail, load_settings, out, run_async
+from sync_service.cli.common import EXIT_CONFIG, check_ids, err, fail, load_settings, out, run_async
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -41,9 +41,21 @@ def query(
     as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout, for scripts."),
 ) -> None:
     """Search the Qdrant collection the service fills, and print the best hits."""
-    settings = load_settings()
+    # A text is embedded by Mixpeek; --like reads a stored point's vector from Qdrant.
+    settings = load_settings(calls_mixpeek=text is not None)
     if (text is None) == (like is None):
-        fail("give either a TEXT to search for or --like POINT_ID", 2)
+        fail("give either a TEXT to search for or --like POINT_ID", EXIT_CONFIG)
+    if text is not None and not text.strip():
+        fail("TEXT must not be empty", EXIT_CONFIG)
+    for option, value in (
+        ("--collection", collection),
+        ("--vector", vector),
+        ("--modality", modality),
+        ("--asset", asset_id),
+        ("--like", like),
+    ):
+        if value is not None:
+            check_ids(option, [value])
     from sync_service.qdrant.sink import QdrantSink
     from sync_service.search import Query, SearchError, search
     from sync_service.upstream.connect import open_upstream

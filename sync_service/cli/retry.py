@@ -11,7 +11,16 @@ from datetime import UTC, datetime
 
 import typer
 
-from sync_service.cli.common import err, fail, load_settings, out, run_async
+from sync_service.cli.common import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    check_ids,
+    err,
+    fail,
+    load_settings,
+    out,
+    run_async,
+)
 
 _RELATIVE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -22,6 +31,8 @@ def parse_since(value: str) -> tuple[float | None, float | None]:
 
     An ISO 8601 time (naive is UTC), or a duration ago such as ``90s``, ``30m``, ``2h``, ``1d``.
     """
+    from sync_service.settings import brief
+
     text = value.strip()
     relative = _RELATIVE.fullmatch(text.lower())
     if relative:
@@ -30,7 +41,7 @@ def parse_since(value: str) -> tuple[float | None, float | None]:
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ValueError(
-            f"--since {value!r}: expected an ISO 8601 time (2026-12-06T10:00:00Z) or a "
+            f"--since {brief(value)}: expected an ISO 8601 time (2026-12-06T10:00:00Z) or a "
             "duration ago (90s, 30m, 2h, 1d)"
         ) from None
     if when.tzinfo is None:
@@ -50,13 +61,14 @@ def retry(
     """Re-queue failed work with fresh attempts (status TASK_ID keeps the failure it had)."""
     ids = [t.strip() for t in task_ids or [] if t.strip()]
     if not ids and not failed:
-        fail("name the failed TASK_IDs to retry, or pass --failed for all of them", 2)
+        fail("name the failed TASK_IDs to retry, or pass --failed for all of them", EXIT_CONFIG)
     if ids and failed:
-        fail("give TASK_IDs or --failed, not both", 2)
+        fail("give TASK_IDs or --failed, not both", EXIT_CONFIG)
+    ids = check_ids("task id", ids) if ids else []
     try:
         instant, ago = parse_since(since) if since is not None else (None, None)
     except ValueError as exc:
-        fail(str(exc), 2)
+        fail(str(exc), EXIT_CONFIG)
     settings = load_settings()
     from sync_service.state.retries import Requeued
     from sync_service.state.store import open_store
@@ -78,4 +90,4 @@ def retry(
         verb = "would re-queue" if dry_run else "re-queued"
         err.print(f"{verb} {len(result.task_ids)} failed task(s)", highlight=False)
     if ids and not result.task_ids:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)

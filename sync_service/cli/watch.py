@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import typer
 
-from sync_service.cli.common import err, fail, load_settings, out, progress_bar, run_async
+from sync_service.cli.common import (
+    EXIT_FAILED,
+    EXIT_HELD,
+    check_ids,
+    err,
+    fail,
+    load_settings,
+    out,
+    progress_bar,
+    run_async,
+)
 
 if TYPE_CHECKING:
     from sync_service.keep.backfill import Progress
@@ -55,10 +65,8 @@ def backfill(
     page_size: int = typer.Option(100, "--page-size", min=1, max=100, help="Assets per page."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    settings = load_settings()
-    ids = list(dict.fromkeys(c.strip() for c in collection_id if c.strip()))
-    if not ids:
-        fail("no --collection-id given", 2)
+    settings = load_settings(calls_mixpeek=True)  # it lists the collections
+    ids = check_ids("--collection-id", collection_id)
     if dry_run:
         _dry_run(ids, page_size)
         return
@@ -142,7 +150,7 @@ def backfill(
         )
         raise typer.Exit(0)
     _report(state, seconds)
-    raise typer.Exit(1 if fatal else state.exit_code)
+    raise typer.Exit(EXIT_FAILED if fatal else state.exit_code)
 
 
 backfill.__doc__ = BACKFILL_HELP
@@ -188,7 +196,7 @@ def _report(state: Progress, seconds: float) -> None:
 
 
 def _dry_run(ids: list[str], page_size: int) -> None:
-    settings = load_settings()
+    settings = load_settings(calls_mixpeek=True)
     from sync_service.keep.watch import Mirroring
     from sync_service.runtime import open_service
 
@@ -228,7 +236,7 @@ def _dry_run(ids: list[str], page_size: int) -> None:
             *(f"  delete {asset_id}" for asset_id in r.gone),
         ]
         sys.stdout.write("\n".join(lines) + "\n")
-    raise typer.Exit(3 if held else 0)
+    raise typer.Exit(EXIT_HELD if held else 0)
 
 
 watch_app = typer.Typer(
@@ -332,10 +340,4 @@ def _ago(seconds: float | None) -> str:
 
 
 def _ids(values: list[str]) -> list[str]:
-    ids = list(dict.fromkeys(v.strip() for v in values if v.strip()))
-    if not ids:
-        fail("no collection id given", 2)
-    for cid in ids:
-        if len(cid) > 255:
-            fail(f"collection id too long ({len(cid)} characters, at most 255)", 2)
-    return ids
+    return check_ids("collection id", values)

@@ -28,19 +28,37 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {k: v for k, v in vars(record).items() if k not in _STANDARD}
 
 
-class TextFormatter(logging.Formatter):
+class _Formatter(logging.Formatter):
+    """A traceback only at DEBUG (``tracebacks``); otherwise the error's one-line description:
+    no traceback reaches a user who did not ask for one (README "Exit codes")."""
+
+    def __init__(self, *, tracebacks: bool = True) -> None:
+        super().__init__()
+        self.tracebacks = tracebacks
+
+    def failure(self, record: logging.LogRecord) -> str | None:
+        if not record.exc_info:
+            return None
+        if self.tracebacks:
+            return self.formatException(record.exc_info)
+        error = record.exc_info[1]
+        return describe_error(error, limit=300) if error is not None else None
+
+
+class TextFormatter(_Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3]
         fields = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{stamp}Z {record.levelname:<7} {record.getMessage()}"
         if fields:
             line = f"{line}  {fields}"
-        if record.exc_info:
-            line = f"{line}\n{self.formatException(record.exc_info)}"
+        failure = self.failure(record)
+        if failure is not None:
+            line = f"{line}\n{failure}" if self.tracebacks else f"{line}  error={failure}"
         return line
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
@@ -49,14 +67,17 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             **_extras(record),
         }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        failure = self.failure(record)
+        if failure is not None:
+            entry["exception"] = failure
         return json.dumps(entry, default=str)
 
 
 def configure(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    tracebacks = str(level).upper() == "DEBUG"
+    formatter = JsonFormatter if fmt == "json" else TextFormatter
+    handler.setFormatter(formatter(tracebacks=tracebacks))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

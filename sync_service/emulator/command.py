@@ -18,7 +18,7 @@ def emulator(
         "e.g. --set vector_placement=vectors --set 'vector_dimensions={\"x\": 8}'.",
     ),
     host: str = typer.Option("127.0.0.1", help="Interface to listen on (keep it loopback)."),
-    port: int = typer.Option(8800, help="Port to listen on; 0 picks a free one."),
+    port: int = typer.Option(8800, min=0, max=65535, help="Port to listen on; 0 picks a free one."),
     api_key: str | None = typer.Option(
         None, envvar="EMULATOR_API_KEY", help="Bearer token to require (default: any token)."
     ),
@@ -144,14 +144,20 @@ def emulator(
     # Imported here: the server pulls in uvicorn and FastAPI, which other commands don't need.
     from sync_service.emulator.server import serve
 
-    if api == "v1":
-        from sync_service.emulator.server import serve_app
-        from sync_service.emulator.v1.app import create_app
+    try:
+        if api == "v1":
+            from sync_service.emulator.server import serve_app
+            from sync_service.emulator.v1.app import create_app
 
-        assert isinstance(config, V1Config)
-        serve_app(create_app(config), host, port, on_ready=announce)
-        return
-    serve(config, host, port, on_ready=announce)
+            assert isinstance(config, V1Config)
+            serve_app(create_app(config), host, port, on_ready=announce)
+            return
+        serve(config, host, port, on_ready=announce)
+    except OSError as exc:  # binding: an address not of this machine, a port in use
+        shown = repr(host) if len(host) <= 80 else f"{host[:80]!r}…"  # may be 100 kB
+        message = f"error: --host {shown} --port {port}: cannot listen ({exc.strerror})"
+        typer.echo(message, err=True)
+        raise typer.Exit(1) from None
 
 
 def _knobs(specs: list[str]) -> dict[str, object]:

@@ -59,11 +59,15 @@ RESUMABLE = ("filling", "check_failed")
 
 
 class ReindexError(Exception):
-    """A re-index that cannot start, or whose new collection failed its check (not swapped)."""
+    """A re-index that cannot start, or whose new collection failed its check (not swapped:
+    ``held``, a guard that held, which the CLI reports with exit code 3)."""
 
-    def __init__(self, message: str, report: ReindexReport | None = None) -> None:
+    def __init__(
+        self, message: str, report: ReindexReport | None = None, *, held: bool = False
+    ) -> None:
         super().__init__(message)
         self.report = report
+        self.held = held
 
 
 @dataclass
@@ -171,6 +175,7 @@ async def _reindex(
             f"{new} failed its check ({report.check}); {alias} still serves {current}. "
             "Running reindex again fills it again.",
             report,
+            held=True,
         )
     # Recorded before the swap: from here on a crash leaves a run the next reindex finishes.
     await store.save_reindex(

@@ -26,7 +26,7 @@ from sync_service.qdrant.errors import (
     unavailable,
 )
 from sync_service.qdrant.marker import MARKER_COLLECTION, has_mark, write_mark
-from sync_service.settings import Distance, Settings
+from sync_service.settings import Distance, Settings, SettingUnusable
 
 # Callers import these from here, as they did before collections and errors moved out.
 __all__ = [
@@ -79,7 +79,13 @@ class QdrantSink(QdrantCollections):
                 url=settings.qdrant_url, api_key=api_key, timeout=30, check_compatibility=False
             )
         else:
-            settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+            try:
+                settings.qdrant_path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                where = str(settings.qdrant_path)
+                raise SettingUnusable(
+                    f"QDRANT_PATH: cannot make the folder {where!r} ({exc.strerror})"
+                ) from None
             client = AsyncQdrantClient(path=str(settings.qdrant_path))
         return cls(
             client,

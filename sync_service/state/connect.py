@@ -3,13 +3,14 @@ timeouts), each with the async driver SQLAlchemy needs."""
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from sync_service.settings import async_database_url
+from sync_service.settings import SettingUnusable, async_database_url
 from sync_service.state.dsn import parse_query
 
 
@@ -17,7 +18,7 @@ def connect(database_url: str, *, statement_timeout: float = 30.0) -> AsyncEngin
     """An engine for ``DATABASE_URL`` (not connected yet)."""
     url = async_database_url(database_url)
     if url.get_backend_name() == "sqlite":
-        Path(url.database or ".").expanduser().parent.mkdir(parents=True, exist_ok=True)
+        _check_sqlite_file(url.database or "")
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
@@ -25,6 +26,34 @@ def connect(database_url: str, *, statement_timeout: float = 30.0) -> AsyncEngin
             url, pool_pre_ping=True, connect_args=_pg_arguments(database_url, statement_timeout)
         )
     return engine
+
+
+def _check_sqlite_file(database: str) -> None:
+    """Make the SQLite file's folder and open the file once, here, or raise SettingUnusable
+    naming DATABASE_URL.
+
+    Opened synchronously first because aiosqlite, when its first connect fails, stops its
+    worker thread without waiting for it: the thread then reports to an event loop that
+    ``asyncio.run`` has already closed, and prints a traceback of its own."""
+    if not database or database == ":memory:":
+        return
+    path = Path(database).expanduser()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingUnusable(
+            f"DATABASE_URL: cannot make the folder {str(path.parent)!r} ({exc.strerror})"
+        ) from None
+    try:
+        connection = sqlite3.connect(path)
+        try:
+            connection.execute("PRAGMA schema_version")  # "file is not a database" shows here
+        finally:
+            connection.close()
+    except sqlite3.Error as exc:
+        raise SettingUnusable(
+            f"DATABASE_URL: cannot open the SQLite file {str(path)!r} ({exc})"
+        ) from None
 
 
 def _pg_arguments(database_url: str, statement_timeout: float) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import pytest
 from sync_service.emulator import EmulatorServer, library
 from tests.conftest import API_KEY
 
+SUBMIT = ["submit", "--collection-id", "c", "--text", "x"]
 COMMANDS = [
     "run",
     "track",
@@ -96,14 +97,20 @@ def test_track_is_idempotent_and_status_reports_it(tmp_path: Path) -> None:
 )
 def test_submit_refuses_bad_input_before_calling_upstream(tmp_path: Path, args: list[str]) -> None:
     result = cli(
-        tmp_path, "submit", "--collection-id", "c", *args, MIXPEEK_API_URL="http://127.0.0.1:9"
-    )  # nothing listens there
+        tmp_path,
+        "submit",
+        "--collection-id",
+        "c",
+        *args,
+        MIXPEEK_API_URL="http://127.0.0.1:9",  # nothing listens there
+        MIXPEEK_API_KEY="k",
+    )
     assert result.returncode == 2, result.stderr
-    assert "error:" in result.stderr and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: ") and "Traceback" not in result.stderr
 
 
 def test_submit_rejects_metadata_that_is_not_a_json_object(tmp_path: Path) -> None:
-    result = cli(tmp_path, "submit", "--collection-id", "c", "--text", "x", "--metadata", "[1]")
+    result = cli(tmp_path, *SUBMIT, "--metadata", "[1]", MIXPEEK_API_KEY="k")
     assert result.returncode == 2 and "--metadata must be a JSON object" in result.stderr
 
 
@@ -205,9 +212,6 @@ def test_a_state_store_feeds_one_qdrant_until_rebound(tmp_path: Path) -> None:
     assert cli(tmp_path, "run", "--drain", QDRANT_PATH=second, **other).returncode == 0
 
 
-SUBMIT = ["submit", "--collection-id", "c", "--text", "x"]
-
-
 @pytest.mark.parametrize(
     ("args", "env", "line"),
     [
@@ -238,7 +242,8 @@ SUBMIT = ["submit", "--collection-id", "c", "--text", "x"]
         (
             ["status"],
             {"DATABASE_URL": "sqlite:////proc/no/such/sync.db"},
-            "cannot use '/proc/no': No such file or directory (check DATABASE_URL and QDRANT_PATH)",
+            "error: DATABASE_URL: cannot make the folder '/proc/no/such' (No such file or "
+            "directory)",
         ),
     ],
 )

@@ -151,7 +151,7 @@ def test_forget_dry_run_guard_and_force(tmp_path: Path, emulator: EmulatorServer
 
     # Three of the remaining four would be 75 %: refused, nothing deleted.
     refused = svc.cli("forget", *rest[:3], check=False)
-    assert refused.returncode == 1
+    assert refused.returncode == 3  # a guard that held (README "Exit codes")
     assert "refusing to delete 6 of 8 points (75%)" in refused.stderr
     assert len(svc.points()) == 8
     svc.cli("forget", *rest[:3], "--force")
@@ -187,6 +187,22 @@ def test_verify_reports_drift_and_repair_fixes_it(tmp_path: Path, emulator: Emul
     assert "drift: no" in repaired.stdout
     assert compare_points(expected_for(emulator, seeded["task_ids"]), svc.points()) == IN_STEP
     assert svc.cli("verify", "--collection", "nope", check=False).returncode == 2
+
+
+def test_a_repair_the_delete_guard_holds_exits_3(tmp_path: Path, emulator: EmulatorServer) -> None:
+    """Three of four assets gone upstream: their removal is over SYNC_DELETE_GUARD, so the
+    repair is refused with exit code 3 (a guard that held) and nothing is deleted."""
+    seeded = seed(emulator, 4)
+    svc = Service(tmp_path, emulator, QDRANT_COLLECTION=COLLECTION)
+    svc.cli("backfill", "--collection-id", COLLECTION)
+    before = len(svc.points())
+    httpx.post(
+        f"{emulator.url}/_emulator/assets/delete", json={"asset_ids": seeded["asset_ids"][:3]}
+    ).raise_for_status()
+    held = svc.cli("verify", "--sample", "4", "--repair", check=False)
+    assert held.returncode == 3, held.stdout + held.stderr
+    assert "SYNC_DELETE_GUARD" in held.stderr.strip().splitlines()[-1]
+    assert len(svc.points()) == before
 
 
 def test_reindex_survives_a_kill_and_swaps_then_rolls_back(

@@ -83,7 +83,10 @@ def test_run_serves_the_control_api_and_logs_json_without_secrets(
 
 
 def test_a_non_loopback_api_without_a_token_refuses_to_start(tmp_path: Path) -> None:
-    result = cli(tmp_path, "run", SYNC_API_HOST="0.0.0.0", SYNC_API_PORT="8080")
+    # With a key: a missing MIXPEEK_API_KEY would stop `run` first (README "Exit codes").
+    result = cli(
+        tmp_path, "run", SYNC_API_HOST="0.0.0.0", SYNC_API_PORT="8080", MIXPEEK_API_KEY="k"
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(
         "configuration error: SYNC_API_TOKEN: required when the "
@@ -97,7 +100,7 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        result = cli(tmp_path, "run", SYNC_API_PORT=str(port))
+        result = cli(tmp_path, "run", SYNC_API_PORT=str(port), MIXPEEK_API_KEY="k")
     assert result.returncode == 1
     assert f"control API cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr

@@ -141,8 +141,9 @@ async def test_reindex_to_another_distance_swaps_and_rollback_goes_back(synced: 
 
 
 async def test_nothing_to_reindex_is_an_error(synced: Synced) -> None:
-    with pytest.raises(ReindexError, match="nothing to re-index"):
+    with pytest.raises(ReindexError, match="nothing to re-index") as nothing:
         await reindex(synced.service, "no-such-alias")
+    assert not nothing.value.held  # refused, not held: the CLI exits 1
     with pytest.raises(ReindexError, match="no swapped re-index"):
         await rollback(synced.service, ALIAS)
 
@@ -552,6 +553,7 @@ async def test_a_failed_check_does_not_swap(
         await reindex(synced.service, ALIAS)
     assert failed.value.report is not None and not failed.value.report.check_passed
     assert f"still serves {V1}" in str(failed.value)
+    assert failed.value.held  # a guard that held: the CLI exits 3
     assert await sink.alias_target(ALIAS) == V1
     run = await store.reindex(ALIAS)
     assert run is not None and (run.state, run.physical) == ("check_failed", V2)
@@ -640,4 +642,5 @@ async def test_upstream_losing_most_assets_does_not_swap(
     with pytest.raises(ReindexError, match="SYNC_DELETE_GUARD") as failed:
         await reindex(synced.service, ALIAS)
     assert failed.value.report is not None and failed.value.report.skipped == ASSETS
+    assert failed.value.held
     assert await synced.sink.alias_target(ALIAS) == V1 and await synced.oracle() == CLEAN

@@ -48,6 +48,15 @@ def test_collection_template_takes_the_mixpeek_collection_id() -> None:
         ("SYNC_DISTANCE", "hamming", "SYNC_DISTANCE: Input should be 'cosine', 'dot'"),
         ("SYNC_POLL_SCHEDULE", "fast", "SYNC_POLL_SCHEDULE: Input should be 'learned' or 'back"),
         ("SYNC_DELETE_GUARD", "1.5", "SYNC_DELETE_GUARD: Input should be less than or equal to 1"),
+        # nan passed every bound, inf made the check of two intervals blame the other one
+        ("SYNC_POLL_INTERVAL", "nan", "SYNC_POLL_INTERVAL: Input should be a finite number"),
+        ("SYNC_HTTP_TIMEOUT", "inf", "SYNC_HTTP_TIMEOUT: Input should be a finite number"),
+        # bytes that are not UTF-8 reach Python as lone surrogates
+        ("SYNC_API_HOST", "\udcff", "SYNC_API_HOST: is not valid UTF-8 text"),
+        ("MIXPEEK_API_KEY", "sk key", "MIXPEEK_API_KEY: must be printable ASCII without spaces"),
+        ("MIXPEEK_NAMESPACE", "n" * 300, "MIXPEEK_NAMESPACE: String should have at most 255"),
+        ("SYNC_WATCH_COLLECTIONS", "a,b\tc", "SYNC_WATCH_COLLECTIONS: collection id 'b\\tc'"),
+        ("SYNC_VECTOR_SIZES", "x" * 5000, "SYNC_VECTOR_SIZES: expected name=size pairs"),
     ],
 )
 def test_a_bad_value_is_one_line_naming_the_variable(
@@ -58,6 +67,9 @@ def test_a_bad_value_is_one_line_naming_the_variable(
         Settings(_env_file=None)  # type: ignore[call-arg]
     (line,) = describe_validation_error(info.value)
     assert line.startswith(message)
+    assert len(line) < 600  # a 5,000-character value is not echoed whole
+    if name.endswith("_KEY"):
+        assert value not in line
 
 
 def test_bad_database_url_is_not_echoed_because_it_may_hold_a_password(
@@ -160,3 +172,48 @@ def test_library_warnings_go_through_the_json_log(capsys: pytest.CaptureFixture[
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines and all(json.loads(line) for line in lines)
     assert "insecure connection" in lines[-1]
+
+
+def test_a_path_under_a_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ValidationError) as info:
+        Settings(  # type: ignore[call-arg]
+            _env_file=None,
+            QDRANT_PATH=str(tmp_path / "afile" / "q"),  # as the environment gives it
+            DATABASE_URL=f"sqlite:///{tmp_path / 'afile' / 'sync.db'}",
+        )
+    lines = describe_validation_error(info.value)
+    where = repr(str(tmp_path / "afile"))
+    assert lines == [
+        f"QDRANT_PATH: {where} is a file, so no folder can be made under it "
+        f"(got {str(tmp_path / 'afile' / 'q')!r})",
+        f"DATABASE_URL: {where} is a file, so {str(tmp_path / 'afile' / 'sync.db')!r} cannot "
+        "be made under it",
+    ]
+
+
+@pytest.mark.parametrize(("level", "traceback"), [("INFO", False), ("DEBUG", True)])
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_logged_exception_has_its_traceback_only_at_debug(
+    capsys: pytest.CaptureFixture[str], level: str, traceback: bool, fmt: str
+) -> None:
+    import logging
+
+    from sync_service.control import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure(level, fmt)
+        try:
+            raise KeyError("the key")
+        except KeyError:
+            logging.getLogger("sync_service").exception("unexpected error")
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], saved_level = saved
+        root.setLevel(saved_level)
+    text = capsys.readouterr().err
+    assert "KeyError: 'the key'" in text
+    assert ("Traceback" in text) is traceback
+    assert len(text.strip().splitlines()) == 1 or traceback
