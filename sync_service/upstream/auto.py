@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
@@ -29,6 +29,9 @@ from sync_service.upstream.port import (
     Upstream,
 )
 
+if TYPE_CHECKING:
+    from sync_service.upstream.v1.client import V1Client
+
 __all__ = ["AutoUpstream", "detect_version"]
 
 log = logging.getLogger(__name__)
@@ -36,22 +39,31 @@ log = logging.getLogger(__name__)
 
 async def detect_version(settings: Settings) -> MixpeekApiVersion:
     """The API version at ``MIXPEEK_API_URL``: one ``GET /v1/health`` (with its retries)."""
+    client = _detector(settings, None)
+    try:
+        return await _detect(client)
+    finally:
+        await client.aclose()
+
+
+def _detector(settings: Settings, outage: Outage | None) -> V1Client:
     from sync_service.upstream.connect import retry_policy
     from sync_service.upstream.v1.client import V1Client
 
-    client = V1Client(
+    return V1Client(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
         namespace=settings.mixpeek_namespace,
         policy=retry_policy(settings),
-        outage=None,  # a probe of its own: the breaker is the chosen adapter's to feed
+        outage=outage,
     )
+
+
+async def _detect(client: V1Client) -> MixpeekApiVersion:
     try:
         await client.health()
     except (MixpeekNotFound, MixpeekBadRequest):
         return MixpeekApiVersion.v2024
-    finally:
-        await client.aclose()
     return MixpeekApiVersion.v1
 
 
@@ -67,6 +79,9 @@ class AutoUpstream:
         # The process's breaker when given; a detached one otherwise (as a client without one).
         self.outage = outage if outage is not None else Outage()
         self._chosen: Upstream | None = None
+        # Asks the version; with the process's breaker, it feeds and probes it until an
+        # adapter is chosen (Mixpeek down from the start then costs no task an attempt).
+        self._detecting: V1Client | None = None
         self._lock = asyncio.Lock()
         self.version: MixpeekApiVersion | None = None
 
@@ -77,7 +92,9 @@ class AutoUpstream:
             if self._chosen is None:
                 from sync_service.upstream.connect import build_upstream
 
-                version = await detect_version(self._settings)
+                if self._detecting is None:
+                    self._detecting = _detector(self._settings, self._given_outage)
+                version = await _detect(self._detecting)
                 log.info(
                     "Mixpeek API version %s detected at %s (MIXPEEK_API_VERSION=auto; set it "
                     "to skip this probe)",
@@ -89,6 +106,8 @@ class AutoUpstream:
                 self._chosen = build_upstream(
                     self._settings, version, self._observer, self._given_outage
                 )
+                await self._detecting.aclose()  # the adapter's own probe is attached now
+                self._detecting = None
         return self._chosen
 
     async def __aenter__(self) -> Self:
@@ -100,6 +119,8 @@ class AutoUpstream:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._detecting is not None:
+            await self._detecting.aclose()
         if self._chosen is not None:
             await self._chosen.aclose()
 

@@ -16,7 +16,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
 
 import httpx
@@ -104,8 +104,9 @@ class MixpeekHttp:
         # client keeps a detached breaker that never opens, so a one-shot command reports
         # the error it met, as before.
         self.outage = outage if outage is not None else Outage()
+        self._probe: Callable[[], Awaitable[str | None]] = lambda: self.probe(probe_path)
         if outage is not None:
-            outage.attach(lambda: self.probe(probe_path))
+            outage.attach(self._probe)
         if max_in_flight is not None and max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         size = max_in_flight or 20
@@ -133,7 +134,7 @@ class MixpeekHttp:
 
     async def aclose(self) -> None:
         """Close the connection pool (and stop probing through it)."""
-        await self.outage.detach()
+        await self.outage.detach(self._probe)
         await self._http.aclose()
 
     async def call(

@@ -85,8 +85,11 @@ class Outage:
         """The request that asks upstream whether it is there (the adapter's)."""
         self._probe = probe
 
-    async def detach(self) -> None:
-        """No more probes (the client that made them is closing)."""
+    async def detach(self, probe: Probe) -> None:
+        """No more probes through ``probe`` (the client that made it is closing); a probe
+        attached since by another client stays."""
+        if self._probe is not probe:
+            return
         self._probe = None
         if self._probing is not None:
             self._probing.cancel()

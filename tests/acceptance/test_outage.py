@@ -64,9 +64,16 @@ def readyz(base: str) -> dict[str, Any] | None:
         return None
 
 
-@pytest.mark.parametrize("kind", ["connections refused", "every answer 5xx"])
+@pytest.mark.parametrize(
+    ("kind", "version"),
+    [
+        ("connections refused", "auto"),  # down from the start: before the version is known
+        ("every answer 5xx", "auto"),
+        ("connections refused", "2024"),  # the adapter's own probe
+    ],
+)
 def test_mixpeek_down_longer_than_the_retry_budget_then_back(
-    tmp_path: Path, emulator: EmulatorServer, kind: str
+    tmp_path: Path, emulator: EmulatorServer, kind: str, version: str
 ) -> None:
     with FaultProxy("127.0.0.1", int(emulator.url.rsplit(":", 1)[1])) as proxy:
         port = free_port()
@@ -78,6 +85,7 @@ def test_mixpeek_down_longer_than_the_retry_budget_then_back(
             SYNC_MAX_ATTEMPTS="1",
             SYNC_HTTP_MAX_ATTEMPTS="2",
             SYNC_HTTP_TIMEOUT="1",
+            MIXPEEK_API_VERSION=version,
         )
         task_ids = service.submit(*ITEMS)
         base = f"http://127.0.0.1:{port}"

@@ -542,7 +542,14 @@ def test_an_upstream_that_echoes_the_key_is_redacted(
         echoed = httpx.get(f"{upstream.url}/tasks/x", headers={"Authorization": "Bearer abc12345"})
         assert echoed.status_code == 500 and "abc12345" in echoed.text
         service = secret_service(
-            tmp_path, upstream.url, qdrant.url, pg_url, SYNC_LOG_LEVEL="DEBUG", **FAST_FAIL
+            tmp_path,
+            upstream.url,
+            qdrant.url,
+            pg_url,
+            SYNC_LOG_LEVEL="DEBUG",
+            # It echoes as a 2024 server would (auto would stop at its 500 on /v1/health).
+            MIXPEEK_API_VERSION="2024",
+            **FAST_FAIL,
         )
         outputs = Outputs()
         seed(pg_url, "json-task", "html-task")
