@@ -88,12 +88,15 @@ def run(
         # client and the Mixpeek client only if work turns up after all.
         lazy = drain and not settings.watch_collections
         async with (
-            open_service(settings, migrate=settings.auto_migrate, defer_when_idle=lazy) as service,
+            open_service(
+                settings, migrate=settings.auto_migrate, defer_when_idle=lazy, overlap_sink=True
+            ) as service,
             serve_control_api(service) as url,
         ):
             if url is not None:
                 log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon.from_settings(service.store, service.pipeline, settings, watch=True)
+            service.stop_on_failure(daemon.abort)
             if settings.watch_collections:
                 added = await service.store.watch_add(settings.watch_collections, source="env")
                 if added:

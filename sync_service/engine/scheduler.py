@@ -71,6 +71,9 @@ class Daemon:
         self.on_progress = on_progress
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
+        #: A failure outside any task (``abort``), raised by ``run``.
+        self.failure: BaseException | None = None
+        self._aborted: dict[asyncio.Task[None], Claim] = {}
         self._stop = asyncio.Event()
         self._forced = False
         self._drain = False
@@ -133,6 +136,16 @@ class Daemon:
         log.info("stopping", extra={"event": "daemon_stopping", "in_flight": len(self.in_flight)})
         self._stop.set()
 
+    def abort(self, exc: BaseException) -> None:
+        """Stop at once for a failure outside any one task (the Qdrant sink could not be made):
+        the work in flight is cancelled, its leases go back, and ``run`` raises ``exc``."""
+        if self.failure is None:
+            self.failure = exc
+        self._aborted.update(self.in_flight)  # they leave in_flight as they end
+        for task in self.in_flight:
+            task.cancel()
+        self._stop.set()
+
     async def run(self, *, drain: bool = False) -> int:
         """Run until stopped; returns the process exit code."""
         self._drain = drain
@@ -186,6 +199,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+        if self.failure is not None:
+            raise self.failure
         if self.fatal is not None:
             log.error("stopped: %s", self.fatal, extra={"event": "daemon_fatal"})
             return 1
@@ -317,9 +332,9 @@ class Daemon:
 
     async def _finish_in_flight(self) -> None:
         """Let in-flight work end within the grace period; cancel and release the rest."""
-        if not self.in_flight:
+        pending = {**self._aborted, **self.in_flight}
+        if not pending:
             return
-        pending = dict(self.in_flight)
         _, still = await asyncio.wait(pending, timeout=self.shutdown_grace)
         if still:
             log.warning(
