@@ -80,6 +80,14 @@ def run(
     if problem is not None:
         err.print(f"configuration error: {problem}", highlight=False, markup=False)
         raise typer.Exit(2)
+    if drain and not settings.watch_collections and settings.api_port == 0:
+        # A SQLite store with nothing to do is told without loading SQLAlchemy (engine/idle.py).
+        from sync_service.engine.idle import drained_at_once
+        from sync_service.keep.binding import describe_target
+
+        url = settings.database_url.get_secret_value()
+        if run_async(drained_at_once(url, describe_target(settings))):
+            raise typer.Exit(0)
     from sync_service.engine.scheduler import Daemon
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
 

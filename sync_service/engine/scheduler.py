@@ -10,16 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
-import uuid
 from collections.abc import Callable
 from contextlib import suppress
 from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import Watcher
@@ -39,11 +37,6 @@ def _store_unavailable(exc: BaseException, task_id: str | None = None) -> None:
         first_line,
         extra={"event": "store_unavailable", "task_id": task_id},
     )
-
-
-def worker_name() -> str:
-    """A lease owner name unique to this process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Daemon:

@@ -111,8 +111,11 @@ def test_status_reads_sqlite_without_sqlalchemy(migrated: Path) -> None:
 
 
 def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Path) -> None:
-    assert _loaded(migrated, "run", "--drain") & HEAVY == set()
+    assert _loaded(migrated, "run", "--drain") & HEAVY == set()  # binds the store to Qdrant
     assert not (migrated / "qdrant").exists()  # the embedded folder is not opened either
+    # Bound, and still idle: told from SQLite directly (engine/idle.py).
+    again = _loaded(migrated, "run", "--drain")
+    assert again & (HEAVY | {"sqlalchemy", "aiosqlite", "apscheduler"}) == set()
 
 
 def test_run_with_work_asks_upstream_before_qdrants_client_is_imported(migrated: Path) -> None:
