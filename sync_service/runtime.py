@@ -74,7 +74,9 @@ async def open_service(
 
     ``overlap_sink`` (``run``): Qdrant's client is imported in a thread while the first
     requests upstream are answered, and the sink is made and its mark checked when the work
-    first reaches for it (``SinkInMaking``).
+    first reaches for it (``SinkInMaking``). Not for an embedded Qdrant folder: its lock is
+    how other commands tell a daemon runs (``backfill`` queues its assets for it), so the
+    daemon takes it at start.
     """
     metrics = Metrics()
     async with open_store(settings, migrate=migrate) as store:
@@ -94,6 +96,8 @@ async def open_service(
                     if lazy_sink.made is not None:
                         await lazy_sink.made.close()
             return
+        folder = not settings.qdrant_url and str(settings.qdrant_path) != ":memory:"
+        overlap_sink = overlap_sink and not folder
         if overlap_sink:
             upstream_cm = open_upstream(settings, observer=metrics)  # its imports come first
             sink = cast(

@@ -137,16 +137,13 @@ def test_429s_and_5xx_from_upstream_are_ridden_out(
 def test_sigterm_mid_work_exits_0_and_a_restart_finishes_with_nothing_lost_or_doubled(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
-    # About 12 s of upstream work (80 requests at 0.3 s, 2 at a time) against a 1 s grace:
-    # SIGTERM lands mid-work, and what is not done within the grace period is abandoned. The
-    # fetches start while Qdrant's client is still being imported (runtime.SinkInMaking), and
-    # the tasks fetched by then sync at once when it is: on a loaded machine the import takes
-    # seconds, so the work must outlast it for the first sync to find work still left.
+    # About 6 s of upstream work (80 requests at 0.15 s, 2 at a time) against a 1 s grace:
+    # SIGTERM lands mid-work, and what is not done within the grace period is abandoned.
     service = Service(tmp_path, emulator, SYNC_SHUTDOWN_GRACE="1", SYNC_MAX_CONCURRENCY="2")
     urls = [f"https://example.com/v{i}.mp4?duration=60" for i in range(10)]
     task_ids = service.submit(*[arg for u in urls for arg in ("--video", u)])
     time.sleep(0.7)  # let the tasks finish upstream, so the daemon is busy fetching
-    service.patch(latency=0.3)
+    service.patch(latency=0.15)
     daemon = service.start("run")
     deadline = time.monotonic() + 30
     while service.status()["counts"]["synced"] == 0:

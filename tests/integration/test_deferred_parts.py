@@ -5,7 +5,6 @@ reaches for it (``overlap_sink=True``), checking Qdrant's mark before anything i
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import httpx
@@ -67,6 +66,12 @@ def _submit(emulator: EmulatorServer, text: str) -> str:
         return str(response.raise_for_status().json()["task_id"])
 
 
+def _in_memory(tmp_path: Path, emulator: EmulatorServer) -> Settings:
+    # Embedded in memory: each sink is a new, empty Qdrant. (An embedded folder is taken at
+    # start instead: its lock tells other commands a daemon runs.)
+    return local_settings(tmp_path, emulator, QDRANT_PATH=":memory:")
+
+
 async def _drain_with_overlap(settings: Settings) -> Daemon:
     async with open_service(settings, overlap_sink=True) as service:
         assert isinstance(service.sink, SinkInMaking)
@@ -85,7 +90,7 @@ async def _drain_with_overlap(settings: Settings) -> Daemon:
 async def test_with_work_the_sink_is_made_in_the_background_and_marked_before_writes(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
-    settings = local_settings(tmp_path, emulator)
+    settings = _in_memory(tmp_path, emulator)
     emulator.update_config(processing_time=0.0)
     async with open_store(settings) as store:
         await store.track([_submit(emulator, "first")])
@@ -99,12 +104,12 @@ async def test_a_qdrant_without_the_mark_stops_the_daemon_and_spends_no_attempt(
 ) -> None:
     """The check ``open_service`` makes at start otherwise, made at the first write: the
     daemon stops with the same refusal, and the task waits, its lease handed back."""
-    settings = local_settings(tmp_path, emulator)
+    settings = _in_memory(tmp_path, emulator)
     emulator.update_config(processing_time=0.0)
     async with open_store(settings) as store:
         await store.track([_submit(emulator, "first")])
     await _drain_with_overlap(settings)
-    shutil.rmtree(tmp_path / "qdrant")  # a wiped Qdrant at the same address
+    # The next process's Qdrant in memory is a new one: a Qdrant wiped at the same address.
     async with open_store(settings) as store:
         await store.track([second := _submit(emulator, "second")])
     with pytest.raises(TargetMismatch, match="does not carry this state store's mark"):
@@ -115,3 +120,13 @@ async def test_a_qdrant_without_the_mark_stops_the_daemon_and_spends_no_attempt(
     async with open_store(settings) as store:
         (row,) = await store.list_tasks(second)
         assert row["state"] == "pending" and row["attempts"] == 0 and row["lease_owner"] is None
+
+
+async def test_an_embedded_folder_is_taken_at_start(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    settings = local_settings(tmp_path, emulator)
+    async with open_store(settings) as store:
+        await store.track(["t-1"])
+    async with open_service(settings, overlap_sink=True) as service:
+        assert isinstance(service.sink, QdrantSink)

@@ -119,11 +119,13 @@ def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Pa
 
 
 def test_run_with_work_asks_upstream_before_qdrants_client_is_imported(migrated: Path) -> None:
-    _loaded(migrated, "track", "t-1")
+    # A Qdrant server (never reached here); an embedded folder is taken at start instead.
+    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9"}
+    subprocess.run([sys.executable, "-c", PROBE, "track", "t-1"], cwd=migrated, env=env)
     result = subprocess.run(
         [sys.executable, "-c", OVERLAP_PROBE],
         cwd=migrated,
-        env=_env(migrated),
+        env=env,
         capture_output=True,
         text=True,
         timeout=120,
