@@ -22,7 +22,10 @@ WORKDIR /app
 COPY pyproject.toml README.md alembic.ini ./
 COPY migrations/ migrations/
 COPY sync_service/ sync_service/
+# Byte-compiled here: PYTHONDONTWRITEBYTECODE (and a read-only /app for uid 10001) means no
+# process writes __pycache__, so each would otherwise compile the package from source at start.
 RUN pip install --no-cache-dir -e . \
+    && python -m compileall -q sync_service migrations \
     && mkdir -p /app/data \
     && chown sync:sync /app/data
 

@@ -7,6 +7,7 @@ for reading when a task turned DONE).
 
 from __future__ import annotations
 
+import compileall
 import os
 import sqlite3
 import subprocess
@@ -27,6 +28,14 @@ ROOT = Path(__file__).resolve().parent.parent
 API_KEY = "bench-key"
 COLLECTION = "bench"
 VIDEO_SECONDS = 100  # with the emulator's default 10 s interval: 10 features per asset
+
+
+def byte_compile() -> None:
+    """Byte-compile ``sync_service`` as an installed (or Docker-built) service is: with
+    ``PYTHONDONTWRITEBYTECODE=1`` (set on this machine) an editable checkout never writes
+    its ``__pycache__``, and every process would compile the package from source (~0.1 G
+    instructions, ~30 ms, for ``status``; more for ``run``)."""
+    compileall.compile_dir(ROOT / "sync_service", quiet=1)
 
 
 @dataclass

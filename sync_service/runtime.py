@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
+import importlib
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
@@ -35,6 +39,11 @@ class Service:
     #: The store held no work at start, so the sink and the client wait for first use.
     idle: bool = False
 
+    def stop_on_failure(self, stop: Callable[[BaseException], None]) -> None:
+        """``stop`` is told if the sink, made in the background (``overlap_sink``), fails."""
+        if isinstance(self.sink, SinkInMaking):
+            self.sink.on_failure = stop
+
 
 def open_upstream(
     settings: Settings, observer: Metrics | None = None, outage: Outage | None = None
@@ -53,7 +62,11 @@ def qdrant_sink(settings: Settings, metrics: Metrics) -> QdrantSink:
 
 @asynccontextmanager
 async def open_service(
-    settings: Settings, *, migrate: bool = False, defer_when_idle: bool = False
+    settings: Settings,
+    *,
+    migrate: bool = False,
+    defer_when_idle: bool = False,
+    overlap_sink: bool = False,
 ) -> AsyncIterator[Service]:
     """The store, the Qdrant sink, the upstream and the pipeline over them (``migrate``: an
     older schema may be migrated).
@@ -61,6 +74,12 @@ async def open_service(
     ``defer_when_idle`` (``run --drain``): if the store holds no work (``Store.has_work``), the
     sink and the upstream are made on first use instead, so a drain with nothing to do neither
     loads their libraries nor opens the embedded Qdrant folder.
+
+    ``overlap_sink`` (``run``): Qdrant's client is imported in a thread while the first
+    requests upstream are answered, and the sink is made and its mark checked when the work
+    first reaches for it (``SinkInMaking``). Not for an embedded Qdrant folder: its lock is
+    how other commands tell a daemon runs (``backfill`` queues its assets for it), so the
+    daemon takes it at start.
     """
     metrics = Metrics()
     outage = Outage()  # made before the upstream, which may wait for first use
@@ -82,10 +101,24 @@ async def open_service(
                     if lazy_sink.made is not None:
                         await lazy_sink.made.close()
             return
-        sink = qdrant_sink(settings, metrics)
+        folder = not settings.qdrant_url and str(settings.qdrant_path) != ":memory:"
+        overlap_sink = overlap_sink and not folder
+        if overlap_sink:
+            upstream_cm = open_upstream(settings, metrics, outage)  # its imports come first
+            sink = cast(
+                "QdrantSink",
+                SinkInMaking(
+                    lambda: qdrant_sink(settings, metrics),
+                    lambda made: check_mark(store, made, settings),
+                ),
+            )
+        else:
+            sink = qdrant_sink(settings, metrics)
         try:
-            await check_mark(store, sink, settings)
-            async with open_upstream(settings, metrics, outage) as upstream:
+            if not overlap_sink:
+                await check_mark(store, sink, settings)
+                upstream_cm = open_upstream(settings, metrics, outage)
+            async with upstream_cm as upstream:
                 pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
                 yield Service(settings, store, upstream, sink, pipeline, metrics)
         finally:
@@ -106,6 +139,108 @@ class OnFirstUse(Generic[T]):
         return getattr(self.made, name)
 
 
+def import_in_thread(module: str) -> Future[None]:
+    """Import ``module`` in a thread (done when the returned future is).
+
+    The import and the event loop share the GIL, so the import runs while the loop waits for
+    answers. Python's switch interval (5 ms) is left alone: a shorter one lets a woken loop
+    in sooner but hands the GIL back to the import every interval in the middle of the loop's
+    work (a few ms per answer), which then takes twice as long; runs with 0.5 and 1 ms were
+    no better (scenario 10).
+    """
+    done: Future[None] = Future()
+
+    def load() -> None:
+        try:
+            importlib.import_module(module)
+        except BaseException as exc:  # handed to whoever awaits the module
+            done.set_exception(exc)
+        else:
+            done.set_result(None)
+
+    threading.Thread(target=load, name=f"import {module}", daemon=True).start()
+    return done
+
+
+class SinkInMaking:
+    """The daemon's Qdrant sink while Qdrant's client is imported in a thread.
+
+    The import takes most of a second, and the first requests upstream (polls, asset and
+    feature fetches) need none of it: they go out meanwhile. The first call that reaches
+    Qdrant waits for the import, makes the sink and checks Qdrant's mark (``check_mark``)
+    before anything is written, as ``open_service`` does at start otherwise. Every attribute
+    reached before the sink is made must be one of its coroutine methods.
+
+    If the sink cannot be made (Qdrant's folder in use, a Qdrant without the store's mark),
+    ``on_failure`` is told (the daemon stops and raises it) and the callers are cancelled,
+    so their tasks spend no attempt on it.
+    """
+
+    def __init__(
+        self,
+        make: Callable[[], QdrantSink],
+        ready: Callable[[QdrantSink], Awaitable[None]],
+    ) -> None:
+        self._make = make
+        self._ready = ready
+        self._lock = asyncio.Lock()
+        self.loaded = import_in_thread("sync_service.qdrant.sink")
+        loop = asyncio.get_running_loop()
+        self.loaded.add_done_callback(lambda _: loop.call_soon_threadsafe(_freeze))
+        self.made: QdrantSink | None = None
+        self.failure: BaseException | None = None
+        self.on_failure: Callable[[BaseException], None] | None = None
+
+    async def get(self) -> QdrantSink:
+        if self.made is not None:
+            return self.made
+        async with self._lock:
+            if self.made is None and self.failure is None:
+                try:
+                    await asyncio.wrap_future(self.loaded)
+                    sink = self._make()
+                    try:
+                        await self._ready(sink)
+                    except BaseException:
+                        await sink.close()
+                        raise
+                    self.made = sink
+                except Exception as exc:
+                    self.failure = exc
+                    if self.on_failure is not None:
+                        self.on_failure(exc)
+        if self.made is not None:
+            return self.made
+        assert self.failure is not None
+        if self.on_failure is None:
+            raise self.failure
+        raise asyncio.CancelledError  # the daemon stops, and raises the failure
+
+    def __getattr__(self, name: str) -> Any:
+        if self.made is not None:
+            return getattr(self.made, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await getattr(await self.get(), name)(*args, **kwargs)
+
+        return call
+
+    async def close(self) -> None:
+        # A daemon stopped before the import ended still lets it finish: a thread cut off
+        # in the middle of an import at exit can leave the interpreter hanging.
+        with contextlib.suppress(Exception):
+            await asyncio.wrap_future(self.loaded)
+        if self.made is not None:
+            await self.made.close()
+
+
+def _freeze() -> None:
+    # `run` froze what start-up had made (gc.freeze, cli/main.py); Qdrant's client, imported
+    # since, joins it, so full collections walk none of its objects either.
+    gc.collect(1)
+    gc.freeze()
+
+
 class ControlApiError(Exception):
     """The control API could not start (e.g. its port is taken)."""
 
@@ -117,6 +252,9 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
     if settings.api_port == 0:
         yield None
         return
+    if isinstance(service.sink, SinkInMaking):
+        # The API's module imports Qdrant's client too: one thread at a time imports it.
+        await asyncio.wrap_future(service.sink.loaded)
     from sync_service.control.api import create_api
 
     token = settings.api_token.get_secret_value() if settings.api_token else None

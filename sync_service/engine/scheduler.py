@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
-import socket
-import uuid
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -21,6 +18,7 @@ from datetime import UTC, datetime
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync_service.engine.availability import StoreHealth, task_store_unavailable
+from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import Watcher
@@ -32,11 +30,6 @@ from sync_service.upstream.port import Outage
 log = logging.getLogger(__name__)
 
 JOB_DEFAULTS = {"misfire_grace_time": 1, "coalesce": True, "max_instances": 1}
-
-
-def worker_name() -> str:
-    """A lease owner name unique to this process."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
 class Daemon:
@@ -69,6 +62,9 @@ class Daemon:
         self._reports: set[asyncio.Task[None]] = set()
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
+        #: A failure outside any task (``abort``), raised by ``run``.
+        self.failure: BaseException | None = None
+        self._aborted: dict[asyncio.Task[None], Claim] = {}
         self._stop = asyncio.Event()
         self._forced = False
         self._drain = False
@@ -132,6 +128,16 @@ class Daemon:
         log.info("stopping", extra={"event": "daemon_stopping", "in_flight": len(self.in_flight)})
         self._stop.set()
 
+    def abort(self, exc: BaseException) -> None:
+        """Stop at once for a failure outside any one task (the Qdrant sink could not be made):
+        the work in flight is cancelled, its leases go back, and ``run`` raises ``exc``."""
+        if self.failure is None:
+            self.failure = exc
+        self._aborted.update(self.in_flight)  # they leave in_flight as they end
+        for task in self.in_flight:
+            task.cancel()
+        self._stop.set()
+
     async def run(self, *, drain: bool = False) -> int:
         """Run until stopped; returns the process exit code."""
         self._drain = drain
@@ -192,6 +198,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+        if self.failure is not None:
+            raise self.failure
         if self.fatal is not None:
             log.error("stopped: %s", self.fatal, extra={"event": "daemon_fatal"})
             return 1
@@ -373,9 +381,9 @@ class Daemon:
 
     async def _finish_in_flight(self) -> None:
         """Let in-flight work end within the grace period; cancel and release the rest."""
-        if not self.in_flight:
+        pending = {**self._aborted, **self.in_flight}
+        if not pending:
             return
-        pending = dict(self.in_flight)
         _, still = await asyncio.wait(pending, timeout=self.shutdown_grace)
         if still:
             log.warning(

@@ -1,4 +1,5 @@
-"""``status``'s reads of a SQLite store, made with the standard library's driver.
+"""``status``'s reads of a SQLite store (and those of an idle ``run --drain``), made with the
+standard library's driver.
 
 Importing SQLAlchemy and its async driver takes about a third of a second, more than the rest
 of ``status``. A SQLite store already at the newest schema (the usual case) is read here instead:
@@ -30,7 +31,8 @@ _PLAIN_SQLITE = re.compile(r"sqlite(?:\+aiosqlite|\+pysqlite)?:///(?P<path>[^?#%
 
 
 class StorePeek:
-    """The reads ``status`` makes, with the signatures of the store's own."""
+    """The reads ``status`` (and ``engine/idle.py``) make, with the signatures of the store's
+    own."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
@@ -75,6 +77,20 @@ class StorePeek:
     async def outages(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT value FROM service_info WHERE key LIKE 'outage/%'")
         return fresh_outages([row[0] for row in rows], time.time())
+
+    async def info(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM service_info WHERE key = ?", key)
+        return str(rows[0][0]) if rows else None
+
+    async def has_work(self) -> bool:
+        # Store.has_work's two reads, as compiled for SQLite.
+        return bool(
+            self._rows("SELECT task_id FROM tasks WHERE state = 'pending' LIMIT 1")
+            or self._rows(
+                "SELECT collection_id FROM mirrors WHERE watched = 1 OR pass_step IS NOT NULL"
+                " OR held_at IS NOT NULL LIMIT 1"
+            )
+        )
 
     async def mirrors(self) -> list[Mirror]:
         rows = self._rows("SELECT * FROM mirrors ORDER BY collection_id")

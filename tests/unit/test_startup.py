@@ -25,10 +25,42 @@ except SystemExit:
 sys.__stdout__.write("\\nMODULES " + json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
 
+#: ``run`` with work: Qdrant's client is held at its import until the process connects
+#: anywhere (its first request upstream), which only an import in the background lets happen.
+OVERLAP_PROBE = """
+import importlib.machinery, os, socket, sys, threading
+connected = threading.Event()
+for name in ("connect", "connect_ex"):
+    def patched(self, *args, _real=getattr(socket.socket, name)):
+        connected.set()
+        return _real(self, *args)
+    setattr(socket.socket, name, patched)
+
+class HoldQdrant:  # holds the module's execution (finders run under the global import lock)
+    def find_spec(self, name, path=None, target=None):
+        if name != "qdrant_client":
+            return None
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+
+        def exec_module(module):
+            first = connected.wait(30)
+            sys.__stdout__.write("\\nORDER " + ("request" if first else "import") + "\\n")
+            sys.__stdout__.flush()
+            os._exit(0)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, HoldQdrant())
+from sync_service.cli.main import main
+sys.argv = ["sync-service", "run", "--drain"]
+main()
+"""
+
 HEAVY = {"qdrant_client", "numpy", "fastapi", "uvicorn", "aiohttp", "httpx", "alembic"}
 
 
-def _loaded(tmp_path: Path, *args: str) -> set[str]:
+def _env(tmp_path: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
@@ -41,10 +73,14 @@ def _loaded(tmp_path: Path, *args: str) -> set[str]:
         DATABASE_URL=f"sqlite:///{tmp_path / 'sync.db'}",
         SYNC_API_PORT="0",
     )
+    return env
+
+
+def _loaded(tmp_path: Path, *args: str) -> set[str]:
     result = subprocess.run(
         [sys.executable, "-c", PROBE, *args],
         cwd=tmp_path,
-        env=env,
+        env=_env(tmp_path),
         capture_output=True,
         text=True,
         timeout=120,
@@ -75,5 +111,23 @@ def test_status_reads_sqlite_without_sqlalchemy(migrated: Path) -> None:
 
 
 def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Path) -> None:
-    assert _loaded(migrated, "run", "--drain") & HEAVY == set()
+    assert _loaded(migrated, "run", "--drain") & HEAVY == set()  # binds the store to Qdrant
     assert not (migrated / "qdrant").exists()  # the embedded folder is not opened either
+    # Bound, and still idle: told from SQLite directly (engine/idle.py).
+    again = _loaded(migrated, "run", "--drain")
+    assert again & (HEAVY | {"sqlalchemy", "aiosqlite", "apscheduler"}) == set()
+
+
+def test_run_with_work_asks_upstream_before_qdrants_client_is_imported(migrated: Path) -> None:
+    # A Qdrant server (never reached here); an embedded folder is taken at start instead.
+    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9"}
+    subprocess.run([sys.executable, "-c", PROBE, "track", "t-1"], cwd=migrated, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", OVERLAP_PROBE],
+        cwd=migrated,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "ORDER request" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
