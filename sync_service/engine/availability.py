@@ -9,10 +9,17 @@ outcomes already in hand wait for it (``engine/persist.py``). ``/readyz`` and th
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sync_service.state.store import Store
+    from sync_service.upstream.port import Outage
 
 log = logging.getLogger("sync_service.engine.scheduler")
 
@@ -78,3 +85,29 @@ def task_store_unavailable(exc: BaseException, task_id: str) -> None:
         first_line(exc),
         extra={"event": "store_unavailable", "task_id": task_id},
     )
+
+
+class OutageReports:
+    """Writes this process's view of Mixpeek's breaker where ``status`` (another process) reads
+    it (``service_info``); re-written at each failed probe, so a report that stops is stale."""
+
+    def __init__(self, store: Store, owner: str) -> None:
+        self.store = store
+        self.owner = owner
+        self._writes: set[asyncio.Task[None]] = set()
+
+    def report(self, outage: Outage) -> None:
+        if outage.since is not None:
+            write = self.store.report_outage(self.owner, "Mixpeek", outage.since, outage.reason)
+        else:
+            write = self.store.clear_outage(self.owner)
+        task = asyncio.ensure_future(write)
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort
+
+    async def close(self, outage: Outage) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)
+        if outage.is_open:  # this process will no longer report on it
+            with contextlib.suppress(Exception):
+                await self.store.clear_outage(self.owner)

@@ -17,7 +17,11 @@ from datetime import UTC, datetime
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync_service.engine.availability import StoreHealth, task_store_unavailable
+from sync_service.engine.availability import (
+    OutageReports,
+    StoreHealth,
+    task_store_unavailable,
+)
 from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
@@ -25,7 +29,6 @@ from sync_service.keep.watcher import Watcher
 from sync_service.settings import Settings
 from sync_service.state.records import Claim
 from sync_service.state.store import STORE_ERRORS, LeaseLost, Store
-from sync_service.upstream.port import Outage
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ class Daemon:
         self.drain_outage_wait = drain_outage_wait
         self.store_health = StoreHealth()
         self.store_health.on_change(lambda h: pipeline.metrics.store_answered(h.since is None))
-        self._reports: set[asyncio.Task[None]] = set()
+        self.outage_reports = OutageReports(store, self.owner)
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
         #: A failure outside any task (``abort``), raised by ``run``.
@@ -171,7 +174,7 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        self.pipeline.outage.on_change(self._report_outage)
+        self.pipeline.outage.on_change(self.outage_reports.report)
         scheduler.start()
         log.info(
             "daemon started", extra={"event": "daemon_started", "owner": self.owner, "drain": drain}
@@ -194,7 +197,7 @@ class Daemon:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight()
             scheduler.shutdown(wait=False)
-            await self._clear_outage_report()
+            await self.outage_reports.close(self.pipeline.outage)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -306,23 +309,6 @@ class Daemon:
             )
             self._stop.set()
         return True
-
-    def _report_outage(self, outage: Outage) -> None:
-        """Write the breaker's state where ``status`` (another process) reads it."""
-        if outage.since is not None:
-            write = self.store.report_outage(self.owner, "Mixpeek", outage.since, outage.reason)
-        else:
-            write = self.store.clear_outage(self.owner)
-        task = asyncio.ensure_future(write)
-        self._reports.add(task)
-        task.add_done_callback(self._reports.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort
-
-    async def _clear_outage_report(self) -> None:
-        await asyncio.gather(*self._reports, return_exceptions=True)
-        if self.pipeline.outage.is_open:  # this process will no longer report on it
-            with suppress(Exception):
-                await self.store.clear_outage(self.owner)
 
     async def _wake_when_due(self) -> None:
         """Claim again when the next task falls due, not at the tick after it.
