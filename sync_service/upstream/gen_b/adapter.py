@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sync_service.upstream.errors import (
     MixpeekBadResponse,
@@ -22,6 +21,7 @@ from sync_service.upstream.errors import (
 )
 from sync_service.upstream.gen_b import models
 from sync_service.upstream.gen_b.client import MixpeekClient
+from sync_service.upstream.owner import ClientOwner
 from sync_service.upstream.port import (
     Asset,
     AssetContent,
@@ -44,26 +44,14 @@ _SORTS: dict[ListOrder, tuple[str, str]] = {
 _STAMP_CHARS = 64  # a stamp is compared and stored, never parsed: bound what a server sends
 
 
-class GenBUpstream:
+class GenBUpstream(ClientOwner):
     """:class:`~sync_service.upstream.port.Upstream` over the 2024 API's :class:`MixpeekClient`."""
+
+    client: MixpeekClient
 
     def __init__(self, client: MixpeekClient) -> None:
         self.client = client
         self.outage = client.outage
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    def __repr__(self) -> str:
-        return f"GenBUpstream({self.client!r})"
 
     async def get_task(self, task_id: str) -> TaskState:
         task = await self.client.get_task(task_id)

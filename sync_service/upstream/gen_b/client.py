@@ -16,7 +16,6 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import SecretStr
 
-from sync_service import __version__
 from sync_service.upstream.admission import LIST, POLL
 from sync_service.upstream.errors import MixpeekBadRequest, MixpeekBadResponse
 from sync_service.upstream.gen_b.models import (
@@ -29,7 +28,7 @@ from sync_service.upstream.gen_b.models import (
     Page,
     Task,
 )
-from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
+from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy, base_headers
 from sync_service.upstream.outage import Outage
 
 __all__ = ["MixpeekClient", "RequestObserver", "RetryPolicy"]
@@ -101,12 +100,7 @@ class MixpeekClient:
         timeout: httpx.Timeout | None = None,
         outage: Outage | None = None,
     ) -> None:
-        raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        # Stripped: a trailing newline from a secrets file makes h11 echo the header in errors.
-        secret = (raw or "").strip()
-        headers = {"Accept": "application/json", "User-Agent": f"sync-service/{__version__}"}
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
+        headers, secret = base_headers(api_key)
         if namespace:
             # Gen B scoped tenants with index-id, B' onwards with X-Namespace; send both.
             headers["X-Namespace"] = namespace

@@ -21,11 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound, MixpeekUnsupported
 from sync_service.upstream.gen_b.models import parse_timestamp
+from sync_service.upstream.owner import ClientOwner
 from sync_service.upstream.port import (
     Asset,
     AssetContent,
@@ -70,8 +70,10 @@ def _zulu(value: Any) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class V1Upstream:
+class V1Upstream(ClientOwner):
     """:class:`~sync_service.upstream.port.Upstream` over :class:`V1Client`."""
+
+    client: V1Client
 
     def __init__(self, client: V1Client) -> None:
         self.client = client
@@ -82,20 +84,6 @@ class V1Upstream:
         # assets), so the port's numbered pages walk v1's cursors.
         self._walks: dict[_WalkKey, tuple[int, str, frozenset[str]]] = {}
         self._filters_refused = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self.client.aclose()
-
-    def __repr__(self) -> str:
-        return f"V1Upstream({self.client!r})"
 
     # -- tasks ----------------------------------------------------------------------------------
 

@@ -14,9 +14,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import SecretStr
 
-from sync_service import __version__
 from sync_service.upstream.admission import LIST, POLL
-from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
+from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy, base_headers
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.v1.models import Batch, DocumentPage, Task, as_object
 
@@ -52,11 +51,7 @@ class V1Client:
         observer: RequestObserver | None = None,
         outage: Outage | None = None,
     ) -> None:
-        raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-        secret = (raw or "").strip()  # a secrets file's trailing newline would break h11
-        headers = {"Accept": "application/json", "User-Agent": f"sync-service/{__version__}"}
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
+        headers, secret = base_headers(api_key)
         if namespace:
             headers["X-Namespace"] = namespace.strip()
         self.namespace = namespace
