@@ -39,7 +39,9 @@ def run_cli(app: Callable[[], object]) -> None:
         if isinstance(exc, OSError) and exc.filename:  # a path: the setting that named it
             where = "(check DATABASE_URL and QDRANT_PATH)"
             _die(f"cannot use {str(exc.filename)!r}: {exc.strerror} {where}")
-        _die(f"cannot reach a service the command needs: {_first_line(exc)}")
+        # Which one the error does not say: name where each is looked for.
+        hosts = ", ".join(_where(part) for part in ("store", "qdrant", "mixpeek"))
+        _die(f"cannot reach a service the command needs ({hosts}): {_first_line(exc)}")
     except RuntimeError as exc:
         if "already accessed by another instance" not in str(exc):
             _unexpected(exc)
