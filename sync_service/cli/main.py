@@ -48,6 +48,9 @@ app = typer.Typer(
     add_completion=False,
     # Rich tracebacks print local variables, and locals can hold secrets: never show them.
     pretty_exceptions_enable=False,
+    # Plain click output: a usage error ends with one "Error: …" line naming the option (Rich
+    # drew a box around it), and --help does not load Rich.
+    rich_markup_mode=None,
 )
 
 
