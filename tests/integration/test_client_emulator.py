@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sync_service.emulator import EmulatorServer
-from sync_service.upstream.errors import MixpeekAuthError, MixpeekNotFound
+from sync_service.upstream.errors import MixpeekAuthError, MixpeekError, MixpeekNotFound
 from sync_service.upstream.gen_b.client import MixpeekClient, RetryPolicy
 from sync_service.upstream.gen_b.models import Task, TaskOutcome
 from tests.conftest import API_KEY
@@ -94,3 +94,23 @@ async def test_pagination_walks_every_asset(client: MixpeekClient) -> None:
     assert first.total == 23 and len(first.results) == 10 and first.has_next
     every = [a.asset_id async for a in client.iter_assets(["paged"], page_size=10)]
     assert len(every) == len(set(every)) == 23
+
+
+async def test_the_breakers_probe_is_answered_by_a_healthy_api_and_not_by_a_failing_one(
+    emulator: EmulatorServer,
+) -> None:
+    from sync_service.upstream.outage import Outage
+
+    outage = Outage()
+    async with MixpeekClient(
+        base_url=emulator.url, api_key=API_KEY, policy=FAST, outage=outage
+    ) as client:
+        assert await outage.check()  # the probe task is unknown: a 404 is an answer
+        assert not outage.is_open
+        emulator.update_config(error_rate=1.0)
+        assert not await outage.check()
+        assert outage.is_open and outage.reason is not None and "answered 5" in outage.reason
+        with pytest.raises(MixpeekError, match="Mixpeek unavailable since"):
+            await client.get_task("any")  # not sent while open
+        emulator.update_config(error_rate=0.0)
+        assert await outage.check() and not outage.is_open

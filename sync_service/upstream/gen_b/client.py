@@ -79,6 +79,10 @@ def _index_result(data: Any) -> IndexResult:
     return result
 
 
+#: The task the breaker's probe asks for (``upstream/outage.py``): a UUID no one is given.
+PROBE_TASK_ID = "00000000-0000-4000-8000-000000000000"
+
+
 class MixpeekClient:
     """Async client for the Mixpeek API, over one pooled ``httpx.AsyncClient``.
 
@@ -116,8 +120,9 @@ class MixpeekClient:
             observer=observer,
             timeout=timeout,
             outage=outage,
-            # A task id no one has: any answer (404 expected) proves the API there.
-            probe_path="/tasks/sync-service-probe",
+            # A task no one has, in the form task ids take (an API that parses ids should say
+            # 404, not fail): any answer below 500 proves the API, auth and lookup there.
+            probe_path=f"/tasks/{PROBE_TASK_ID}",
         )
         self._vector_param = _VECTOR_PARAMS[0]
 
