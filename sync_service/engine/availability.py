@@ -14,7 +14,6 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,53 +28,37 @@ def first_line(exc: BaseException) -> str:
 
 
 class StoreHealth:
-    """Down since when, and why; None while the store answers."""
+    """Whether the store answers, as the ticks see it. The time it went down is kept once, by
+    the metrics (``on_change(up)``, which ``/readyz`` reads too); this only logs the change."""
 
-    def __init__(self) -> None:
-        self.since: datetime | None = None
-        self.reason: str | None = None
-        self._down_at = 0.0
-        self._listeners: list[Callable[[StoreHealth], None]] = []
-
-    def on_change(self, listener: Callable[[StoreHealth], None]) -> None:
-        self._listeners.append(listener)
+    def __init__(self, on_change: Callable[[bool], None]) -> None:
+        self._on_change = on_change
+        self._down_at: float | None = None
 
     def failed(self, exc: BaseException) -> None:
-        self.reason = first_line(exc)
-        if self.since is not None:
-            log.debug("state store still unavailable: %s", self.reason)
+        reason = first_line(exc)
+        if self._down_at is not None:
+            log.debug("state store still unavailable: %s", reason)
             return
-        self.since, self._down_at = datetime.now(UTC), time.monotonic()
+        self._down_at = time.monotonic()
         log.warning(
             "state store unavailable: %s; claims paused until it answers",
-            self.reason,
+            reason,
             extra={"event": "store_unavailable"},
         )
-        self._notify()
+        self._on_change(False)
 
     def answered(self) -> None:
-        if self.since is None:
+        if self._down_at is None:
             return
         down = time.monotonic() - self._down_at
-        self.since, self.reason = None, None
+        self._down_at = None
         log.warning(
             "state store available again after %.0f s; work resumes",
             down,
             extra={"event": "store_available", "seconds": round(down, 1)},
         )
-        self._notify()
-
-    def describe(self) -> str:
-        if self.since is None:
-            return "ok"
-        return f"unavailable since {self.since:%Y-%m-%d %H:%M:%S}Z: {self.reason}"
-
-    def _notify(self) -> None:
-        for listener in self._listeners:
-            try:
-                listener(self)
-            except Exception:
-                log.exception("store health listener failed")
+        self._on_change(True)
 
 
 def task_store_unavailable(exc: BaseException, task_id: str) -> None:

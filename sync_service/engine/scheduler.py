@@ -60,8 +60,7 @@ class Daemon:
         self.owner = owner or worker_name()
         self.on_progress = on_progress
         self.drain_outage_wait = drain_outage_wait
-        self.store_health = StoreHealth()
-        self.store_health.on_change(lambda h: pipeline.metrics.store_answered(h.since is None))
+        self.store_health = StoreHealth(pipeline.metrics.store_answered)
         self.outage_reports = OutageReports(store, self.owner)
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
