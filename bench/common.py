@@ -198,7 +198,18 @@ class Service:
         # BENCH_PROFILE=out.txt records the daemon under py-spy (collapsed stacks).
         if args and args[0] == "run" and os.environ.get("BENCH_PROFILE"):
             out = os.environ["BENCH_PROFILE"]
-            command = ["py-spy", "record", "-r", "200", "-f", os.environ.get("BENCH_PROFILE_FORMAT", "raw"), "-o", out, "--", *command]
+            command = [
+                "py-spy",
+                "record",
+                "-r",
+                "200",
+                "-f",
+                os.environ.get("BENCH_PROFILE_FORMAT", "raw"),
+                "-o",
+                out,
+                "--",
+                *command,
+            ]
         with self.log.open("ab") as log:
             return subprocess.Popen(
                 command, env=self.env, cwd=self.root, stdout=subprocess.DEVNULL, stderr=log

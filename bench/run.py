@@ -4,7 +4,8 @@
 
 Scenarios (see bench/README.md): 1 throughput vs ideal and vs the naive script, 2 rate-limited
 upstream, 3 upstream calls per feature, 4 the write path alone, 5 100k pending tasks,
-6 freshness, 7 keeping Qdrant in step, 8 watch mode, 9 start-up, 10 the whole process. The
+6 freshness, 7 keeping Qdrant in step, 8 watch mode, 9 start-up, 10 the whole process,
+11 Mixpeek v1. The
 service always runs as a real ``sync-service`` subprocess.
 """
 
@@ -32,6 +33,7 @@ from bench.keep_in_step import keep_in_step
 from bench.scenarios import FULL, QUICK, Size, rate_limited, throughput
 from bench.startup import startup
 from bench.store_bench import store_scale
+from bench.v1_batches import v1_batches
 from bench.watch import watch
 from bench.whole_process import whole_process
 from bench.write_path import write_path
@@ -57,6 +59,7 @@ SCENARIOS: dict[str, tuple[set[int], Scenario]] = {
     "watch": ({8}, watch),
     "startup": ({9}, lambda _size, tmp: startup(tmp)),
     "whole_process": ({10}, whole_process),
+    "v1_batches": ({11}, v1_batches),
 }
 
 
@@ -98,7 +101,9 @@ def print_table(rows: list[Row], console: Console) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller sizes: a smoke run < 1 min")
-    parser.add_argument("--only", default="1,2,3,4,5,6,7,8,9,10", help="scenario numbers, e.g. 1,4")
+    parser.add_argument(
+        "--only", default="1,2,3,4,5,6,7,8,9,10,11", help="scenario numbers, e.g. 1,4"
+    )
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     args = parser.parse_args(argv)
     only = {int(x) for x in args.only.split(",") if x.strip()}
