@@ -205,12 +205,11 @@ def submit(
     async def main() -> list[str]:
         submitted: list[str] = []
         async with open_store(settings) as store, open_upstream(settings) as upstream:
-            for item in items:
-                task_id = await upstream.submit(item)
-                if task_id:
-                    # Tracked one by one: a failure half-way loses none already submitted.
-                    await store.track([task_id], source="submit")
-                    submitted.append(task_id)
+            # Together: on v1 every item bound for one bucket goes in one batch (one task).
+            async for task_id in upstream.submit_all(items):
+                # Tracked one by one: a failure half-way loses none already submitted.
+                await store.track([task_id], source="submit")
+                submitted.append(task_id)
         return submitted
 
     try:

@@ -240,6 +240,8 @@ class Pipeline:
             Rejected(f.feature_id, "feature vanished upstream (404)", excerpt(f.data))
             for f in fetched.vanished
         ] + plan.rejected
+        # What upstream says the task should have made and did not (a v1 batch's shortfall).
+        rejected += [Rejected(None, why, "") for why in (task.problems if task else ())]
         result = SyncResult(
             upstream_status=status,
             asset_id=asset_id,

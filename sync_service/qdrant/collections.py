@@ -34,6 +34,19 @@ _DISTANCES = {
 }
 
 
+# v1's VectorIndex.distance words (README "Mixpeek v1"), and Qdrant's own spellings.
+_DECLARED_DISTANCES = {
+    "cosine": models.Distance.COSINE,
+    "dot": models.Distance.DOT,
+    "euclid": models.Distance.EUCLID,
+    "euclidean": models.Distance.EUCLID,
+    "manhattan": models.Distance.MANHATTAN,
+}
+#: A multi-dense vector (late interaction: one vector per token or patch) is scored by the
+#: sum over the query's vectors of the best match among the document's.
+_MAX_SIM = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
+
+
 class QdrantCollections:
     """Collections, vector names and aliases; ``QdrantSink`` inherits this and adds points.
 
@@ -63,9 +76,9 @@ class QdrantCollections:
         schema: dict[str, VectorSpec] = {}
         dense = info.config.params.vectors
         if isinstance(dense, Mapping):
-            schema.update({n: VectorSpec(size=p.size) for n, p in dense.items()})
+            schema.update({n: _spec(p) for n, p in dense.items()})
         elif isinstance(dense, models.VectorParams):
-            schema[""] = VectorSpec(size=dense.size)
+            schema[""] = _spec(dense)
         for sparse_name in info.config.params.sparse_vectors or {}:
             schema[sparse_name] = VectorSpec(size=None, sparse=True)
         self._schemas[name] = schema
@@ -136,7 +149,11 @@ class QdrantCollections:
         """Create a physical collection with the keyword indexes (no alias); idempotent."""
         metric = _DISTANCES[distance] if distance is not None else self.distance
         dense = {
-            n: models.VectorParams(size=s.size or 0, distance=metric)
+            n: models.VectorParams(
+                size=s.size or 0,
+                distance=_declared(s, metric),
+                multivector_config=_MAX_SIM if s.multi else None,
+            )
             for n, s in specs.items()
             if not s.sparse
         }
@@ -234,5 +251,18 @@ class QdrantCollections:
         if spec.sparse:
             return models.SparseVectorNameConfig(sparse=models.SparseVectorConfig())
         return models.DenseVectorNameConfig(
-            dense=models.DenseVectorConfig(size=spec.size or 0, distance=metric)
+            dense=models.DenseVectorConfig(
+                size=spec.size or 0,
+                distance=_declared(spec, metric),
+                multivector_config=_MAX_SIM if spec.multi else None,
+            )
         )
+
+
+def _spec(params: models.VectorParams) -> VectorSpec:
+    return VectorSpec(size=params.size, multi=params.multivector_config is not None)
+
+
+def _declared(spec: VectorSpec, metric: models.Distance) -> models.Distance:
+    """The distance upstream declares for the vector (v1's vector indexes), else ``metric``."""
+    return _DECLARED_DISTANCES.get((spec.distance or "").lower(), metric)
