@@ -312,8 +312,15 @@ def demo(
     data_dir: str = typer.Option(
         "./data/demo", "--data-dir", help="Where the demo keeps its state."
     ),
+    api: str = typer.Option(
+        "2024",
+        "--api",
+        help="The Mixpeek API the emulator serves and the service speaks: 2024 or v1.",
+    ),
 ) -> None:
     """The whole loop on embedded defaults against the built-in emulator, then a query."""
+    if api not in ("2024", "v1"):
+        fail(f"--api {api!r}: expected 2024 or v1", EXIT_CONFIG)
     from pathlib import Path
 
     root = Path(data_dir)
@@ -327,7 +334,7 @@ def demo(
         fail(f"--data-dir {str(root)!r}: cannot start it afresh ({exc.strerror})", EXIT_CONFIG)
     from sync_service.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(root, out))
+    raise typer.Exit(run_demo(root, out, "v1" if api == "v1" else "2024"))
 
 
 def _print_status(

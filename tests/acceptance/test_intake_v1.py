@@ -10,6 +10,9 @@ batch syncs what it made and reports the object that made nothing (README "Mixpe
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import httpx
 import pytest
 from qdrant_client import QdrantClient, models
 
+from sync_service.emulator import library
 from sync_service.emulator.library import video_url
 from sync_service.emulator.v1.config import V1Config
 from sync_service.emulator.v1.server import V1EmulatorServer
@@ -28,7 +32,8 @@ from tests.harness import Service
 DENSE = "hybrid_extractor_v1_dense_embedding"
 SPARSE = "hybrid_extractor_v1_sparse_embedding"
 MULTI = "hybrid_extractor_v1_late_interaction_embedding"
-SMALL = {DENSE: 8, MULTI: 4, "multimodal_extractor_v1_multimodal_embedding": 8}
+MM = "multimodal_extractor_v1_multimodal_embedding"
+SMALL = {DENSE: 8, MULTI: 4, MM: 8}
 
 
 @pytest.fixture
@@ -190,3 +195,33 @@ def test_completed_with_errors_syncs_what_exists_and_reports_the_rest(
     assert lost in letters[0]["reason"] and "COMPLETED_WITH_ERRORS" in letters[0]["reason"]
     _, landed = records(tmp_path, world.collection)
     assert len(landed) == 1
+
+
+def test_the_demo_on_the_v1_api_runs_the_whole_loop(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
+    }
+    result = subprocess.run(
+        [sys.executable, "-m", "sync_service", "demo", "--api", "v1", "--data-dir", "d"],
+        cwd=tmp_path,
+        env={**env, "COLUMNS": "240"},  # one line per table row, so rows can be read
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    out = result.stdout
+    assert "Mixpeek emulator (v1 API) listening on" in out
+    assert "(1 task(s))" in out and "14/14" in out  # one batch; 14 objects synced
+    assert "Qdrant collection demo: 24 points (image 3, text 3, video 18)" in out
+    assert f"{MM} (dense[1408])" in out
+    for text, video, segment in library.QUERIES:
+        title = f"query {text!r} in demo ({MM})"
+        table = out[out.index(title) :]
+        top = next(line for line in table.splitlines() if line.startswith("│ 1 "))
+        # The right segment first: its video's URL and its start and end times.
+        start = segment * library.INTERVAL
+        assert library.video_url(video) in top
+        assert f"{start}-{start + library.INTERVAL} s" in top

@@ -78,6 +78,14 @@ def extract(extractor: Extractor, obj: StoredObject, interval: int) -> list[Extr
     return [("text", {"text": text}, dict.fromkeys(kinds, text))]
 
 
+def source_url(extractor: Extractor, obj: StoredObject) -> str | None:
+    """The URL of the blob the extractor reads (None for a text given as a value)."""
+    blob = _blob_for(extractor, obj)
+    if blob is None or blob.type in ("text", "string") or not isinstance(blob.data, str):
+        return None
+    return blob.data if blob.data.startswith(("http://", "https://", "s3://")) else None
+
+
 def deterministic_id(obj: StoredObject, collection: Collection, position: int) -> str:
     """Mixpeek's formula in spirit: hash(source object, extractor, collection, position)."""
     ext = str(collection.extractor["feature_extractor_id"])
@@ -150,6 +158,7 @@ def render(
             ],
         },
         "metadata": {"ingestion_status": "COMPLETED"},
+        "processing": {"source_url": doc.source_url},
     }
     if with_names:
         body["_vectors"] = list(sizes(extractor, config.vector_dimensions))

@@ -65,6 +65,12 @@ def _zulu(value: Any) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def _source_url(internal: dict[str, Any]) -> str | None:
+    processing = internal.get("processing")
+    url = processing.get("source_url") if isinstance(processing, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
 class V1Upstream(V1Intake, ClientOwner):
     """:class:`~sync_service.upstream.port.Upstream` over :class:`V1Client`."""
 
@@ -199,6 +205,8 @@ class V1Upstream(V1Intake, ClientOwner):
             "object_id": object_id,
             "root_bucket_id": lin["root_bucket_id"],
             "namespace_id": internal.get("namespace_id"),
+            # The source's URL, as searches show an asset (_internal.processing.source_url).
+            "url": _source_url(internal),
             "mixpeek_api": "v1",
         }
         return Asset(
