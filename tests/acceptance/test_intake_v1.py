@@ -225,3 +225,30 @@ def test_the_demo_on_the_v1_api_runs_the_whole_loop(tmp_path: Path) -> None:
         start = segment * library.INTERVAL
         assert library.video_url(video) in top
         assert f"{start}-{start + library.INTERVAL} s" in top
+
+
+def test_v1_points_are_refused_by_a_collection_of_2024_points(
+    tmp_path: Path, emulator: V1EmulatorServer
+) -> None:
+    world = World(emulator, "text_extractor")
+    # A collection an earlier 2024 sync made under the one name QDRANT_COLLECTION gives all.
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    params = models.VectorParams(size=4, distance=models.Distance.COSINE)
+    client.create_collection("shared", {"multimodal-v1": params}, metadata={"mixpeek_api": "2024"})
+    client.close()
+    task_id, _ = world.batch("A text for the shared collection.")
+    sync = service(tmp_path, emulator)
+    sync.cli("track", task_id)
+    sync.cli("run", "--drain", timeout=120, QDRANT_COLLECTION="shared")
+    (task,) = sync.status()["tasks"]
+    assert task["state"] == "failed"
+    assert (
+        "Qdrant collection 'shared' holds Mixpeek 2024 points and these are Mixpeek v1 ones"
+        in task["error"]
+    )
+    client = QdrantClient(path=str(tmp_path / "qdrant"))
+    try:
+        assert client.count("shared").count == 0
+        assert set(client.get_collection("shared").config.params.vectors) == {"multimodal-v1"}
+    finally:
+        client.close()
