@@ -205,12 +205,11 @@ def submit(
     async def main() -> list[str]:
         submitted: list[str] = []
         async with open_store(settings) as store, open_upstream(settings) as upstream:
-            for item in items:
-                task_id = await upstream.submit(item)
-                if task_id:
-                    # Tracked one by one: a failure half-way loses none already submitted.
-                    await store.track([task_id], source="submit")
-                    submitted.append(task_id)
+            # Together: on v1 every item bound for one bucket goes in one batch (one task).
+            async for task_id in upstream.submit_all(items):
+                # Tracked one by one: a failure half-way loses none already submitted.
+                await store.track([task_id], source="submit")
+                submitted.append(task_id)
         return submitted
 
     try:
@@ -313,8 +312,15 @@ def demo(
     data_dir: str = typer.Option(
         "./data/demo", "--data-dir", help="Where the demo keeps its state."
     ),
+    api: str = typer.Option(
+        "2024",
+        "--api",
+        help="The Mixpeek API the emulator serves and the service speaks: 2024 or v1.",
+    ),
 ) -> None:
     """The whole loop on embedded defaults against the built-in emulator, then a query."""
+    if api not in ("2024", "v1"):
+        fail(f"--api {api!r}: expected 2024 or v1", EXIT_CONFIG)
     from pathlib import Path
 
     root = Path(data_dir)
@@ -328,7 +334,7 @@ def demo(
         fail(f"--data-dir {str(root)!r}: cannot start it afresh ({exc.strerror})", EXIT_CONFIG)
     from sync_service.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(root, out))
+    raise typer.Exit(run_demo(root, out, "v1" if api == "v1" else "2024"))
 
 
 def _print_status(

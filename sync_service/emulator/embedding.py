@@ -15,6 +15,7 @@ import hashlib
 import itertools
 import re
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -91,3 +92,25 @@ def feature_embedding(text: str, seed: str, size: int, name: str) -> list[float]
     if not hashed.any():
         return _as_floats(noise)
     return _as_floats(hashed / np.linalg.norm(hashed) + NOISE * noise)
+
+
+def sparse_embedding(text: str, name: str, space: int) -> dict[str, list[Any]]:
+    """``text``'s sparse vector in vector space ``name``: one entry per hashed term (a SPLADE-like
+    bag of weighted words and pairs), indices below ``space``, ascending."""
+    weights: dict[int, float] = {}
+    for term, weight in terms(text):
+        index, _sign = _slot(name, term, space)
+        weights[index] = weights.get(index, 0.0) + weight
+    indices = sorted(weights)
+    return {"indices": indices, "values": [float(weights[i]) for i in indices]}
+
+
+def multi_embedding(
+    text: str, seed: str, size: int, name: str, most: int = 16
+) -> list[list[float]]:
+    """``text``'s multi-dense vector (late interaction): one unit vector per word, at most
+    ``most`` of them; a text with no word left gets one seeded vector."""
+    words = [term for term, weight in terms(text) if weight == 1.0][:most]
+    if not words:
+        return [_as_floats(_noise(f"{seed}\x1f{name}", size))]
+    return [feature_embedding(word, f"{seed}\x1f{i}", size, name) for i, word in enumerate(words)]

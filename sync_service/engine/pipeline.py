@@ -184,7 +184,9 @@ class Pipeline:
                 await self.sink.schema(target),
                 self.settings.vector_sizes,
             )
-            await self._make_room(target, plan)
+            # A collection holds one API generation (v1 and 2024 points never mix).
+            await self.sink.check_generation(target, fetched.generation)
+            await self._make_room(target, plan, fetched.generation)
             writes = plan_writes(
                 plan.points,
                 await self.store.ledger(asset_id=asset_id, collection=target),
@@ -240,6 +242,8 @@ class Pipeline:
             Rejected(f.feature_id, "feature vanished upstream (404)", excerpt(f.data))
             for f in fetched.vanished
         ] + plan.rejected
+        # What upstream says the task should have made and did not (a v1 batch's shortfall).
+        rejected += [Rejected(None, why, "") for why in (task.problems if task else ())]
         result = SyncResult(
             upstream_status=status,
             asset_id=asset_id,
@@ -339,12 +343,11 @@ class Pipeline:
         note = f"; its {removed} point(s) were removed from Qdrant" if removed else ""
         await self.outcomes.fail(claim, f"asset not found upstream (404){note}", status)
 
-    async def _make_room(self, target: str, plan: Plan) -> None:
-        """Create the collection or add the vector names the plan needs.
-
-        A vector name Qdrant cannot add turns the features that carry it into dead letters.
-        """
-        refused = set(await self.sink.ensure_vectors(target, plan.new_vectors))
+    async def _make_room(self, target: str, plan: Plan, generation: str) -> None:
+        """Create the collection (recording ``generation``) or add the vector names the plan
+        needs. A vector name Qdrant cannot add turns the features that carry it into dead
+        letters."""
+        refused = set(await self.sink.ensure_vectors(target, plan.new_vectors, generation))
         if not refused:
             return
         keep = []

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
-import struct
 import uuid
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -19,36 +17,38 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # numpy is imported by the two functions that use it: a `run` with nothing to do never does.
-from sync_service.upstream.port import AssetContent
+from sync_service.engine.vectors import (
+    SparseValues,
+    Vector,
+    VectorSpec,
+    check_vectors,
+    float_count,
+    width,
+)
+from sync_service.upstream.port import AssetContent, VectorShape
+
+__all__ = [
+    "Plan",
+    "PlannedPoint",
+    "Rejected",
+    "SparseValues",
+    "Vector",
+    "VectorSpec",
+    "check_vectors",
+    "collection_name",
+    "excerpt",
+    "payload_fingerprint",
+    "plan_content",
+    "plan_points",
+    "point_id_for",
+]
 
 FEATURE_NAMESPACE_PREFIX = "mixpeek://feature/"
-#: The largest finite float32, 3.4028234663852886e38 (numpy's finfo(float32).max).
-_FLOAT32_MAX: float = struct.unpack("<f", b"\xff\xff\x7f\x7f")[0]
 # Qdrant refuses these in a collection name (and control characters).
 _FORBIDDEN_IN_COLLECTION = re.compile(r'[<>:"/\\|?*\x00-\x1f\x7f]')
 # A float in Qdrant's JSON body costs about this many bytes ("-0.0123456789,").
 _BYTES_PER_FLOAT = 14
 _EXCERPT_CHARS = 500
-
-
-@dataclass(frozen=True)
-class VectorSpec:
-    """What a collection holds under one vector name: dense with ``size``, or sparse."""
-
-    size: int | None
-    sparse: bool = False
-
-    def describe(self) -> str:
-        return "sparse" if self.sparse else f"dense[{self.size}]"
-
-
-@dataclass(frozen=True)
-class SparseValues:
-    indices: list[int]
-    values: list[float]
-
-
-Vector = list[float] | SparseValues
 
 
 @dataclass(frozen=True)
@@ -66,10 +66,9 @@ class PlannedPoint:
     approx_bytes: int
 
     def vector_sizes(self) -> dict[str, int]:
-        return {
-            name: len(v.values) if isinstance(v, SparseValues) else len(v)
-            for name, v in self.vectors.items()
-        }
+        """Per name: a dense vector's length, a sparse one's entries, a multi-dense one's
+        dimensions (of each of its vectors)."""
+        return {name: width(v) for name, v in self.vectors.items()}
 
 
 @dataclass(frozen=True)
@@ -128,11 +127,13 @@ def plan_points(
     task_id: str,
     schema: Mapping[str, VectorSpec],
     sizes: Mapping[str, int] | None = None,
+    declared: Mapping[str, VectorShape] | None = None,
 ) -> Plan:
     """Map each feature to a point, rejecting those that would be invalid in ``schema``.
 
     ``schema`` is the collection's vector names (empty for a collection not created yet). A
-    vector name it lacks is planned as a new one: dense of the size ``sizes`` configures for it
+    vector name it lacks is planned as a new one: as upstream ``declared`` it (v1's vector
+    indexes: kind, size, distance), else dense of the size ``sizes`` configures for it
     (``SYNC_VECTOR_SIZES``), so no vector of another length can set the collection's shape;
     a name ``sizes`` does not list is sized by the most common length among this plan's vectors
     of that name, so a few malformed vectors cannot set it either. A name ``schema`` has keeps
@@ -141,6 +142,9 @@ def plan_points(
     sizes = sizes or {}
     plan = Plan()
     plan.new_vectors = _new_vector_specs(features, schema, sizes)
+    for name, shape in (declared or {}).items():
+        if name in plan.new_vectors:  # upstream's word beats a guess from the data
+            plan.new_vectors[name] = VectorSpec.of(shape)
     known = {**schema, **plan.new_vectors}
     seen_ids: set[str] = set()
     for feature in features:
@@ -166,7 +170,7 @@ def plan_content(
 ) -> Plan:
     """:func:`plan_points` for an asset's content as the upstream served it."""
     features = [f.data for f in content.features]
-    return plan_points(features, content.asset.data, task_id, schema, sizes)
+    return plan_points(features, content.asset.data, task_id, schema, sizes, content.declared)
 
 
 def _new_vector_specs(
@@ -175,9 +179,10 @@ def _new_vector_specs(
     sizes: Mapping[str, int],
 ) -> dict[str, VectorSpec]:
     """Specs for the vector names ``schema`` lacks: dense of the configured size, else sparse,
-    or dense of the most common length."""
+    or dense (multi-dense for a list of lists) of the most common length."""
     lengths: dict[str, Counter[int]] = {}
     sparse: set[str] = set()
+    multi: set[str] = set()
     configured: dict[str, VectorSpec] = {}
     for feature in features:
         vectors = feature.get("vectors")
@@ -190,10 +195,16 @@ def _new_vector_specs(
                 configured[name] = VectorSpec(size=sizes[name])
             elif isinstance(value, Mapping):
                 sparse.add(name)
+            elif isinstance(value, list) and value and isinstance(value[0], list):
+                multi.add(name)
+                lengths.setdefault(name, Counter())[len(value[0])] += 1
             elif isinstance(value, list) and value:
                 # Counter keeps first-seen order, and most_common() is stable: ties go to it.
                 lengths.setdefault(name, Counter())[len(value)] += 1
-    specs = {name: VectorSpec(size=c.most_common(1)[0][0]) for name, c in lengths.items()}
+    specs = {
+        name: VectorSpec(size=c.most_common(1)[0][0], multi=name in multi)
+        for name, c in lengths.items()
+    }
     specs.update({name: VectorSpec(size=None, sparse=True) for name in sparse - set(specs)})
     return {**specs, **configured}
 
@@ -217,9 +228,7 @@ def _plan_one(
     except (TypeError, ValueError) as exc:
         return _reject(feature, f"payload is not valid JSON for Qdrant: {exc}")
     vectors_fp = _vectors_fingerprint(vectors)
-    floats = sum(
-        len(v.values) * 2 if isinstance(v, SparseValues) else len(v) for v in vectors.values()
-    )
+    floats = sum(float_count(v) for v in vectors.values())
     return PlannedPoint(
         point_id=point_id_for(feature_id),
         feature_id=feature_id,
@@ -244,97 +253,6 @@ def _canonical_json(payload: Mapping[str, Any]) -> str:
 
 def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
-
-
-def check_vectors(
-    raw: Any, known: Mapping[str, VectorSpec], sizes: Mapping[str, int] | None = None
-) -> tuple[dict[str, Vector], str | None]:
-    """Validate a feature's ``vectors`` object; returns (vectors, None) or ({}, reason).
-
-    ``sizes`` (``SYNC_VECTOR_SIZES``) only words the reason of a length mismatch.
-    """
-    if not isinstance(raw, Mapping) or not raw:
-        return {}, "feature has no vectors"
-    vectors: dict[str, Vector] = {}
-    for name, value in raw.items():
-        if not isinstance(name, str) or not name:
-            return {}, "vector with an empty name"
-        vector: Vector | None
-        if isinstance(value, Mapping):
-            vector, problem = _check_sparse(name, value)
-        else:
-            vector, problem = _check_dense(name, value)
-        if problem is not None or vector is None:
-            return {}, problem or f"vector {name!r} is unusable"
-        expected = known.get(name)
-        if expected is not None:
-            mismatch = _mismatch(name, vector, expected, (sizes or {}).get(name))
-            if mismatch is not None:
-                return {}, mismatch
-        vectors[name] = vector
-    return vectors, None
-
-
-_PLAIN_NUMBERS = frozenset((float, int))
-
-
-def _check_dense(name: str, value: Any) -> tuple[list[float] | None, str | None]:
-    if not isinstance(value, list) or not value:
-        return None, f"vector {name!r} is not a non-empty list of numbers"
-    # set(map(type, …)) runs in C; the per-item check is only for the rare odd list.
-    if not _PLAIN_NUMBERS.issuperset(map(type, value)) and any(
-        isinstance(x, bool) or not isinstance(x, int | float) for x in value
-    ):
-        return None, f"vector {name!r} holds a value that is not a number"
-    import numpy as np
-
-    array = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(array)) or float(np.max(np.abs(array))) > _FLOAT32_MAX:
-        return (
-            None,
-            f"vector {name!r} holds a value that is not finite in float32 (NaN, inf or too large)",
-        )
-    return value, None
-
-
-def _check_sparse(name: str, value: Mapping[str, Any]) -> tuple[SparseValues | None, str | None]:
-    indices, values = value.get("indices"), value.get("values")
-    if not isinstance(indices, list) or not isinstance(values, list) or len(indices) != len(values):
-        return None, f"sparse vector {name!r} needs 'indices' and 'values' lists of equal length"
-    if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in indices):
-        return None, f"sparse vector {name!r} has an index that is not a non-negative integer"
-    if len(set(indices)) != len(indices):
-        return None, f"sparse vector {name!r} repeats an index"
-    if any(
-        isinstance(x, bool)
-        or not isinstance(x, int | float)
-        or not math.isfinite(x)
-        or abs(x) > _FLOAT32_MAX
-        for x in values
-    ):
-        return None, f"sparse vector {name!r} holds a value that is not finite in float32"
-    return SparseValues(indices=list(indices), values=[float(x) for x in values]), None
-
-
-def _mismatch(
-    name: str, vector: Vector, expected: VectorSpec, configured: int | None = None
-) -> str | None:
-    if isinstance(vector, SparseValues) != expected.sparse:
-        kind = "sparse" if isinstance(vector, SparseValues) else "dense"
-        return f"vector {name!r} is {kind} but the collection holds it as {expected.describe()}"
-    if not expected.sparse and isinstance(vector, list) and len(vector) != expected.size:
-        reason = (
-            f"vector {name!r} has length {len(vector)} but the collection expects {expected.size}"
-        )
-        if configured == expected.size:
-            return f"{reason} (SYNC_VECTOR_SIZES {name}={configured})"
-        if configured is not None:  # a collection created before the setting, or by another
-            return (
-                f"{reason} (SYNC_VECTOR_SIZES says {name}={configured}; "
-                "`sync-service reindex` rebuilds the collection with it)"
-            )
-        return reason
-    return None
 
 
 def _vectors_fingerprint(vectors: Mapping[str, Vector]) -> str:

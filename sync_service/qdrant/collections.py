@@ -18,6 +18,7 @@ from qdrant_client.http.exceptions import UnexpectedResponse
 
 from sync_service.engine.points import VectorSpec
 from sync_service.qdrant.errors import already_exists, reachable
+from sync_service.qdrant.faults import BadInput
 from sync_service.qdrant.marker import MARKER_COLLECTION
 from sync_service.settings import Distance
 
@@ -25,6 +26,17 @@ log = logging.getLogger(__name__)
 
 #: Payload fields every collection indexes (keyword), created before the first point.
 INDEXED_FIELDS = ("asset_id", "collection_id", "modality", "task_id")
+#: What a v1 collection indexes besides (README "Mixpeek v1"): the denormalised ids a mirror
+#: looks points up by, and the change time a watcher compares.
+V1_INDEXED_FIELDS = {
+    "document_id": "keyword",
+    "namespace_id": "keyword",
+    "root_object_id": "keyword",
+    "source_object_id": "keyword",
+    "mixpeek_updated_at": "datetime",
+}
+#: The collection metadata key naming the Mixpeek API generation whose points it holds.
+GENERATION_KEY = "mixpeek_api"
 
 _DISTANCES = {
     Distance.cosine: models.Distance.COSINE,
@@ -32,6 +44,19 @@ _DISTANCES = {
     Distance.euclid: models.Distance.EUCLID,
     Distance.manhattan: models.Distance.MANHATTAN,
 }
+
+
+# v1's VectorIndex.distance words (README "Mixpeek v1"), and Qdrant's own spellings.
+_DECLARED_DISTANCES = {
+    "cosine": models.Distance.COSINE,
+    "dot": models.Distance.DOT,
+    "euclid": models.Distance.EUCLID,
+    "euclidean": models.Distance.EUCLID,
+    "manhattan": models.Distance.MANHATTAN,
+}
+#: A multi-dense vector (late interaction: one vector per token or patch) is scored by the
+#: sum over the query's vectors of the best match among the document's.
+_MAX_SIM = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM)
 
 
 class QdrantCollections:
@@ -48,6 +73,8 @@ class QdrantCollections:
         self._schemas: dict[str, dict[str, VectorSpec]] = {}
         # One schema change per name at a time (see ensure_vectors).
         self._changing: dict[str, asyncio.Lock] = {}
+        # The API generation a collection holds, once known (it never changes).
+        self._generations: dict[str, str] = {}
 
     async def schema(self, name: str) -> dict[str, VectorSpec]:
         """The vector names of collection (or alias) ``name``; empty if it does not exist."""
@@ -63,15 +90,17 @@ class QdrantCollections:
         schema: dict[str, VectorSpec] = {}
         dense = info.config.params.vectors
         if isinstance(dense, Mapping):
-            schema.update({n: VectorSpec(size=p.size) for n, p in dense.items()})
+            schema.update({n: _spec(p) for n, p in dense.items()})
         elif isinstance(dense, models.VectorParams):
-            schema[""] = VectorSpec(size=dense.size)
+            schema[""] = _spec(dense)
         for sparse_name in info.config.params.sparse_vectors or {}:
             schema[sparse_name] = VectorSpec(size=None, sparse=True)
         self._schemas[name] = schema
         return schema
 
-    async def ensure_vectors(self, name: str, new: Mapping[str, VectorSpec]) -> list[str]:
+    async def ensure_vectors(
+        self, name: str, new: Mapping[str, VectorSpec], generation: str | None = None
+    ) -> list[str]:
         """Create collection ``name`` or add vector names to it. Returns names it could not add.
 
         Safe when another replica does the same at the same moment: "already exists" answers
@@ -87,13 +116,17 @@ class QdrantCollections:
             if current and all(n in current for n in new):
                 return []  # added while this caller waited its turn
             async with reachable():
-                return await self._add_vectors(name, current, new)
+                return await self._add_vectors(name, current, new, generation)
 
     async def _add_vectors(
-        self, name: str, current: Mapping[str, VectorSpec], new: Mapping[str, VectorSpec]
+        self,
+        name: str,
+        current: Mapping[str, VectorSpec],
+        new: Mapping[str, VectorSpec],
+        generation: str | None = None,
     ) -> list[str]:
         if not current:
-            await self._create(name, new)
+            await self._create(name, new, generation)
             return []
         refused = []
         # A new vector name takes the collection's distance (a re-index may have changed it
@@ -113,9 +146,11 @@ class QdrantCollections:
         self._schemas.pop(name, None)
         return refused
 
-    async def _create(self, name: str, specs: Mapping[str, VectorSpec]) -> None:
+    async def _create(
+        self, name: str, specs: Mapping[str, VectorSpec], generation: str | None = None
+    ) -> None:
         physical = f"{name}__v1"
-        await self.create_physical(physical, specs)
+        await self.create_physical(physical, specs, generation=generation)
         if not await self._alias_target(name):
             await self.client.update_collection_aliases(
                 change_aliases_operations=[
@@ -131,23 +166,40 @@ class QdrantCollections:
         )
 
     async def create_physical(
-        self, physical: str, specs: Mapping[str, VectorSpec], distance: Distance | None = None
+        self,
+        physical: str,
+        specs: Mapping[str, VectorSpec],
+        distance: Distance | None = None,
+        generation: str | None = None,
     ) -> None:
-        """Create a physical collection with the keyword indexes (no alias); idempotent."""
+        """Create a physical collection with the keyword indexes (no alias); idempotent.
+
+        ``generation`` ("2024", "v1") is recorded in the collection's metadata, and a v1
+        collection also gets the indexes of :data:`V1_INDEXED_FIELDS`."""
         metric = _DISTANCES[distance] if distance is not None else self.distance
         dense = {
-            n: models.VectorParams(size=s.size or 0, distance=metric)
+            n: models.VectorParams(
+                size=s.size or 0,
+                distance=_declared(s, metric),
+                multivector_config=_MAX_SIM if s.multi else None,
+            )
             for n, s in specs.items()
             if not s.sparse
         }
         sparse = {n: models.SparseVectorParams() for n, s in specs.items() if s.sparse}
         try:
             await self.client.create_collection(
-                physical, vectors_config=dense, sparse_vectors_config=sparse or None
+                physical,
+                vectors_config=dense,
+                sparse_vectors_config=sparse or None,
+                metadata={GENERATION_KEY: generation} if generation else None,
             )
         except (UnexpectedResponse, ValueError) as exc:
             if not already_exists(exc):
                 raise
+        fields = dict.fromkeys(INDEXED_FIELDS, "keyword")
+        if generation == "v1":
+            fields.update(V1_INDEXED_FIELDS)
         with warnings.catch_warnings():
             # Local mode warns that payload indexes have no effect there; a server uses them.
             warnings.filterwarnings("ignore", message="Payload indexes have no effect")
@@ -156,11 +208,43 @@ class QdrantCollections:
             await asyncio.gather(
                 *(
                     self.client.create_payload_index(
-                        physical, f, field_schema=models.PayloadSchemaType.KEYWORD, wait=True
+                        physical, f, field_schema=models.PayloadSchemaType(kind), wait=True
                     )
-                    for f in INDEXED_FIELDS
+                    for f, kind in fields.items()
                 )
             )
+
+    async def check_generation(self, name: str, generation: str) -> None:
+        """Refuse (:class:`BadInput`) to write Mixpeek ``generation``'s points into a collection
+        holding the other generation's: their ids, vector names and payloads differ, and a
+        search over both would mix them."""
+        async with reachable():
+            held = await self._generation(name)
+        if held is not None and held != generation:
+            raise BadInput(
+                f"Qdrant collection {name!r} holds Mixpeek {held} points and these are Mixpeek "
+                f"{generation} ones; a collection holds one API generation only: give the "
+                f"{generation} collections other names (QDRANT_COLLECTION with {{collection_id}}) "
+                "or another Qdrant"
+            )
+
+    async def _generation(self, name: str) -> str | None:
+        """The generation recorded in the collection's metadata; for a collection made before
+        it was recorded, the one its points say (``mixpeek_api`` is on every v1 point); None
+        for no collection or an empty one."""
+        if name in self._generations:
+            return self._generations[name]
+        if not await self.client.collection_exists(name):
+            return None
+        info = await self.client.get_collection(name)
+        held = (info.config.metadata or {}).get(GENERATION_KEY)
+        if not isinstance(held, str):
+            points, _ = await self.client.scroll(name, limit=1, with_payload=[GENERATION_KEY])
+            if not points:
+                return None
+            held = "v1" if (points[0].payload or {}).get(GENERATION_KEY) == "v1" else "2024"
+        self._generations[name] = held
+        return held
 
     async def alias_target(self, alias: str) -> str | None:
         """The physical collection behind ``alias``, or None if it is not an alias."""
@@ -202,12 +286,14 @@ class QdrantCollections:
         async with reachable():
             await self.client.update_collection_aliases(change_aliases_operations=operations)
         self._schemas.pop(alias, None)
+        self._generations.pop(alias, None)
 
     async def drop(self, physical: str) -> None:
         """Delete a physical collection (never an alias's name)."""
         async with reachable():
             await self.client.delete_collection(physical)
         self._schemas.pop(physical, None)
+        self._generations.clear()  # an alias may have pointed at it
 
     async def distance_of(self, name: str) -> str | None:
         """The distance of the collection's first dense vector (lowercase), if any."""
@@ -234,5 +320,18 @@ class QdrantCollections:
         if spec.sparse:
             return models.SparseVectorNameConfig(sparse=models.SparseVectorConfig())
         return models.DenseVectorNameConfig(
-            dense=models.DenseVectorConfig(size=spec.size or 0, distance=metric)
+            dense=models.DenseVectorConfig(
+                size=spec.size or 0,
+                distance=_declared(spec, metric),
+                multivector_config=_MAX_SIM if spec.multi else None,
+            )
         )
+
+
+def _spec(params: models.VectorParams) -> VectorSpec:
+    return VectorSpec(size=params.size, multi=params.multivector_config is not None)
+
+
+def _declared(spec: VectorSpec, metric: models.Distance) -> models.Distance:
+    """The distance upstream declares for the vector (v1's vector indexes), else ``metric``."""
+    return _DECLARED_DISTANCES.get((spec.distance or "").lower(), metric)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -165,3 +166,7 @@ class AutoUpstream:
 
     async def submit(self, item: Submission) -> str | None:
         return await (await self._upstream()).submit(item)
+
+    async def submit_all(self, items: Sequence[Submission]) -> AsyncIterator[str]:
+        async for task_id in (await self._upstream()).submit_all(items):
+            yield task_id

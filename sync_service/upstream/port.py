@@ -10,14 +10,15 @@ Two rules shape the models:
 * what will become a Qdrant payload is carried as ``data``, the JSON object as upstream served
   it (docs/contract.md §4 copies it verbatim), with a feature's vectors under ``data["vectors"]`` in
   one form whatever the API: ``{name: [floats]}`` for dense, ``{name: {"indices", "values"}}`` for
-  sparse. Checking vectors is the point mapper's job, so one bad vector never fails an asset;
+  sparse, ``{name: [[floats], …]}`` for multi-dense (one vector per token or patch). Checking
+  vectors is the point mapper's job, so one bad vector never fails an asset;
 * everything the service decides on (ids, outcome, change stamp) is a typed field, read once by
   the adapter, so no caller parses upstream JSON.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -53,6 +54,7 @@ __all__ = [
     "TaskOutcome",
     "TaskState",
     "Upstream",
+    "VectorShape",
     "classify_status",
 ]
 
@@ -95,6 +97,10 @@ class TaskState:
     #: Further assets the same task produced (a v1 batch of several objects, or one feeding
     #: several collections): the engine syncs each as an asset job of its own.
     more_assets: tuple[str, ...] = ()
+    #: What the task should have produced and did not, in words (a v1 batch's object that
+    #: yielded no document, a document count that disagrees with what the batch reports):
+    #: recorded as the task's dead letters, so ``status`` shows them beside what landed.
+    problems: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,18 @@ class Feature:
 
 
 @dataclass(frozen=True)
+class VectorShape:
+    """A vector name as upstream declares it (v1's vector indexes), before any vector is seen:
+    what the Qdrant collection must hold under that name."""
+
+    kind: Literal["dense", "sparse", "multi_dense"]
+    #: Dimensions of a dense vector, or of each vector of a multi-dense one; None for sparse.
+    size: int | None
+    #: "cosine", "dot", "euclid" or "manhattan"; None: the service's configured distance.
+    distance: str | None = None
+
+
+@dataclass(frozen=True)
 class AssetContent:
     """An asset with every feature's full JSON, vectors included (what a sync writes)."""
 
@@ -139,6 +157,10 @@ class AssetContent:
     vanished: list[Feature]
     #: Every feature id the asset lists upstream (fetched or not), minus the vanished ones.
     upstream_ids: frozenset[str]
+    #: The vector names upstream declares for the collection (empty: known only from the data).
+    declared: Mapping[str, VectorShape] = field(default_factory=dict)
+    #: Which API generation served it: a Qdrant collection holds one generation only.
+    generation: Literal["2024", "v1"] = "2024"
 
 
 @dataclass(frozen=True)
@@ -231,6 +253,12 @@ class Upstream(Protocol):
     async def submit(self, item: Submission) -> str | None:
         """Queue one item for indexing; the task id to track (None if upstream gave none, as
         for an existing asset returned for ``prevent_duplicate`` that names no task)."""
+        ...
+
+    def submit_all(self, items: Sequence[Submission]) -> AsyncIterator[str]:
+        """Queue several items submitted together; yields each task id to track as soon as it
+        exists (so a failure half-way loses none): one per item on the 2024 API, one per batch
+        on v1 (a batch holds every item bound for one bucket)."""
         ...
 
     async def aclose(self) -> None:

@@ -153,11 +153,16 @@ async def test_task_statuses_and_the_assets_of_a_finished_batch(
             extra = {"batch_id": "btch_1", "bucket_id": "bkt_1", "collection_ids": ["col_a"]}
             body = {"task_id": "t1", "status": status, "additional_data": extra}
             return httpx.Response(200, json={**body, "error_message": "boom"})
+        if request.url.path.endswith("/documents/list"):  # each object made one document
+            roots = json.loads(request.content)["filters"]["AND"][0]["value"]
+            docs = [doc(f"d_{root}", root) for root in roots]
+            return httpx.Response(200, json={"results": docs, "pagination": {}})
         assert request.url.path == "/v1/buckets/bkt_1/batches/btch_1"
         body = {
             "batch_id": "btch_1",
             "object_ids": ["obj_1", "obj_2"],
             "collection_ids": ["col_a", "col_b"],
+            "tier_tasks": [{"task_id": "t1", "status": status, "documents_written": 4}],
         }
         return httpx.Response(200, json=body)
 
@@ -251,6 +256,10 @@ async def test_submit_makes_an_object_a_batch_and_submits_it() -> None:
             return httpx.Response(
                 200, json={"collection_id": "col_a", "source": {"bucket_ids": ["bkt_1"]}}
             )
+        if path == "/v1/buckets/bkt_1":
+            return httpx.Response(200, json={"bucket_id": "bkt_1", "bucket_schema": {}})
+        if path == "/v1/features/extractors/embed":
+            return httpx.Response(404, json={"detail": "Not Found"})
         if path.endswith("/objects"):
             return httpx.Response(200, json={"object_id": "obj_9"})
         if path.endswith("/batches"):
@@ -262,17 +271,18 @@ async def test_submit_makes_an_object_a_batch_and_submits_it() -> None:
         assert await up.submit(item) == "task_9"
         with pytest.raises(MixpeekUnsupported):
             await up.embed("a text", MM)
-    assert [c[1] for c in calls] == [
+    assert [c[1] for c in calls][:5] == [
         "/v1/collections/col_a",
+        "/v1/buckets/bkt_1",
         "/v1/buckets/bkt_1/objects",
         "/v1/buckets/bkt_1/batches",
         "/v1/buckets/bkt_1/batches/btch_9/submit",
     ]
-    assert calls[1][2] == {
+    assert calls[2][2] == {
         "blobs": [{"property": "video", "type": "video", "data": "https://x/v.mp4"}],
         "metadata": {"k": 1},
     }
-    assert calls[2][2] == {"object_ids": ["obj_9"]}
+    assert calls[3][2] == {"object_ids": ["obj_9"]}
 
 
 @pytest.mark.parametrize(("health", "version"), [(200, "v1"), (404, "2024")])

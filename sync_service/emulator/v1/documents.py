@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from sync_service.emulator import content, library
-from sync_service.emulator.embedding import feature_embedding
+from sync_service.emulator.embedding import feature_embedding, multi_embedding, sparse_embedding
 from sync_service.emulator.v1.config import V1Config
 from sync_service.emulator.v1.extractors import Extractor, extractor_id, sizes, vector_name
 from sync_service.emulator.v1.model import Blob, Collection, Document, StoredObject
@@ -78,6 +78,14 @@ def extract(extractor: Extractor, obj: StoredObject, interval: int) -> list[Extr
     return [("text", {"text": text}, dict.fromkeys(kinds, text))]
 
 
+def source_url(extractor: Extractor, obj: StoredObject) -> str | None:
+    """The URL of the blob the extractor reads (None for a text given as a value)."""
+    blob = _blob_for(extractor, obj)
+    if blob is None or blob.type in ("text", "string") or not isinstance(blob.data, str):
+        return None
+    return blob.data if blob.data.startswith(("http://", "https://", "s3://")) else None
+
+
 def deterministic_id(obj: StoredObject, collection: Collection, position: int) -> str:
     """Mixpeek's formula in spirit: hash(source object, extractor, collection, position)."""
     ext = str(collection.extractor["feature_extractor_id"])
@@ -85,15 +93,21 @@ def deterministic_id(obj: StoredObject, collection: Collection, position: int) -
     return "doc_" + hashlib.sha256("\x1f".join(parts).encode()).hexdigest()[:24]
 
 
-def vectors(extractor: Extractor, doc: Document, config: V1Config) -> dict[str, list[float]]:
-    """Every named vector of ``doc``: its meaning embedded, or seeded noise."""
-    out: dict[str, list[float]] = {}
+def vectors(extractor: Extractor, doc: Document, config: V1Config) -> dict[str, Any]:
+    """Every named vector of ``doc``: its meaning embedded, or seeded noise. Sparse indexes
+    give ``{"indices", "values"}``, multi-dense ones a list of vectors (one per word)."""
+    out: dict[str, Any] = {}
     named = sizes(extractor, config.vector_dimensions)
     for index in extractor.indexes:
         name = vector_name(extractor, index)
-        if config.vector_kind == "meaningful":
-            seed = f"{doc.document_id}\x1f{doc.generation}"
-            out[name] = feature_embedding(doc.meaning[index.meaning], seed, named[name], name)
+        seed = f"{doc.document_id}\x1f{doc.generation}"
+        text = doc.meaning[index.meaning]
+        if index.kind == "sparse":  # a bag of words: meaningful whatever vector_kind says
+            out[name] = sparse_embedding(text, name, named[name])
+        elif index.kind == "multi_dense":
+            out[name] = multi_embedding(text, seed, named[name], name)
+        elif config.vector_kind == "meaningful":
+            out[name] = feature_embedding(text, seed, named[name], name)
         else:
             key = f"{doc.document_id}\x1f{name}"
             out[name] = content.feature_vector(key, 0, named[name], doc.generation)
@@ -144,6 +158,7 @@ def render(
             ],
         },
         "metadata": {"ingestion_status": "COMPLETED"},
+        "processing": {"source_url": doc.source_url},
     }
     if with_names:
         body["_vectors"] = list(sizes(extractor, config.vector_dimensions))

@@ -3,6 +3,10 @@
 Names and sizes as Mixpeek's extractor pages give them (``{extractor}_{version}_{output}``).
 A collection's ``/features`` and ``vector_indexes`` are read from here, so a client that reads
 names per collection (as it must) sees exactly the vectors its documents carry.
+
+``hybrid_extractor_v1`` is the emulator's own (no published extractor declares them): a dense,
+a sparse and a multi-dense index (``VectorIndex.type`` ``dense | sparse | multi_dense``), so a
+client's handling of all three kinds is tested end to end.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from sync_service.emulator.responses import ApiError
 
 class Index(NamedTuple):
     output: str  # the extractor's output name: the vector name's last part
-    dimensions: int
+    dimensions: int  # a sparse index's: its vocabulary (the hashed terms' range)
     meaning: str  # which texts of a document it embeds: "all", "speech", "text", "visual"
     model: str
+    kind: str = "dense"  # "dense", "sparse" or "multi_dense" (one vector per token)
 
 
 class Extractor(NamedTuple):
@@ -53,6 +58,23 @@ CATALOG: dict[str, Extractor] = {
             ("image",),
             (Index("embedding", 768, "visual", "google/siglip"),),
             False,
+        ),
+        Extractor(
+            "hybrid_extractor",
+            "v1",
+            ("video", "image", "text", "string"),
+            (
+                Index("dense_embedding", 1024, "all", "intfloat/multilingual-e5"),
+                Index("sparse_embedding", 1 << 20, "all", "naver/splade-v3", "sparse"),
+                Index(
+                    "late_interaction_embedding",
+                    128,
+                    "all",
+                    "colbert-ir/colbertv2.0",
+                    "multi_dense",
+                ),
+            ),
+            True,
         ),
     )
 }
@@ -96,8 +118,8 @@ def features_view(extractor: Extractor, overrides: dict[str, int]) -> list[dict[
                 "vector_index": {
                     "name": name,
                     "description": f"{index.output} vectors of {extractor.name}",
-                    "dimensions": overrides.get(name, index.dimensions),
-                    "type": "dense",
+                    "dimensions": _shown(index, overrides.get(name, index.dimensions)),
+                    "type": index.kind,
                     "distance": "cosine",
                     "datatype": "float32",
                     "inference_service_id": index.model,
@@ -110,7 +132,26 @@ def features_view(extractor: Extractor, overrides: dict[str, int]) -> list[dict[
 
 def vector_indexes_view(extractor: Extractor, overrides: dict[str, int]) -> list[dict[str, Any]]:
     """``CollectionResponse.vector_indexes``: untyped items, ``size`` rather than dimensions."""
+    named = sizes(extractor, overrides)
     return [
-        {"name": name, "size": size, "distance": "cosine"}
-        for name, size in sizes(extractor, overrides).items()
+        {
+            "name": vector_name(extractor, i),
+            "size": _shown(i, named[vector_name(extractor, i)]),
+            "distance": "cosine",
+            "type": i.kind,
+        }
+        for i in extractor.indexes
     ]
+
+
+def _shown(index: Index, size: int) -> int | None:
+    return None if index.kind == "sparse" else size  # a sparse index has no fixed dimensions
+
+
+def find_index(name: str, overrides: dict[str, int]) -> tuple[Index, int] | None:
+    """The index of any extractor whose vector is named ``name``, with its size."""
+    for extractor in CATALOG.values():
+        for index in extractor.indexes:
+            if vector_name(extractor, index) == name:
+                return index, overrides.get(name, index.dimensions)
+    return None

@@ -156,6 +156,7 @@ class Document:
     updated: float
     seq: int  # creation order: the default listing order and the cursor's key
     generation: int = 0  # changes so far: salts the vectors' noise
+    source_url: str | None = None  # the blob it was made from, when that is a URL
 
 
 @dataclass

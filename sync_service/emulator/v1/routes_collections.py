@@ -7,13 +7,16 @@ or the body (the query wins), ``cursor`` in either, ``return_vectors`` and
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from sync_service.emulator import query
+from sync_service.emulator.embedding import embed_text, multi_embedding, sparse_embedding
 from sync_service.emulator.responses import ApiError, json_response
+from sync_service.emulator.schemas import EmbedRequest
 from sync_service.emulator.v1 import documents, extractors, listing, views
 from sync_service.emulator.v1.api import namespace
 from sync_service.emulator.v1.model import Collection, Document
@@ -99,6 +102,27 @@ def add_collection_routes(router: APIRouter, state: V1State) -> None:
         extractor = state.extractor(collection(request, ident))
         dims = state.config.vector_dimensions
         return json_response({"features": extractors.features_view(extractor, dims)})
+
+    @router.post("/v1/features/extractors/embed")
+    async def embed(body: EmbedRequest) -> Response:
+        """The v1 SDK's "extract embeddings": a text in the vector space of an index name,
+        embedded as the documents' vectors are (so a query finds the right document)."""
+        name = body.vector_index or body.embedding_model or body.vector_name or ""
+        found = extractors.find_index(name, state.config.vector_dimensions)
+        if found is None:
+            raise ApiError(400, f"Unknown vector index {name!r}")
+        index, size = found
+        if index.kind == "dense" and state.config.vector_kind == "random":
+            raise ApiError(400, "this server's vectors are random (vector_kind=random)")
+        started = time.perf_counter()
+        vector: Any
+        if index.kind == "sparse":
+            vector = sparse_embedding(body.value, name, size)
+        elif index.kind == "multi_dense":
+            vector = multi_embedding(body.value, "query", size, name)
+        else:
+            vector = embed_text(body.value, size, name)
+        return json_response({"embedding": vector, "elapsed_time": time.perf_counter() - started})
 
     @router.post("/v1/collections/{ident}/documents/list")
     async def list_documents(

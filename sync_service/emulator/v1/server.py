@@ -40,6 +40,23 @@ class V1EmulatorServer(ThreadedApp):
         """Change knobs of the running server (``PATCH /_emulator/config``)."""
         return self.control("/config", changes, "PATCH")
 
+    def call(
+        self,
+        path: str,
+        body: dict[str, Any],
+        *,
+        api_key: str | None = None,
+        namespace: str = "default",
+    ) -> dict[str, Any]:
+        """``POST`` ``body`` to the public v1 API as a client would (the demo's set-up)."""
+        headers = {"X-Namespace": namespace}
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        response = httpx.post(f"{self.url}{path}", json=body, headers=headers, timeout=60.0)
+        response.raise_for_status()
+        answer: dict[str, Any] = response.json()
+        return answer
+
     def control(
         self, path: str, body: dict[str, Any] | None = None, method: str = "POST"
     ) -> dict[str, Any]:

@@ -307,6 +307,7 @@ class V1State:
                 self.later(old.updated) if old else at,
                 old.seq if old else self._seq,
                 (old.generation + 1) if old else 0,
+                documents.source_url(extractor, obj),
             )
             self.documents[doc_id] = doc
             ids.append(doc_id)

@@ -10,6 +10,7 @@ asset.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -161,6 +162,11 @@ class GenBUpstream(ClientOwner):
                 prevent_duplicate=item.prevent_duplicate,
             )
         return result.task_id
+
+    async def submit_all(self, items: Sequence[Submission]) -> AsyncIterator[str]:
+        for item in items:  # one call per item: this API has no batches
+            if task_id := await self.submit(item):
+                yield task_id
 
 
 def asset_from(asset: models.Asset) -> Asset:

@@ -13,7 +13,8 @@ mapping (README "Mixpeek v1"):
   "mixpeek://v1/{namespace_id}/{collection_id}/{document_id}")``, a UUID so the engine's point
   id rule (docs/contract.md §4) keeps it as is;
 * a **task** (a submitted batch) produced the assets (collection, object) of its batch's
-  objects and collections: the first is the task's asset, the rest go in ``more_assets``.
+  objects and collections: the first is the task's asset, the rest go in ``more_assets``
+  (``intake.py``: tasks, batches, submitting, embedding).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
-from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound, MixpeekUnsupported
+from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
 from sync_service.upstream.gen_b.models import parse_timestamp
 from sync_service.upstream.owner import ClientOwner
 from sync_service.upstream.port import (
@@ -32,13 +33,11 @@ from sync_service.upstream.port import (
     AssetPage,
     Feature,
     ListOrder,
-    Submission,
     TaskOutcome,
-    TaskState,
-    classify_status,
 )
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import PAGE_WITH_VECTORS, V1Client
+from sync_service.upstream.v1.intake import LISTING_GRACE, V1Intake, asset_key
 from sync_service.upstream.v1.models import VectorIndex
 
 __all__ = ["V1Upstream", "asset_key", "split_asset"]
@@ -51,10 +50,6 @@ _SORTS: dict[ListOrder, tuple[str, str] | None] = {
     ListOrder.NEWEST_CHANGE: ("_internal.updated_at", "desc"),
 }
 _WalkKey = tuple[str, ListOrder, float | None, int]
-
-
-def asset_key(collection_id: str, object_id: str) -> str:
-    return f"{collection_id}/{object_id}"
 
 
 def split_asset(asset_id: str) -> tuple[str, str]:
@@ -70,13 +65,19 @@ def _zulu(value: Any) -> str | None:
     return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-class V1Upstream(ClientOwner):
+def _source_url(internal: dict[str, Any]) -> str | None:
+    processing = internal.get("processing")
+    url = processing.get("source_url") if isinstance(processing, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+class V1Upstream(V1Intake, ClientOwner):
     """:class:`~sync_service.upstream.port.Upstream` over :class:`V1Client`."""
 
     client: V1Client
 
-    def __init__(self, client: V1Client) -> None:
-        self.client = client
+    def __init__(self, client: V1Client, *, listing_grace: float = LISTING_GRACE) -> None:
+        super().__init__(client, listing_grace=listing_grace)
         self.outage = client.outage
         # A collection's vector indexes, read once per process (they are fixed for its life).
         self._indexes: dict[str, list[VectorIndex]] = {}
@@ -84,31 +85,6 @@ class V1Upstream(ClientOwner):
         # assets), so the port's numbered pages walk v1's cursors.
         self._walks: dict[_WalkKey, tuple[int, str, frozenset[str]]] = {}
         self._filters_refused = False
-
-    # -- tasks ----------------------------------------------------------------------------------
-
-    async def get_task(self, task_id: str) -> TaskState:
-        task = await self.client.get_task(task_id)
-        outcome = classify_status(task.status)
-        assets: list[str] = []
-        if outcome is TaskOutcome.SUCCEEDED:
-            assets = await self._task_assets(task)
-        first = assets[0] if assets else None
-        return TaskState(task.task_id, task.status, outcome, first, tuple(assets[1:]))
-
-    async def _task_assets(self, task: models.Task) -> list[str]:
-        """The (collection, object) assets of the task's batch, collection by collection."""
-        if not (task.batch_id and task.bucket_id):
-            return []
-        batch = await self.client.get_batch(task.bucket_id, task.batch_id)
-        collections = batch.collection_ids or task.collection_ids
-        return [asset_key(c, o) for c in collections for o in batch.object_ids]
-
-    async def failure_reason(self, task: TaskState) -> str | None:
-        try:
-            return (await self.client.get_task(task.task_id)).error
-        except MixpeekNotFound:
-            return None
 
     # -- assets -----------------------------------------------------------------------------------
 
@@ -137,6 +113,8 @@ class V1Upstream(ClientOwner):
             features,
             [],
             frozenset(f.feature_id for f in features),
+            declared={i.name: models.shape(i) for i in indexes},
+            generation="v1",
         )
 
     async def delete_asset(self, asset_id: str) -> None:
@@ -227,6 +205,8 @@ class V1Upstream(ClientOwner):
             "object_id": object_id,
             "root_bucket_id": lin["root_bucket_id"],
             "namespace_id": internal.get("namespace_id"),
+            # The source's URL, as searches show an asset (_internal.processing.source_url).
+            "url": _source_url(internal),
             "mixpeek_api": "v1",
         }
         return Asset(
@@ -319,39 +299,3 @@ class V1Upstream(ClientOwner):
                 continue
             groups.setdefault(obj, []).append(doc)
         return groups
-
-    # -- intake -----------------------------------------------------------------------------------
-
-    async def embed(
-        self,
-        text: str,  # noqa: ARG002
-        vector_name: str,  # noqa: ARG002
-    ) -> list[float] | dict[str, list[Any]]:
-        raise MixpeekUnsupported(
-            "the v1 adapter cannot embed a text yet (v1 embeds through a retriever or an "
-            "inference call, not wired here)"
-        )
-
-    async def submit(self, item: Submission) -> str | None:
-        """One object in the bucket the collection reads from, in a batch of its own, submitted:
-        the batch's task id. ``item.collection_id`` names a v1 collection (id or name)."""
-        collection = await self.client.get_collection(item.collection_id)
-        source = collection.get("source") if isinstance(collection.get("source"), dict) else {}
-        assert isinstance(source, dict)
-        buckets = source.get("bucket_ids") or (
-            [source["bucket_id"]] if source.get("bucket_id") else []
-        )
-        if not buckets:
-            raise MixpeekBadRequest(
-                f"collection {item.collection_id} reads no bucket: nothing to submit into"
-            )
-        # The blob's property is named after its kind: an assumption about the bucket's schema.
-        body: dict[str, Any] = {
-            "blobs": [{"property": item.kind, "type": item.kind, "data": item.content}]
-        }
-        if item.metadata is not None:
-            body["metadata"] = dict(item.metadata)
-        obj = await self.client.create_object(str(buckets[0]), body)
-        batch = await self.client.create_batch(str(buckets[0]), [str(obj["object_id"])])
-        task = await self.client.submit_batch(str(buckets[0]), batch.batch_id)
-        return task.task_id

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from sync_service.upstream.admission import LIST, POLL
 from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy, base_headers
 from sync_service.upstream.outage import Outage
-from sync_service.upstream.v1.models import Batch, DocumentPage, Task, as_object
+from sync_service.upstream.v1.models import Batch, DocumentPage, Task, as_object, results
 
 __all__ = ["HEALTH", "V1Client"]
 
@@ -168,3 +168,46 @@ class V1Client:
     async def health(self) -> None:
         """``GET /v1/health``; a typed error when it does not answer 2xx."""
         await self.http.call("GET", HEALTH, {}, lambda _: None, expect_json=False)
+
+    # -- work intake and embedding (tasks expired, batches by id, the embedding route) ---------
+
+    async def get_bucket(self, bucket_id: str) -> dict[str, Any]:
+        path = {"bucket": _segment(bucket_id, "bucket_id")}
+        return await self.http.call("GET", "/v1/buckets/{bucket}", path, as_object)
+
+    async def list_buckets(self, *, offset: int = 0, limit: int = 100) -> list[dict[str, Any]]:
+        """One page of ``POST /v1/buckets/list`` (``offset``/``limit`` in the query and body)."""
+        paging = {"offset": offset, "limit": limit}
+        return await self.http.call(
+            "POST", "/v1/buckets/list", {}, results, params=paging, json_body=paging
+        )
+
+    async def list_batches(
+        self, bucket_id: str, *, offset: int = 0, limit: int = 100
+    ) -> list[Batch]:
+        """One page of ``POST /v1/buckets/{b}/batches/list``, newest last as served."""
+        path = {"bucket": _segment(bucket_id, "bucket_id")}
+        paging = {"offset": offset, "limit": limit}
+        return await self.http.call(
+            "POST",
+            "/v1/buckets/{bucket}/batches/list",
+            path,
+            lambda data: [Batch.from_json(b) for b in results(data)],
+            params=paging,
+            json_body=paging,
+        )
+
+    async def embed(self, text: str, vector_name: str) -> dict[str, Any]:
+        """``POST /v1/features/extractors/embed``: the v1 SDK's "extract embeddings" route,
+        naming the vector index both ways the SDKs did (``vector_index``, ``embedding_model``)."""
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text to embed must be a non-empty string")
+        body = {
+            "type": "text",
+            "value": text,
+            "vector_index": vector_name,
+            "embedding_model": vector_name,
+        }
+        return await self.http.call(
+            "POST", "/v1/features/extractors/embed", {}, as_object, json_body=body
+        )

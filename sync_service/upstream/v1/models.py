@@ -13,9 +13,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from sync_service.upstream.errors import MixpeekBadResponse
+from sync_service.upstream.port import VectorShape
 
 __all__ = [
     "Batch",
@@ -38,6 +39,16 @@ def as_object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise MixpeekBadResponse(f"expected a JSON object, got {type(data).__name__}")
     return data
+
+
+def results(data: Any) -> list[dict[str, Any]]:
+    """The items of a v1 list answer: ``results`` (or ``items``, or a bare list)."""
+    items = data if isinstance(data, list) else None
+    if isinstance(data, dict):
+        items = data.get("results", data.get("items"))
+    if not isinstance(items, list):
+        raise MixpeekBadResponse("list answer has no results list")
+    return [item for item in items if isinstance(item, dict)]
 
 
 def _str(value: Any) -> str | None:
@@ -99,6 +110,9 @@ class Batch:
     collection_ids: list[str]
     task_id: str | None
     documents_written: int | None
+    error: str | None = None
+    #: Each tier's task (tier 0 first) with its status: the batch is done when all are.
+    tiers: tuple[tuple[str | None, str | None], ...] = ()
 
     @classmethod
     def from_json(cls, data: Any) -> Batch:
@@ -119,7 +133,17 @@ class Batch:
             collection_ids=_strs(body.get("collection_ids")),
             task_id=_str(body.get("task_id")),
             documents_written=sum(written) if written else None,
+            error=_str(body.get("error")) or _str(body.get("error_summary")),
+            tiers=tuple(
+                (_str(t.get("task_id")), _str(t.get("status")))
+                for t in body.get("tier_tasks") or []
+                if isinstance(t, dict)
+            ),
         )
+
+    def has_task(self, task_id: str) -> bool:
+        """Whether ``task_id`` is this batch's task or one of its tiers'."""
+        return task_id == self.task_id or any(task_id == t for t, _ in self.tiers)
 
 
 @dataclass(frozen=True)
@@ -154,6 +178,11 @@ class VectorIndex:
     kind: str  # "dense", "sparse" or "multi_dense"
     size: int | None
     primary: bool
+    distance: str | None = None
+
+
+#: Spellings of the index types (the enum is dense|sparse|multi_dense; be liberal).
+_KINDS = {"multi-dense": "multi_dense", "multidense": "multi_dense", "multivector": "multi_dense"}
 
 
 def vector_indexes(data: Any) -> list[VectorIndex]:
@@ -167,10 +196,24 @@ def vector_indexes(data: Any) -> list[VectorIndex]:
             continue
         size = index.get("dimensions", index.get("size"))
         kind = str(index.get("type") or "dense").lower()
+        kind = _KINDS.get(kind, kind)
         primary = bool(item.get("primary"))
-        out.append(VectorIndex(name, kind, size if isinstance(size, int) else None, primary))
+        size = size if isinstance(size, int) and not isinstance(size, bool) else None
+        out.append(VectorIndex(name, kind, size, primary, _str(index.get("distance"))))
     out.sort(key=lambda i: not i.primary)  # stable: the served order otherwise
     return out
+
+
+def shape(index: VectorIndex) -> VectorShape:
+    """The port's word for a vector index (an unknown type is taken as dense)."""
+    kind: Literal["dense", "sparse", "multi_dense"] = (
+        "sparse"
+        if index.kind == "sparse"
+        else "multi_dense"
+        if index.kind == "multi_dense"
+        else "dense"
+    )
+    return VectorShape(kind, None if kind == "sparse" else index.size, index.distance)
 
 
 def lineage(doc: Mapping[str, Any]) -> dict[str, str | None]:
