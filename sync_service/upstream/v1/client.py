@@ -23,9 +23,6 @@ __all__ = ["HEALTH", "V1Client"]
 
 #: Answers 2xx on a v1 server only: the auto-detection's probe, and the breaker's.
 HEALTH = "/v1/health"
-#: Documents per list page: with vectors a multimodal segment is ~32 KB of JSON, so 100 keep
-#: a page near 3 MB.
-PAGE_WITH_VECTORS = 100
 
 
 def _segment(value: str, what: str) -> str:
