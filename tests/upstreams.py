@@ -128,7 +128,6 @@ class MixpeekV1(Mixpeek):
     deterministic unless a test asks otherwise (``document_ids`` knob)."""
 
     api = "v1"
-    listing_route = "POST /v1/collections/{ident}/documents/list"
 
     def __init__(self, server: V1EmulatorServer) -> None:
         self.server = server
@@ -146,6 +145,8 @@ class MixpeekV1(Mixpeek):
             },
         }
         self.collection = self._ok(self.http.post("/v1/collections", json=body))["collection_id"]
+        # The v1 emulator's stats key its routes by the path served.
+        self.listing_route = f"POST /v1/collections/{self.collection}/documents/list"
         self.env = {
             "MIXPEEK_API_VERSION": "v1",
             "MIXPEEK_NAMESPACE": "default",

@@ -121,14 +121,29 @@ async def test_sparse_vectors_pass_through_and_a_name_outside_the_indexes_stays_
     assert feature.data["score_like"] == [0.1, 0.2]  # never guessed to be a vector
 
 
-async def test_an_asset_with_no_document_is_gone_for_get_and_empty_for_content() -> None:
+async def test_an_asset_with_no_document_is_gone_unless_its_object_is_there() -> None:
     async with upstream(serving([])) as up:
         with pytest.raises(MixpeekNotFound):
             await up.get_asset("col_a/obj_1")
-        content = await up.fetch_content("col_a/obj_1")
-        assert content.features == [] and content.upstream_ids == frozenset()
+        # Not an empty asset: a re-sync to no points would remove them past the delete
+        # guard and the removal breaker.
+        with pytest.raises(MixpeekNotFound):
+            await up.fetch_content("col_a/obj_1")
         with pytest.raises(MixpeekNotFound):
             await up.get_asset("a-2024-asset-id")
+
+
+async def test_an_object_that_made_no_document_here_is_an_empty_asset() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/collections/col_a":
+            return httpx.Response(200, json={"source": {"bucket_ids": ["bkt_1"]}})
+        if request.url.path == "/v1/buckets/bkt_1/objects/obj_1":
+            return httpx.Response(200, json={"object_id": "obj_1"})
+        return serving([])(request)
+
+    async with upstream(handler) as up:
+        content = await up.fetch_content("col_a/obj_1")
+    assert content.features == [] and content.upstream_ids == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -302,7 +317,7 @@ async def test_the_page_size_with_vectors_follows_the_vector_sizes(
         if request.url.path.endswith("/features"):
             return httpx.Response(200, json=features)
         asked.append(json.loads(request.content))
-        return httpx.Response(200, json={"results": [], "pagination": {}})
+        return httpx.Response(200, json={"results": [doc("d1")], "pagination": {}})
 
     async with upstream(handler) as up:
         await up.fetch_content("col_a/obj_1")

@@ -94,9 +94,13 @@ class V1Upstream(DocumentListing, ClientOwner):
         collection_id, object_id = split_asset(asset_id)
         indexes = await self._vector_indexes(collection_id)
         docs = [d async for d in self._documents(collection_id, object_id, vectors=True)]
+        if not docs and not await self._object_exists(collection_id, object_id):
+            # Gone, as for get_asset: the engine removes its points behind the removal breaker
+            # and verify's repair behind the delete guard (a re-sync to no points would remove
+            # them past both). An object that is there made no document here (an extractor
+            # that does not read it): no points, and nothing failed.
+            raise MixpeekNotFound(f"no document of object {object_id} in {collection_id}")
         features = [self._feature(doc, indexes, asset_id, collection_id) for doc in docs]
-        # No document left is not a 404: an object re-processed into nothing (or failed in a
-        # COMPLETED_WITH_ERRORS batch) syncs to no points, which removes the ones it had.
         return AssetContent(
             self._asset(collection_id, object_id, docs),
             collection_id,

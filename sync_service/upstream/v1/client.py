@@ -95,6 +95,10 @@ class V1Client:
             "POST", "/v1/buckets/{bucket}/objects", path, as_object, json_body=dict(body)
         )
 
+    async def get_object(self, bucket_id: str, object_id: str) -> dict[str, Any]:
+        path = {"bucket": _segment(bucket_id, "bucket_id"), "obj": _segment(object_id, "object_id")}
+        return await self.http.call("GET", "/v1/buckets/{bucket}/objects/{obj}", path, as_object)
+
     async def create_batch(self, bucket_id: str, object_ids: list[str]) -> Batch:
         path = {"bucket": _segment(bucket_id, "bucket_id")}
         body = {"object_ids": object_ids}  # only object_ids: batch_name is not in the spec

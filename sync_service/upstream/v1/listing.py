@@ -160,6 +160,22 @@ class DocumentListing:
             seen.add(page.next_cursor)
             cursor = page.next_cursor
 
+    async def _object_exists(self, collection_id: str, object_id: str) -> bool:
+        """Whether the object is still in a bucket the collection reads."""
+        collection = await self.client.get_collection(collection_id)
+        source = collection.get("source")
+        source = source if isinstance(source, dict) else {}
+        buckets = source.get("bucket_ids") or [source.get("bucket_id")]
+        for bucket in buckets:
+            if not isinstance(bucket, str) or not bucket:
+                continue
+            try:
+                await self.client.get_object(bucket, object_id)
+            except MixpeekNotFound:
+                continue
+            return True
+        return False
+
     def _asset(
         self, collection_id: str, object_id: str, docs: list[Doc], *, complete: bool = False
     ) -> Asset:
