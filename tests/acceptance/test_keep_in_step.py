@@ -265,6 +265,7 @@ def aliases(root: Path) -> dict[str, str]:
         client.close()
 
 
+@pytest.mark.parametrize("api", ["2024"])  # the queue is shared by both APIs
 def test_backfill_beside_a_running_daemon_queues_the_assets_for_it(
     tmp_path: Path, mixpeek: Mixpeek
 ) -> None:
@@ -288,6 +289,7 @@ def test_backfill_beside_a_running_daemon_queues_the_assets_for_it(
     assert compare_points(mixpeek.expected(assets), svc.points()) == IN_STEP
 
 
+@pytest.mark.parametrize("api", ["2024"])  # the engine's, whatever the API
 def test_a_caption_change_on_a_point_lost_in_qdrant_rewrites_the_whole_point(
     tmp_path: Path, mixpeek: Mixpeek
 ) -> None:

@@ -236,6 +236,7 @@ def test_a_mass_deletion_is_held_until_forced(mixpeek: Mixpeek, svc: Service) ->
     assert json.loads(svc.cli("status", "--json").stdout)["watch"] == []
 
 
+@pytest.mark.parametrize("api", ["2024"])  # the removal order is the same for both
 def test_a_sweep_killed_half_way_leaves_no_stale_point_after_the_restart(
     mixpeek: Mixpeek, svc: Service
 ) -> None:
@@ -315,6 +316,7 @@ def test_backfill_exits_0_when_assets_failed_upstream(
     assert "Exit codes" in svc.cli("backfill", "--help").stdout
 
 
+@pytest.mark.parametrize("api", ["2024"])  # the one-lister lock is the same for both
 def test_three_replicas_watching_one_collection_queue_each_asset_once(
     tmp_path: Path, mixpeek: Mixpeek, qdrant: QdrantStandIn, postgres_url: str
 ) -> None:
