@@ -146,3 +146,9 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield f"sqlite:///{tmp_path / 'state' / 'sync.db'}"
     else:
         yield from _postgres_database()
+
+
+@pytest.fixture(params=["2024", "v1"])
+def api(request: pytest.FixtureRequest) -> str:
+    """The Mixpeek API generation a capability test runs against (tests/upstreams.py)."""
+    return str(request.param)

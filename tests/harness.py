@@ -13,18 +13,32 @@ import httpx
 from qdrant_client import QdrantClient
 
 from sync_service.emulator import EmulatorServer
+from sync_service.emulator.v1.server import V1EmulatorServer
 from tests.conftest import API_KEY
 from tests.support import expected_point, served
+from tests.upstreams import COLLECTION, Mixpeek
 
-COLLECTION = "acceptance"
+__all__ = ["COLLECTION", "Service"]
 
 
 class Service:
     """Runs ``sync-service`` commands with one state folder and one emulator."""
 
-    def __init__(self, root: Path, emulator: EmulatorServer, **env: str) -> None:
+    def __init__(
+        self,
+        root: Path,
+        emulator: EmulatorServer | V1EmulatorServer | Mixpeek,
+        **env: str,
+    ) -> None:
+        """``emulator``: a 2024 emulator, or the seam of either API (its settings and its
+        collection then apply, and ``expected`` is its oracle)."""
         self.root = root
+        self.mixpeek = emulator if isinstance(emulator, Mixpeek) else None
+        if isinstance(emulator, Mixpeek):
+            env = {**emulator.env, **env}
+            emulator = emulator.server
         self.emulator = emulator
+        self.collection = self.mixpeek.collection if self.mixpeek else COLLECTION
         self.env = {
             **{
                 k: v
@@ -70,7 +84,7 @@ class Service:
         )
 
     def submit(self, *items: str) -> list[str]:
-        out = self.cli("submit", "--collection-id", COLLECTION, *items).stdout
+        out = self.cli("submit", "--collection-id", self.collection, *items).stdout
         return out.split()
 
     def status(self) -> dict[str, Any]:
@@ -98,6 +112,8 @@ class Service:
             client.close()
 
     def expected(self, task_ids: list[str], skip: set[str] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+        if self.mixpeek is not None:
+            return [p for p in self.mixpeek.expected_tasks(task_ids) if p["id"] not in skip]
         points = []
         for task_id in task_ids:
             asset, features = served(self.emulator.url, API_KEY, task_id)

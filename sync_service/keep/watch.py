@@ -255,7 +255,10 @@ class Mirroring:
     ) -> None:
         """Record a listed page (with a full pass's (pass number, next page) ``cursor``)."""
         listed = [
-            Listed(a.asset_id, a.stamp, failed=a.outcome is TaskOutcome.FAILED) for a in page.assets
+            Listed(
+                a.asset_id, a.stamp, failed=a.outcome is TaskOutcome.FAILED, features=a.feature_ids
+            )
+            for a in page.assets
         ]
         queued = await self.store.record_page(
             report.collection_id,

@@ -28,6 +28,8 @@ class Listed:
     updated_at: str | None
     #: Upstream says it FAILED (nothing to sync; reported, not queued).
     failed: bool = False
+    #: Every feature id upstream has for it, when the listing served them all (None: unknown).
+    features: frozenset[str] | None = None
 
 
 class ListingQueries(Queries):
@@ -75,6 +77,10 @@ class ListingQueries(Queries):
                 for a in wanted
                 if requeue_all or a.asset_id not in known or known[a.asset_id] != a.updated_at
             ]
+            # An asset whose points include a feature upstream no longer has was changed by a
+            # deletion (no new stamp): its re-sync removes the stale points.
+            sets = {a.asset_id: a.features for a in wanted if a.features is not None}
+            queue += await _with_stale_points(conn, collection_id, sets, skip=set(queue))
             if heal:
                 rest = [a.asset_id for a in wanted if a.asset_id not in set(queue)]
                 queue += await _without_points_or_jobs(conn, rest)
@@ -206,6 +212,28 @@ class ListingQueries(Queries):
                     mirror_assets.c.asset_id.in_(list(asset_ids)),
                 )
             )
+
+
+async def _with_stale_points(
+    conn: AsyncConnection,
+    collection_id: str,
+    listed: dict[str, frozenset[str]],
+    *,
+    skip: set[str],
+) -> list[str]:
+    """Of these assets (with every feature id upstream lists for each), those the ledger holds
+    a point of for a feature not listed."""
+    ids = [a for a in listed if a not in skip]
+    stale: set[str] = set()
+    for start in range(0, len(ids), 500):
+        rows = await conn.execute(
+            select(synced_features.c.asset_id, synced_features.c.feature_id).where(
+                synced_features.c.collection_id == collection_id,
+                synced_features.c.asset_id.in_(ids[start : start + 500]),
+            )
+        )
+        stale |= {str(a) for a, f in rows.all() if f not in listed[str(a)]}
+    return sorted(stale)
 
 
 async def _without_points_or_jobs(conn: AsyncConnection, asset_ids: list[str]) -> list[str]:

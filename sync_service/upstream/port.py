@@ -122,6 +122,10 @@ class Asset:
     task_id: str | None
     #: The JSON object as served: copied into every point's payload as ``asset``.
     data: Mapping[str, Any] = field(repr=False)
+    #: Every feature id the asset has upstream, when a listing served them all (None: unknown,
+    #: as from an API that lists assets without their features). A full pass compares it with
+    #: the points held, which finds a feature deleted from an asset that was not changed.
+    feature_ids: frozenset[str] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)

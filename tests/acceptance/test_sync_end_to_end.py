@@ -1,5 +1,6 @@
 """The real ``sync-service`` commands, as subprocesses, against the emulator over real HTTP,
-into embedded Qdrant; every point is checked against what the emulator served."""
+into embedded Qdrant; every point is checked against what the emulator served. The tests that
+prove a capability run against both API generations (``api``, tests/upstreams.py)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sync_service.emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import API_KEY
 from tests.harness import Service
 from tests.support import IN_STEP, compare_points
+from tests.upstreams import Mixpeek, open_mixpeek
 
 
 @pytest.fixture
@@ -26,8 +28,14 @@ def emulator() -> Iterator[EmulatorServer]:
 
 
 @pytest.fixture
-def service(tmp_path: Path, emulator: EmulatorServer) -> Service:
-    return Service(tmp_path, emulator)
+def mixpeek(api: str) -> Iterator[Mixpeek]:
+    with open_mixpeek(api, processing_time=0.6, seed=3) as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def service(tmp_path: Path, mixpeek: Mixpeek) -> Service:
+    return Service(tmp_path, mixpeek)
 
 
 VIDEOS = [
@@ -69,9 +77,9 @@ def test_submit_run_drain_lands_every_point_exactly(service: Service) -> None:
 
 
 def test_failed_unknown_and_timed_out_tasks_end_failed_with_a_reason(
-    tmp_path: Path, emulator: EmulatorServer
+    tmp_path: Path, mixpeek: Mixpeek
 ) -> None:
-    service = Service(tmp_path, emulator, SYNC_TASK_TIMEOUT="2")
+    service = Service(tmp_path, mixpeek, SYNC_TASK_TIMEOUT="2")
     (ok,) = service.submit("--text", "fine")
     service.patch(fail_rate=1.0)
     (failed,) = service.submit("--video", "https://example.com/broken.mp4?duration=20")
@@ -97,6 +105,7 @@ def test_failed_unknown_and_timed_out_tasks_end_failed_with_a_reason(
 def test_poison_vectors_become_dead_letters_and_the_rest_land(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
+    # 2024 only: the v1 emulator has no poison knob (the mapping to dead letters is shared).
     service = Service(tmp_path, emulator)
     service.patch(poison_rate=0.4)
     task_ids = service.submit(
@@ -118,10 +127,8 @@ def test_poison_vectors_become_dead_letters_and_the_rest_land(
     assert "dead letter" in detail and ("not finite" in detail or "length" in detail)
 
 
-def test_429s_and_5xx_from_upstream_are_ridden_out(
-    tmp_path: Path, emulator: EmulatorServer
-) -> None:
-    service = Service(tmp_path, emulator)
+def test_429s_and_5xx_from_upstream_are_ridden_out(tmp_path: Path, mixpeek: Mixpeek) -> None:
+    service = Service(tmp_path, mixpeek)
     task_ids = service.submit(*VIDEOS, *TEXTS)
     service.patch(error_rate=0.3, rate_limit=1200, rate_burst=5)
     service.cli("run", "--drain", timeout=90)
@@ -137,6 +144,7 @@ def test_429s_and_5xx_from_upstream_are_ridden_out(
 def test_sigterm_mid_work_exits_0_and_a_restart_finishes_with_nothing_lost_or_doubled(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
+    # 2024 only: shutdown is the engine's, whatever the API (the crash matrix restarts on v1).
     # About 6 s of upstream work (80 requests at 0.15 s, 2 at a time) against a 1 s grace:
     # SIGTERM lands mid-work, and what is not done within the grace period is abandoned.
     service = Service(tmp_path, emulator, SYNC_SHUTDOWN_GRACE="1", SYNC_MAX_CONCURRENCY="2")

@@ -121,14 +121,29 @@ async def test_sparse_vectors_pass_through_and_a_name_outside_the_indexes_stays_
     assert feature.data["score_like"] == [0.1, 0.2]  # never guessed to be a vector
 
 
-async def test_an_asset_with_no_document_is_gone_for_get_and_empty_for_content() -> None:
+async def test_an_asset_with_no_document_is_gone_unless_its_object_is_there() -> None:
     async with upstream(serving([])) as up:
         with pytest.raises(MixpeekNotFound):
             await up.get_asset("col_a/obj_1")
-        content = await up.fetch_content("col_a/obj_1")
-        assert content.features == [] and content.upstream_ids == frozenset()
+        # Not an empty asset: a re-sync to no points would remove them past the delete
+        # guard and the removal breaker.
+        with pytest.raises(MixpeekNotFound):
+            await up.fetch_content("col_a/obj_1")
         with pytest.raises(MixpeekNotFound):
             await up.get_asset("a-2024-asset-id")
+
+
+async def test_an_object_that_made_no_document_here_is_an_empty_asset() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/collections/col_a":
+            return httpx.Response(200, json={"source": {"bucket_ids": ["bkt_1"]}})
+        if request.url.path == "/v1/buckets/bkt_1/objects/obj_1":
+            return httpx.Response(200, json={"object_id": "obj_1"})
+        return serving([])(request)
+
+    async with upstream(handler) as up:
+        content = await up.fetch_content("col_a/obj_1")
+    assert content.features == [] and content.upstream_ids == frozenset()
 
 
 @pytest.mark.parametrize(
@@ -199,37 +214,119 @@ async def test_both_422_forms_are_a_bad_request(body: dict[str, Any]) -> None:
     assert raised.value.status == 422 and raised.value.message
 
 
-async def test_cursor_pages_map_onto_numbered_pages() -> None:
-    docs = [doc("d1", "o1"), doc("d2", "o1"), doc("d3", "o2"), doc("d4", "o3"), doc("d5", "o3")]
-    asked: list[dict[str, Any]] = []
+def paged(docs: list[dict[str, Any]], asked: list[dict[str, Any]], *, sort: bool) -> Handler:
+    """A documents list over ``docs`` with offset cursors; ``sort``: honour a sort on the
+    root object (else serve the given order, as a server ignoring it)."""
 
     def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/features"):
+            return httpx.Response(200, json=FEATURES)
         body = json.loads(request.content)
         asked.append(body)
+        ordered = docs
+        where = body.get("filters", {}).get("AND", [{}])[0]
+        if where.get("field") == "_internal.lineage.root_object_id":  # one asset's documents
+            want = where["value"]
+            ordered = [d for d in docs if d["_internal"]["lineage"]["root_object_id"] == want]
+        if sort and body.get("sort", {}).get("field") == "_internal.lineage.root_object_id":
+            ordered = sorted(docs, key=lambda d: d["_internal"]["lineage"]["root_object_id"])
         start = int(body.get("cursor") or 0)
-        chunk = docs[start : start + body["limit"]]
-        more = start + body["limit"] < len(docs)
+        chunk = ordered[start : start + body["limit"]]
+        more = start + body["limit"] < len(ordered)
         page = {"next_cursor": str(start + body["limit"]) if more else None}
         return httpx.Response(200, json={"results": chunk, "pagination": page})
 
-    async with upstream(handler) as up:
+    return handler
+
+
+async def test_full_listings_go_by_object_and_carry_each_whole_document_set() -> None:
+    # Created out of object order: o1's second document came later (a re-processing).
+    docs = [doc("d1", "o1"), doc("d3", "o2"), doc("d4", "o3"), doc("d5", "o3"), doc("d2", "o1")]
+    asked: list[dict[str, Any]] = []
+    async with upstream(paged(docs, asked, sort=True)) as up:
         pages = []
         for number in (1, 2, 3):
             page = await up.list_assets("col_a", order=ListOrder.CREATED, page=number, page_size=2)
-            pages.append(([a.asset_id for a in page.assets], page.has_next))
+            pages.append({a.asset_id: a.feature_ids for a in page.assets})
+            assert page.has_next == (number < 3)
         # Out of turn (a pass resumed after a restart): walked to from page 1.
         resumed = await up.list_assets("col_a", order=ListOrder.CREATED, page=3, page_size=2)
+        content = await up.fetch_content("col_a/o3")
+
+    def ids(*names: str) -> frozenset[str]:
+        return frozenset(
+            str(uuid.uuid5(uuid.NAMESPACE_URL, f"mixpeek://v1/ns_1/col_a/{n}")) for n in names
+        )
+
+    # Page 1 is o1's two documents: held back, as o1 may go on on page 2.
+    assert pages == [
+        {},
+        {"col_a/o1": ids("d1", "d2"), "col_a/o2": ids("d3")},
+        {"col_a/o3": ids("d4", "d5")},
+    ]
+    assert [a.asset_id for a in resumed.assets] == ["col_a/o3"]
+    assert asked[0]["sort"] == {"field": "_internal.lineage.root_object_id", "direction": "asc"}
+    assert [b.get("cursor") for b in asked[:3]] == [None, "2", "4"]
+    # The listing's feature ids are the points a sync writes.
+    assert pages[2]["col_a/o3"] == content.upstream_ids
+
+
+async def test_a_server_ignoring_the_object_sort_gets_plain_pages_without_feature_sets() -> None:
+    docs = [doc("d1", "o2"), doc("d2", "o1"), doc("d3", "o3"), doc("d4", "o3")]
+    asked: list[dict[str, Any]] = []
+    async with upstream(paged(docs, asked, sort=False)) as up:
+        first = await up.list_assets("col_a", order=ListOrder.CREATED, page=1, page_size=2)
+        second = await up.list_assets("col_a", order=ListOrder.CREATED, page=2, page_size=2)
+        again = await up.list_assets("col_a", order=ListOrder.CREATED, page=1, page_size=2)
+    assert [a.asset_id for a in first.assets] == ["col_a/o2", "col_a/o1"]
+    assert [a.asset_id for a in second.assets] == ["col_a/o3"]
+    assert all(a.feature_ids is None for a in first.assets + second.assets)
+    assert "sort" not in asked[-1] and again.assets  # not asked again
+
+
+async def test_incremental_listings_filter_and_sort_on_the_update_time() -> None:
+    asked: list[dict[str, Any]] = []
+    async with upstream(paged([doc("d1", "o1")], asked, sort=False)) as up:
         changed = await up.list_assets(
             "col_a", order=ListOrder.CHANGED, page_size=2, changed_since=1768210200.0
         )
-    # o3 straddles pages 2 and 3: listed once, on the page where it starts.
-    assert pages == [(["col_a/o1"], True), (["col_a/o2", "col_a/o3"], True), ([], False)]
-    assert [a.asset_id for a in resumed.assets] == [] and not resumed.has_next
-    assert [b.get("cursor") for b in asked[:3]] == [None, "2", "4"]
-    assert [b.get("cursor") for b in asked[3:6]] == [None, "2", "4"]
     assert asked[-1]["sort"] == {"field": "_internal.updated_at", "direction": "asc"}
-    assert asked[-1]["filters"]["AND"][0]["value"] == "2026-01-12T09:30:00Z"
+    assert asked[-1]["filters"]["AND"][0] == {
+        "field": "_internal.updated_at",
+        "operator": "gte",
+        "value": "2026-01-12T09:30:00Z",
+    }
     assert changed.assets[0].changed_at == 1768210200.0
+    assert changed.assets[0].feature_ids is None  # a change listing is not the whole asset
+
+
+@pytest.mark.parametrize(
+    ("sizes", "expected"),
+    [
+        ({MM: 1408, TR: 1024}, 87),  # a multimodal segment: ~45 KB, a page under 4 MB
+        ({MM: 8, TR: 4}, 1000),  # tiny vectors: the API's bound
+    ],
+)
+async def test_the_page_size_with_vectors_follows_the_vector_sizes(
+    sizes: dict[str, int], expected: int
+) -> None:
+    features = {
+        "features": [
+            {"vector_index": {"name": n, "dimensions": d, "type": "dense"}}
+            for n, d in sizes.items()
+        ]
+    }
+    asked: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/features"):
+            return httpx.Response(200, json=features)
+        asked.append(json.loads(request.content))
+        return httpx.Response(200, json={"results": [doc("d1")], "pagination": {}})
+
+    async with upstream(handler) as up:
+        await up.fetch_content("col_a/obj_1")
+    assert asked[0]["limit"] == expected and asked[0]["return_vectors"] is True
 
 
 async def test_a_refused_updated_at_filter_falls_back_to_plain_listings() -> None:

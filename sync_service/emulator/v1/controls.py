@@ -31,6 +31,9 @@ class SeedRequest(BaseModel):
     count: int = Field(default=1, ge=1, le=10_000)
     modality: Literal["video", "image", "text"] = "video"
     metadata: dict[str, Any] = Field(default_factory=dict)
+    #: Videos of this many seconds (made-up media) instead of the library's, as the 2024
+    #: emulator's seed: tests know how many segments each makes.
+    duration: int | None = Field(default=None, ge=1, le=36_000)
 
 
 class DocumentChange(BaseModel):
@@ -93,6 +96,8 @@ def add_controls(router: APIRouter, state: V1State, dispatcher: Dispatcher) -> N
         object_ids, document_ids = [], []
         for _ in range(body.count):
             kind, data = seed_blob(body.modality, seeded[0])
+            if body.modality == "video" and body.duration is not None:
+                data = f"https://media.example.com/v/{seeded[0]}.mp4?duration={body.duration}"
             seeded[0] += 1
             obj = StoredObject(
                 state.new_id("obj"),

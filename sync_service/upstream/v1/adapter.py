@@ -13,66 +13,33 @@ mapping (README "Mixpeek v1"):
   "mixpeek://v1/{namespace_id}/{collection_id}/{document_id}")``, a UUID so the engine's point
   id rule (docs/contract.md §4) keeps it as is;
 * a **task** (a submitted batch) produced the assets (collection, object) of its batch's
-  objects and collections: the first is the task's asset, the rest go in ``more_assets``
-  (``intake.py``: tasks, batches, submitting, embedding).
+  objects and collections: the first is the task's asset, the rest go in ``more_assets``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from datetime import UTC
 from typing import Any
 
-from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
-from sync_service.upstream.gen_b.models import parse_timestamp
+from sync_service.upstream.errors import MixpeekNotFound
 from sync_service.upstream.owner import ClientOwner
-from sync_service.upstream.port import (
-    Asset,
-    AssetContent,
-    AssetPage,
-    Feature,
-    ListOrder,
-    TaskOutcome,
-)
+from sync_service.upstream.port import AssetContent, Feature
 from sync_service.upstream.v1 import models
-from sync_service.upstream.v1.client import PAGE_WITH_VECTORS, V1Client
-from sync_service.upstream.v1.intake import LISTING_GRACE, V1Intake, asset_key
+from sync_service.upstream.v1.client import V1Client
+from sync_service.upstream.v1.intake import LISTING_GRACE, V1Intake
+from sync_service.upstream.v1.listing import DocumentListing, asset_key, split_asset
+from sync_service.upstream.v1.listing import zulu as _zulu
 from sync_service.upstream.v1.models import VectorIndex
 
 __all__ = ["V1Upstream", "asset_key", "split_asset"]
 
 log = logging.getLogger(__name__)
 
-_SORTS: dict[ListOrder, tuple[str, str] | None] = {
-    ListOrder.CREATED: None,  # the default order: creation, with keyset cursors
-    ListOrder.CHANGED: ("_internal.updated_at", "asc"),
-    ListOrder.NEWEST_CHANGE: ("_internal.updated_at", "desc"),
-}
-_WalkKey = tuple[str, ListOrder, float | None, int]
 
-
-def split_asset(asset_id: str) -> tuple[str, str]:
-    collection_id, sep, object_id = asset_id.partition("/")
-    if not sep or not collection_id or not object_id:
-        # A 2024 asset id given to a v1 upstream (or a typo): nothing by that id here.
-        raise MixpeekNotFound(f"{asset_id!r} is not a v1 asset id (collection_id/object_id)")
-    return collection_id, object_id
-
-
-def _zulu(value: Any) -> str | None:
-    when = parse_timestamp(value)
-    return None if when is None else when.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _source_url(internal: dict[str, Any]) -> str | None:
-    processing = internal.get("processing")
-    url = processing.get("source_url") if isinstance(processing, dict) else None
-    return url if isinstance(url, str) and url else None
-
-
-class V1Upstream(V1Intake, ClientOwner):
-    """:class:`~sync_service.upstream.port.Upstream` over :class:`V1Client`."""
+class V1Upstream(V1Intake, DocumentListing, ClientOwner):
+    """:class:`~sync_service.upstream.port.Upstream` over :class:`V1Client`; tasks and
+    submissions are :class:`V1Intake`'s (``intake.py``), listings, single assets and deletes
+    :class:`DocumentListing`'s (``listing.py``)."""
 
     client: V1Client
 
@@ -81,19 +48,12 @@ class V1Upstream(V1Intake, ClientOwner):
         self.outage = client.outage
         # A collection's vector indexes, read once per process (they are fixed for its life).
         self._indexes: dict[str, list[VectorIndex]] = {}
-        # Per listing: (the page number the cursor leads to, the cursor, the previous page's
-        # assets), so the port's numbered pages walk v1's cursors.
-        self._walks: dict[_WalkKey, tuple[int, str, frozenset[str]]] = {}
-        self._filters_refused = False
+        # Per listing, where its walk over v1's cursors stands (``listing.py``).
+        self._walks = {}
+        self._changed_refused = False
+        self._by_object_refused = False
 
     # -- assets -----------------------------------------------------------------------------------
-
-    async def get_asset(self, asset_id: str) -> Asset:
-        collection_id, object_id = split_asset(asset_id)
-        docs = [d async for d in self._documents(collection_id, object_id, vectors=False)]
-        if not docs:
-            raise MixpeekNotFound(f"no document of object {object_id} in {collection_id}")
-        return self._asset(collection_id, object_id, docs)
 
     async def fetch_content(
         self,
@@ -104,9 +64,13 @@ class V1Upstream(V1Intake, ClientOwner):
         collection_id, object_id = split_asset(asset_id)
         indexes = await self._vector_indexes(collection_id)
         docs = [d async for d in self._documents(collection_id, object_id, vectors=True)]
+        if not docs and not await self._object_exists(collection_id, object_id):
+            # Gone, as for get_asset: the engine removes its points behind the removal breaker
+            # and verify's repair behind the delete guard (a re-sync to no points would remove
+            # them past both). An object that is there made no document here (an extractor
+            # that does not read it): no points, and nothing failed.
+            raise MixpeekNotFound(f"no document of object {object_id} in {collection_id}")
         features = [self._feature(doc, indexes, asset_id, collection_id) for doc in docs]
-        # No document left is not a 404: an object re-processed into nothing (or failed in a
-        # COMPLETED_WITH_ERRORS batch) syncs to no points, which removes the ones it had.
         return AssetContent(
             self._asset(collection_id, object_id, docs),
             collection_id,
@@ -116,39 +80,6 @@ class V1Upstream(V1Intake, ClientOwner):
             declared={i.name: models.shape(i) for i in indexes},
             generation="v1",
         )
-
-    async def delete_asset(self, asset_id: str) -> None:
-        collection_id, object_id = split_asset(asset_id)
-        docs = [d async for d in self._documents(collection_id, object_id, vectors=False)]
-        if not docs:
-            raise MixpeekNotFound(f"no document of object {object_id} in {collection_id}")
-        for doc in docs:
-            await self.client.delete_document(collection_id, str(doc["document_id"]))
-
-    async def _documents(
-        self, collection_id: str, object_id: str, *, vectors: bool
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every document of ``collection_id`` whose root object is ``object_id``."""
-        where = {"field": "_internal.lineage.root_object_id", "operator": "eq", "value": object_id}
-        filters = {"AND": [where]}
-        cursor: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = await self.client.list_documents(
-                collection_id,
-                limit=PAGE_WITH_VECTORS if vectors else 1000,
-                cursor=cursor,
-                filters=filters,
-                return_vectors=vectors,
-            )
-            for doc in page.documents:
-                if models.lineage(doc)["root_object_id"] not in (object_id, None):
-                    continue  # a server that ignored the filter: keep only this object's
-                yield doc
-            if page.next_cursor is None or page.next_cursor in seen:
-                return
-            seen.add(page.next_cursor)
-            cursor = page.next_cursor
 
     async def _vector_indexes(self, collection_id: str) -> list[VectorIndex]:
         if collection_id not in self._indexes:
@@ -184,118 +115,3 @@ class V1Upstream(V1Intake, ClientOwner):
             vectors=vectors,
         )
         return Feature(feature_id, data)
-
-    def _asset(self, collection_id: str, object_id: str, docs: list[dict[str, Any]]) -> Asset:
-        stamps = [
-            s
-            for d in docs
-            if isinstance(d.get("_internal"), dict)
-            and (s := _zulu(d["_internal"].get("updated_at"))) is not None
-        ]
-        stamp = max(stamps, key=lambda s: parse_timestamp(s) or 0) if stamps else None
-        when = parse_timestamp(stamp)
-        first = docs[0] if docs else {}
-        lin = models.lineage(first)
-        internal = first.get("_internal") if isinstance(first.get("_internal"), dict) else {}
-        assert isinstance(internal, dict)
-        asset_id = asset_key(collection_id, object_id)
-        data = {
-            "asset_id": asset_id,
-            "collection_id": collection_id,
-            "object_id": object_id,
-            "root_bucket_id": lin["root_bucket_id"],
-            "namespace_id": internal.get("namespace_id"),
-            # The source's URL, as searches show an asset (_internal.processing.source_url).
-            "url": _source_url(internal),
-            "mixpeek_api": "v1",
-        }
-        return Asset(
-            asset_id=asset_id,
-            collection_id=collection_id,
-            status="COMPLETED",  # a document exists only once processed
-            outcome=TaskOutcome.SUCCEEDED,
-            stamp=stamp,
-            changed_at=None if when is None else when.timestamp(),
-            error=None,
-            task_id=None,
-            data=data,
-        )
-
-    # -- listing ----------------------------------------------------------------------------------
-
-    async def list_assets(
-        self,
-        collection_id: str,
-        *,
-        order: ListOrder,
-        page: int = 1,
-        page_size: int = 100,
-        changed_since: float | None = None,
-    ) -> AssetPage:
-        """Page ``page`` of the collection's assets: a page of documents without vectors,
-        grouped by root object. v1 pages by cursor, so the cursor that leads to page N is kept
-        when page N-1 is served; a page asked out of turn (a pass resumed after a restart)
-        walks there from page 1."""
-        key: _WalkKey = (collection_id, order, changed_since, page_size)
-        walk = self._walks.get(key)
-        if page == 1 or walk is None or walk[0] != page:
-            number, cursor, previous = 1, None, frozenset[str]()
-            while number < page:  # out of turn: walk to it
-                docs, cursor = await self._list_page(key, cursor)
-                previous = frozenset(self._group(docs))
-                if cursor is None:
-                    return AssetPage([], has_next=False)
-                number += 1
-        else:
-            _, cursor, previous = walk
-        docs, next_cursor = await self._list_page(key, cursor)
-        groups = self._group(docs)
-        if next_cursor is None:
-            self._walks.pop(key, None)
-        else:
-            self._walks[key] = (page + 1, next_cursor, frozenset(groups))
-        # An object whose documents straddle two pages is listed on the first only (a page
-        # repeating the last one's assets would look like a server ignoring the cursor).
-        assets = [
-            self._asset(collection_id, obj, group)
-            for obj, group in groups.items()
-            if obj not in previous
-        ]
-        return AssetPage(assets, has_next=next_cursor is not None)
-
-    async def _list_page(
-        self, key: _WalkKey, cursor: str | None
-    ) -> tuple[list[dict[str, Any]], str | None]:
-        collection_id, order, since, size = key
-        filters = sort = None
-        if not self._filters_refused:
-            sort = _SORTS[order]
-            if since is not None:
-                value = _zulu(since)
-                filters = {
-                    "AND": [{"field": "_internal.updated_at", "operator": "gte", "value": value}]
-                }
-        try:
-            page = await self.client.list_documents(
-                collection_id, limit=size, cursor=cursor, filters=filters, sort=sort
-            )
-        except MixpeekBadRequest:
-            if filters is None and sort is None:
-                raise
-            # The update-time filter and sort are guesses; a server that refuses them gets
-            # plain listings from now on (callers check order and filter themselves).
-            log.warning("Mixpeek v1 refused the updated_at filter or sort; listing in full")
-            self._filters_refused = True
-            page = await self.client.list_documents(collection_id, limit=size, cursor=cursor)
-        return page.documents, page.next_cursor
-
-    @staticmethod
-    def _group(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-        groups: dict[str, list[dict[str, Any]]] = {}
-        for doc in docs:
-            obj = models.lineage(doc)["root_object_id"]
-            if obj is None:
-                log.warning("v1 document %s names no root object; skipped", doc.get("document_id"))
-                continue
-            groups.setdefault(obj, []).append(doc)
-        return groups

@@ -23,9 +23,6 @@ __all__ = ["HEALTH", "V1Client"]
 
 #: Answers 2xx on a v1 server only: the auto-detection's probe, and the breaker's.
 HEALTH = "/v1/health"
-#: Documents per list page: with vectors a multimodal segment is ~32 KB of JSON, so 100 keep
-#: a page near 3 MB.
-PAGE_WITH_VECTORS = 100
 
 
 def _segment(value: str, what: str) -> str:
@@ -97,6 +94,10 @@ class V1Client:
         return await self.http.call(
             "POST", "/v1/buckets/{bucket}/objects", path, as_object, json_body=dict(body)
         )
+
+    async def get_object(self, bucket_id: str, object_id: str) -> dict[str, Any]:
+        path = {"bucket": _segment(bucket_id, "bucket_id"), "obj": _segment(object_id, "object_id")}
+        return await self.http.call("GET", "/v1/buckets/{bucket}/objects/{obj}", path, as_object)
 
     async def create_batch(self, bucket_id: str, object_ids: list[str]) -> Batch:
         path = {"bucket": _segment(bucket_id, "bucket_id")}

@@ -33,8 +33,9 @@ from sync_service.upstream.errors import (
 from sync_service.upstream.port import Submission, TaskOutcome, TaskState, classify_status
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import V1Client
+from sync_service.upstream.v1.listing import asset_key
 
-__all__ = ["V1Intake", "asset_key"]
+__all__ = ["V1Intake"]
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,6 @@ LISTING_GRACE = 30.0
 #: Buckets and batches read per page when looking for a batch or an expired task's batch.
 _PAGE = 100
 _BLOB_TYPES = {"video": ("video",), "image": ("image",), "text": ("text", "string")}
-
-
-def asset_key(collection_id: str, object_id: str) -> str:
-    return f"{collection_id}/{object_id}"
 
 
 def batch_ref(tracked: str) -> tuple[str | None, str] | None:
