@@ -71,6 +71,10 @@ class Mixpeek:
         """The points tracking these tasks must have made."""
         raise NotImplementedError
 
+    def tasks_of_submit(self, items: int) -> int:
+        """How many tasks one ``submit`` of ``items`` items makes."""
+        raise NotImplementedError
+
     def patch(self, **knobs: Any) -> None:
         httpx.patch(f"{self.url}/_emulator/config", json=knobs).raise_for_status()
 
@@ -114,6 +118,9 @@ class Mixpeek2024(Mixpeek):
             # Mirrored points carry the task id the asset names upstream.
             points += [expected_point(asset["task_id"], asset, f) for f in features]
         return points
+
+    def tasks_of_submit(self, items: int) -> int:
+        return items  # one indexing call, one task, per item
 
     def expected_tasks(self, task_ids: list[str]) -> list[dict[str, Any]]:
         points = []
@@ -205,6 +212,9 @@ class MixpeekV1(Mixpeek):
 
     def expected(self, asset_ids: list[str]) -> list[dict[str, Any]]:
         return self._points({a: f"asset:{a}" for a in asset_ids})
+
+    def tasks_of_submit(self, items: int) -> int:
+        return 1  # the items of one command in one batch (one bucket here): one task
 
     def expected_tasks(self, task_ids: list[str]) -> list[dict[str, Any]]:
         # A task's first asset syncs under the task, the rest as asset jobs (README).

@@ -50,7 +50,8 @@ TEXTS = ["--text", "A surfer rides a wave.", "--text", "Pasta in a pot."]
 
 def test_submit_run_drain_lands_every_point_exactly(service: Service) -> None:
     task_ids = service.submit(*VIDEOS, *IMAGES, *TEXTS)
-    assert len(task_ids) == 5
+    assert service.mixpeek is not None
+    assert len(task_ids) == service.mixpeek.tasks_of_submit(5)
     service.cli("run", "--drain")
 
     status = service.status()
