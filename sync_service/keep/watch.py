@@ -143,6 +143,7 @@ class Mirroring:
             next_in=max(self.settings.watch_interval - (time.monotonic() - began), 0.0),
             started=None if settled else started,
             overlap=overlap,
+            began=started,
         )
         self.metrics.watch_pass(collection_id, "incremental", report.listed)
         self._log_pass(report)

@@ -19,7 +19,7 @@ mapping (README "Mixpeek v1"):
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC
 from typing import Any
 
@@ -35,11 +35,13 @@ from sync_service.upstream.port import (
     Submission,
     TaskOutcome,
     TaskState,
+    WebhookSubscription,
     classify_status,
 )
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import PAGE_WITH_VECTORS, V1Client
 from sync_service.upstream.v1.models import VectorIndex
+from sync_service.upstream.v1.webhooks import Webhooks
 
 __all__ = ["V1Upstream", "asset_key", "split_asset"]
 
@@ -84,6 +86,7 @@ class V1Upstream(ClientOwner):
         # assets), so the port's numbered pages walk v1's cursors.
         self._walks: dict[_WalkKey, tuple[int, str, frozenset[str]]] = {}
         self._filters_refused = False
+        self._webhooks = Webhooks(client)
 
     # -- tasks ----------------------------------------------------------------------------------
 
@@ -355,3 +358,19 @@ class V1Upstream(ClientOwner):
         batch = await self.client.create_batch(str(buckets[0]), [str(obj["object_id"])])
         task = await self.client.submit_batch(str(buckets[0]), batch.batch_id)
         return task.task_id
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    async def namespace_ids(self) -> frozenset[str]:
+        return await self._webhooks.namespace_ids()
+
+    async def save_webhook(
+        self, name: str, url: str, event_types: tuple[str, ...], headers: Mapping[str, str]
+    ) -> tuple[WebhookSubscription, bool]:
+        return await self._webhooks.save(name, url, event_types, headers)
+
+    async def list_webhooks(self) -> list[WebhookSubscription]:
+        return await self._webhooks.list()
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._webhooks.delete(webhook_id)
