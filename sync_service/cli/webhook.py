@@ -47,17 +47,19 @@ def register(
     """Subscribe this service to Mixpeek's webhooks (a webhook of the same name is replaced:
     running it again rotates the secret). The secret is SYNC_WEBHOOK_SECRET."""
     from sync_service.control.webhook_envelope import KNOWN_TYPES
+    from sync_service.settings import brief
 
     settings = load_settings(calls_mixpeek=True)
     if settings.webhook_secret is None:
         fail("SYNC_WEBHOOK_SECRET: set it first (the receiver checks it)", EXIT_CONFIG)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        fail(f"--url {url!r}: an http:// or https:// URL", EXIT_CONFIG)
+        fail(f"--url {brief(url)}: an http:// or https:// URL", EXIT_CONFIG)
     types = tuple(dict.fromkeys(t.strip() for e in events for t in e.split(",") if t.strip()))
     unknown = sorted(set(types) - KNOWN_TYPES)
     if not types or unknown:
-        fail(f"--events: unknown event type(s) {', '.join(unknown) or '(none given)'}", EXIT_CONFIG)
+        named = brief(", ".join(unknown)) if unknown else "(none given)"
+        fail(f"--events: unknown event type(s) {named}", EXIT_CONFIG)
     if not name.strip() or len(name) > 200:
         fail("--name: 1 to 200 characters", EXIT_CONFIG)
     headers = {settings.webhook_header: settings.webhook_secret.get_secret_value()}

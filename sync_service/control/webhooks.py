@@ -49,10 +49,17 @@ class Inbox:
         self.on_event = on_event
         self._waiting: list[tuple[WebhookEvent, asyncio.Future[bool]]] = []
         self._writer: asyncio.Task[None] | None = None
+        #: Writes whose delivery was answered before they ended (nobody awaits them).
+        self._answered: set[asyncio.Future[bool]] = set()
 
     @property
     def full(self) -> bool:
         return len(self._waiting) >= MAX_WAITING
+
+    def answered(self, future: asyncio.Future[bool]) -> None:
+        """The delivery of this write was answered already (it took too long)."""
+        if not future.done():
+            self._answered.add(future)
 
     def put(self, event: WebhookEvent) -> asyncio.Future[bool]:
         """The event, to be written: the future says whether it was new (or raises)."""
@@ -75,6 +82,7 @@ class Inbox:
                 self.metrics.webhook_received.labels(label, "queued" if new else "duplicate").inc()
                 if not new:
                     self.metrics.webhook_deduplicated.inc()
+                self._answered.discard(future)
                 if not future.done():
                     future.set_result(new)
             if any(answers) and self.on_event is not None:
@@ -85,10 +93,11 @@ class Inbox:
     ) -> None:
         answered = 0
         for event, future in batch:
-            if future.done():  # answered already (it took too long): lost, watch finds it
+            if future in self._answered:  # answered already: lost, the next pass finds it
+                self._answered.discard(future)
                 answered += 1
                 self.metrics.webhook_received.labels(type_label(event.event_type), "lost").inc()
-            else:
+            elif not future.done():
                 future.set_exception(exc)
         log.warning(
             "webhook events not queued, the state store is unavailable (%s): %d answered "
@@ -113,7 +122,17 @@ def add_webhook_route(
     expected = None if secret is None else secret.encode("utf-8")
     inbox = Inbox(store, metrics, on_event)
 
-    @app.post(PATH, status_code=202)
+    @app.post(
+        PATH,
+        status_code=202,
+        responses={
+            200: {"description": "a duplicate: its event id was received before"},
+            400: {"description": "not a JSON object, or no event type"},
+            401: {"description": "missing or wrong shared secret header"},
+            404: {"description": "webhooks are off (SYNC_WEBHOOK_SECRET unset)"},
+            503: {"description": "the state store is unavailable: deliver again later"},
+        },
+    )
     async def mixpeek_webhook(request: Request) -> JSONResponse:
         """A Mixpeek webhook delivery: checked, de-duplicated and queued; applied afterwards."""
         if expected is None:
@@ -146,6 +165,7 @@ def add_webhook_route(
             # Shielded: a delivery answered before its write finishes leaves the write going.
             new = await asyncio.wait_for(asyncio.shield(written), ANSWER_WITHIN)
         except TimeoutError:
+            inbox.answered(written)
             return JSONResponse({"status": "accepted", "event_id": event.event_id}, 202)
         except STORE_ERRORS:
             # Not acknowledged: Mixpeek delivers it again later (and watch catches up anyway).
