@@ -143,7 +143,12 @@ class Daemon:
             stderr=self.log.open("w"),
             text=True,
         )
-        wait_until(self._ready, 60, "the control API")
+        try:
+            wait_until(self._ready, 60, "the control API")
+        except BaseException:  # not handed to the fixture yet: never leave it running
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def _ready(self) -> bool:
         assert self.proc.poll() is None, self.log.read_text()[-3000:]
