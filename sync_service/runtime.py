@@ -38,6 +38,12 @@ class Service:
     metrics: Metrics
     #: The store held no work at start, so the sink and the client wait for first use.
     idle: bool = False
+    #: Told of each webhook event the control API queued (the daemon applies it at once).
+    on_webhook: Callable[[], None] | None = None
+
+    def webhook_received(self) -> None:
+        if self.on_webhook is not None:
+            self.on_webhook()
 
     def stop_on_failure(self, stop: Callable[[BaseException], None]) -> None:
         """``stop`` is told if the sink, made in the background (``overlap_sink``), fails."""
@@ -258,6 +264,7 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
     from sync_service.control.api import create_api
 
     token = settings.api_token.get_secret_value() if settings.api_token else None
+    secret = settings.webhook_secret
     app = create_api(
         store=service.store,
         upstream=service.upstream,
@@ -266,6 +273,9 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
         token=token,
         max_body_bytes=settings.api_max_body_bytes,
         outage=service.pipeline.outage,
+        webhook_secret=secret.get_secret_value() if secret else None,
+        webhook_header=settings.webhook_header,
+        on_webhook=service.webhook_received,
     )
     family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)

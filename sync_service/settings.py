@@ -134,6 +134,16 @@ class Settings(BaseSettings):
     log_level: str = _env("SYNC_LOG_LEVEL", default="INFO")
     log_format: LogFormat = _env("SYNC_LOG_FORMAT", default=LogFormat.text)
 
+    # -- webhooks (README "Webhooks"): the shared secret Mixpeek sends in the header (unset:
+    # the receiver refuses all); event ids are kept a week (Mixpeek's retries are undocumented).
+    webhook_secret: SecretStr | None = _env("SYNC_WEBHOOK_SECRET", default=None)
+    webhook_header: str = _env(  # an HTTP header name (an RFC 9110 token)
+        "SYNC_WEBHOOK_HEADER",
+        default="X-Mixpeek-Secret",
+        pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$",
+    )
+    webhook_retention: PositiveSeconds = _env("SYNC_WEBHOOK_RETENTION", default=7 * 86400.0)
+
     @field_validator("*", mode="before")
     @classmethod
     def _utf8(cls, value: Any) -> Any:
@@ -143,7 +153,7 @@ class Settings(BaseSettings):
             raise ValueError("is not valid UTF-8 text")
         return value
 
-    @field_validator("mixpeek_api_key", "qdrant_api_key", "api_token")
+    @field_validator("mixpeek_api_key", "qdrant_api_key", "api_token", "webhook_secret")
     @classmethod
     def _header_safe(cls, value: SecretStr | None) -> SecretStr | None:
         # Each is sent as a bearer token in an HTTP header, where a space, a control
@@ -152,6 +162,14 @@ class Settings(BaseSettings):
             raise ValueError(
                 "must be printable ASCII without spaces (it is sent in an HTTP header)"
             )
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        # It guards a route meant to face the internet: a short one is guessable.
+        if value is not None and len(value.get_secret_value()) < MIN_EXPOSED_TOKEN:
+            raise ValueError(f"must be at least {MIN_EXPOSED_TOKEN} characters")
         return value
 
     @field_validator("mixpeek_api_url", "qdrant_url")
@@ -365,7 +383,7 @@ def brief(value: Any, limit: int = 200) -> str:
 
 
 def _is_secret(name: str) -> bool:
-    return name.endswith("_KEY") or name.endswith("_TOKEN") or name == "DATABASE_URL"
+    return name.endswith(("_KEY", "_TOKEN", "_SECRET")) or name == "DATABASE_URL"
 
 
 def _env_names() -> dict[str, str]:

@@ -17,6 +17,7 @@ from sync_service.cli import keep as cli_keep
 from sync_service.cli import query as cli_query
 from sync_service.cli import retry as cli_retry
 from sync_service.cli import watch as cli_watch
+from sync_service.cli import webhook as cli_webhook
 from sync_service.cli.common import (
     EXIT_CONFIG,
     check_ids,
@@ -80,6 +81,7 @@ app.command("reindex")(cli_keep.reindex)
 app.command("rebind")(cli_keep.rebind)
 app.command("query")(cli_query.query)
 app.command("retry")(cli_retry.retry)
+app.add_typer(cli_webhook.webhook_app, name="webhook")
 
 
 @app.command()
@@ -119,6 +121,8 @@ def run(
                 log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon.from_settings(service.store, service.pipeline, settings, watch=True)
             service.stop_on_failure(daemon.abort)
+            if daemon.webhooks is not None:  # the receiver's events are applied at once
+                service.on_webhook = daemon.webhooks.wake
             if settings.watch_collections:
                 added = await service.store.watch_add(settings.watch_collections, source="env")
                 if added:

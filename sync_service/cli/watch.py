@@ -328,6 +328,13 @@ def _note(row: dict[str, Any]) -> str:
             f"sweep held: {len(held['assets'])} asset(s), {held['points']} of {held['total']} "
             "points (backfill --force)"
         )
+    deleted = row.get("deleted_upstream")
+    if deleted:
+        cid = row["collection_id"]
+        notes.append(
+            f"deleted upstream (webhook event {deleted['event_id']}): points kept until "
+            f"`webhook confirm {cid}` (or `webhook dismiss {cid}`)"
+        )
     if row.get("filter_ignored"):
         notes.append("upstream ignores the filter: full listings")
     if row.get("last_error"):

@@ -1,6 +1,7 @@
 """The control API served by ``sync-service run``: work in, state out, health and metrics.
 
-With ``SYNC_API_TOKEN`` set, every route except ``/healthz`` and ``/readyz`` needs
+With ``SYNC_API_TOKEN`` set, every route except ``/healthz``, ``/readyz`` and the webhook
+receiver (which needs its own shared secret, ``webhooks.py``) needs
 ``Authorization: Bearer <token>``. Bodies over ``SYNC_API_MAX_BODY_BYTES`` are refused with 413
 before they are read in full; malformed input gets 422.
 """
@@ -21,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sync_service.control import webhooks
 from sync_service.control.metrics import Metrics
 from sync_service.control.schemas import (
     CollectionId,
@@ -47,7 +49,7 @@ from sync_service.upstream.port import MixpeekError, Outage, Submission, Upstrea
 
 log = logging.getLogger(__name__)
 
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+OPEN_PATHS = frozenset({"/healthz", "/readyz", webhooks.PATH})
 
 
 def create_api(
@@ -59,10 +61,23 @@ def create_api(
     token: str | None = None,
     max_body_bytes: int = 1024 * 1024,
     outage: Outage | None = None,
+    webhook_secret: str | None = None,
+    webhook_header: str = "X-Mixpeek-Secret",
+    on_webhook: Callable[[], None] | None = None,
 ) -> ASGIApp:
     """The control API as an ASGI app (the guard wraps FastAPI, OpenAPI included).
-    ``outage``: the daemon's upstream breaker, reported by ``/readyz``."""
+    ``outage``: the daemon's upstream breaker, reported by ``/readyz``. ``webhook_secret``
+    (None: the receiver refuses every delivery) and ``webhook_header``: the receiver's shared
+    secret; ``on_webhook`` is told of each new event."""
     app = FastAPI(title="sync-service control API", version="1")
+    webhooks.add_webhook_route(
+        app,
+        store=store,
+        metrics=metrics,
+        secret=webhook_secret,
+        header=webhook_header,
+        on_event=on_webhook,
+    )
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_request: Request, exc: RequestValidationError) -> JSONResponse:

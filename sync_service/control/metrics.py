@@ -154,6 +154,31 @@ class Metrics:
             "When the state store stopped answering this process (Unix time; 0 while it does).",
             registry=r,
         )
+        self.webhook_received = Counter(
+            "sync_webhook_events_received_total",
+            "Webhook events this replica's receiver answered, by type and outcome (queued, "
+            "duplicate, ignored_type).",
+            ["event_type", "outcome"],
+            registry=r,
+        )
+        self.webhook_applied = Counter(
+            "sync_webhook_events_applied_total",
+            "Webhook events this replica applied, by type and outcome (pass_requested, "
+            "reconcile_queued, held, ignored_*).",
+            ["event_type", "outcome"],
+            registry=r,
+        )
+        self.webhook_deduplicated = Counter(
+            "sync_webhook_deduplicated_total",
+            "Webhook deliveries whose event id was received before (by any replica).",
+            registry=r,
+        )
+        self.webhook_rejected = Counter(
+            "sync_webhook_rejected_total",
+            "Webhook deliveries refused, by reason (secret, malformed, disabled).",
+            ["reason"],
+            registry=r,
+        )
         self.upstream_up.set(1)
         self.store_up.set(1)
         #: When the state store stopped answering (the daemon's ticks, a scrape, /readyz).

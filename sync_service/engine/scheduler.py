@@ -26,6 +26,7 @@ from sync_service.engine.idle import worker_name as worker_name  # its callers i
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import Watcher
+from sync_service.keep.webhook_events import WebhookApplier, applier_for
 from sync_service.settings import Settings
 from sync_service.state.records import Claim
 from sync_service.state.store import STORE_ERRORS, LeaseLost, Store
@@ -76,6 +77,8 @@ class Daemon:
         #: Watch mode: lists the watched collections when their passes are due (None: off).
         self.watcher: Watcher | None = None
         self._watch_wake: asyncio.TimerHandle | None = None
+        #: Applies the webhook events any replica's receiver queued (with watch mode).
+        self.webhooks: WebhookApplier | None = None
 
     @classmethod
     def from_settings(
@@ -112,6 +115,7 @@ class Daemon:
                 lease_seconds=settings.lease_seconds,
                 on_fatal=daemon._fatal,
             )
+            daemon.webhooks = applier_for(daemon.watcher, daemon._kick_watch, daemon._kick)
         return daemon
 
     # -- control ----------------------------------------------------------------------------
@@ -169,6 +173,9 @@ class Daemon:
             scheduler.add_job(
                 self._job(self.watch_tick), "interval", seconds=self.poll_interval, id="watch"
             )
+        if self.webhooks is not None:
+            tick, every = self._job(self.webhooks.tick), self.poll_interval
+            scheduler.add_job(tick, "interval", seconds=every, id="webhooks")
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
@@ -192,6 +199,8 @@ class Daemon:
                 await asyncio.wait_for(self._tick_lock.acquire(), self.shutdown_grace)
                 self._tick_lock.release()
             await asyncio.gather(*self._kicks, return_exceptions=True)
+            if self.webhooks is not None:
+                await self.webhooks.stop()  # events cut short are claimed again later
             if self.watcher is not None:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight()

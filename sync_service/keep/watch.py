@@ -119,9 +119,13 @@ class Mirroring:
             stamps = [a.changed_at for a in page.assets]
             known = [t for t in stamps if t is not None]
             if len(known) < len(stamps) or any(t < since - 0.001 for t in known):
-                return await self._fell_back(collection_id, "ignored the updated_at filter")
+                return await self._fell_back(
+                    collection_id, "ignored the updated_at filter", started
+                )
             if known != sorted(known):
-                return await self._fell_back(collection_id, "ignored the sort on updated_at")
+                return await self._fell_back(
+                    collection_id, "ignored the sort on updated_at", started
+                )
             if mirror.filter_ignored:
                 log.info(
                     "Mixpeek honours the updated_at filter of %s again",
@@ -143,12 +147,13 @@ class Mirroring:
             next_in=max(self.settings.watch_interval - (time.monotonic() - began), 0.0),
             started=None if settled else started,
             overlap=overlap,
+            began=started,
         )
         self.metrics.watch_pass(collection_id, "incremental", report.listed)
         self._log_pass(report)
         return report
 
-    async def _fell_back(self, collection_id: str, what: str) -> PassReport:
+    async def _fell_back(self, collection_id: str, what: str, began: float) -> PassReport:
         """Upstream cannot list changes: a full listing finds them instead (said once)."""
         if collection_id not in self._said_ignored:
             self._said_ignored.add(collection_id)
@@ -160,7 +165,9 @@ class Mirroring:
             )
         await self.store.set_filter_ignored(collection_id, True)
         full = await self.full(collection_id)
-        await self.store.finish_incremental(collection_id, next_in=self.settings.watch_interval)
+        await self.store.finish_incremental(
+            collection_id, next_in=self.settings.watch_interval, began=began
+        )
         full.fell_back = True
         return full
 

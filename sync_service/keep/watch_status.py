@@ -18,9 +18,11 @@ async def watch_view(store: Store | StorePeek) -> list[dict[str, Any]]:
     ``status``, ``watch list`` and the control API show it."""
     now = await store.now()
     known = await store.assets_known()
+    # Collections a webhook says were deleted, held until a person confirms.
+    deleted = await store.deleted_upstream()
     rows = []
     for m in await store.mirrors():
-        if not (m.watched or m.pass_step or m.held_at is not None):
+        if not (m.watched or m.pass_step or m.held_at is not None or m.collection_id in deleted):
             continue
         step = m.pass_step
         if step == "listing":
@@ -48,9 +50,44 @@ async def watch_view(store: Store | StorePeek) -> list[dict[str, Any]]:
                 },
                 "filter_ignored": m.filter_ignored,
                 "last_error": m.last_error,
+                "deleted_upstream": _deleted(now, deleted.get(m.collection_id)),
+            }
+        )
+    listed = {r["collection_id"] for r in rows}
+    for collection_id in sorted(set(deleted) - listed):  # known from the ledger only
+        rows.append(
+            dict.fromkeys(_KEYS)
+            | {
+                "collection_id": collection_id,
+                "watched": False,
+                "assets_known": known.get(collection_id, 0),
+                "filter_ignored": False,
+                "deleted_upstream": _deleted(now, deleted[collection_id]),
             }
         )
     return rows
+
+
+_KEYS = (
+    "collection_id",
+    "watched",
+    "source",
+    "last_incremental_ago",
+    "last_full_ago",
+    "lag_seconds",
+    "assets_known",
+    "pass",
+    "held_sweep",
+    "filter_ignored",
+    "last_error",
+    "deleted_upstream",
+)
+
+
+def _deleted(now: float, held: dict[str, Any] | None) -> dict[str, Any] | None:
+    if held is None:
+        return None
+    return {"event_id": held["event_id"], "held_ago": _age(now, held["received_at"])}
 
 
 def _age(now: float, then: float | None) -> float | None:

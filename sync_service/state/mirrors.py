@@ -25,6 +25,7 @@ from sync_service.state.schema import (
     mirrors,
     synced_features,
 )
+from sync_service.state.webhooks import requested_since
 
 #: Pass steps of a full pass in progress.
 LISTING, SWEEPING = "listing", "sweeping"
@@ -106,13 +107,24 @@ class WatchQueries(Queries):
                 )
                 .values(full_due_at=mirrors.c.last_full_at + full)
             )
+            # A full pass schedules the next incremental one too: the later pass is the base.
+            last: Any = func.max(
+                func.coalesce(mirrors.c.last_incremental_at, 0.0),
+                func.coalesce(mirrors.c.last_full_at, 0.0),
+            )
+            if self.dialect == "postgresql":
+                last = func.greatest(
+                    func.coalesce(mirrors.c.last_incremental_at, 0.0),
+                    func.coalesce(mirrors.c.last_full_at, 0.0),
+                )
             await conn.execute(
                 update(mirrors)
                 .where(
-                    mirrors.c.last_incremental_at.is_not(None),
-                    mirrors.c.incremental_due_at > mirrors.c.last_incremental_at + incremental,
+                    (mirrors.c.last_incremental_at.is_not(None))
+                    | (mirrors.c.last_full_at.is_not(None)),
+                    mirrors.c.incremental_due_at > last + incremental,
                 )
-                .values(incremental_due_at=mirrors.c.last_incremental_at + incremental)
+                .values(incremental_due_at=last + incremental)
             )
 
     async def next_watch_due_in(self) -> float | None:
@@ -259,8 +271,15 @@ class WatchQueries(Queries):
             "pass_watermark": None,
             "last_full_at": db_now(),
             "full_due_at": db_now() + next_in,
-            # A full listing covers what an incremental pass would have found.
-            "incremental_due_at": db_now() + incremental_in,
+            # A full listing covers what an incremental pass would have found, except a change
+            # a webhook announced during it (its page may have been listed already).
+            "incremental_due_at": case(
+                (
+                    requested_since(mirrors.c.collection_id, mirrors.c.pass_started_at),
+                    mirrors.c.incremental_due_at,
+                ),
+                else_=db_now() + incremental_in,
+            ),
             "last_error": None,
         }
         if held is False:
@@ -284,17 +303,27 @@ class WatchQueries(Queries):
         next_in: float,
         started: float | None = None,
         overlap: float | None = None,
+        began: float | None = None,
     ) -> None:
-        """End an incremental pass; the next is due ``next_in`` seconds from now.
+        """End an incremental pass; the next is due ``next_in`` seconds from now, unless it
+        was made due after the pass ``began`` (database clock; a webhook's request).
 
         A pass that ``started`` (database clock) a whole ``overlap`` after the watermark last
         moved, listing from ``overlap`` below it, settles the watermark: later passes list
         from the watermark itself.
         """
+        due: Any = db_now() + next_in
+        if began is not None:
+            # A due time set during the pass (it was due, so earlier, when the pass began).
+            due = case(
+                (mirrors.c.incremental_due_at > began, mirrors.c.incremental_due_at),
+                (requested_since(mirrors.c.collection_id, began), mirrors.c.incremental_due_at),
+                else_=due,
+            )
         await self._set(
             collection_id,
             last_incremental_at=db_now(),
-            incremental_due_at=db_now() + next_in,
+            incremental_due_at=due,
             last_error=None,
         )
         if started is None or overlap is None:

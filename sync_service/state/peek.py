@@ -92,6 +92,17 @@ class StorePeek:
             )
         )
 
+    async def deleted_upstream(self) -> dict[str, dict[str, Any]]:
+        # Store.deleted_upstream's read, as compiled for SQLite.
+        rows = self._rows(
+            "SELECT target, event_id, received_at FROM webhook_events WHERE state = 'held' "
+            "ORDER BY received_at, event_id"
+        )
+        held: dict[str, dict[str, Any]] = {}
+        for target, event_id, received_at in rows:
+            held.setdefault(str(target), {"event_id": event_id, "received_at": received_at})
+        return held
+
     async def mirrors(self) -> list[Mirror]:
         rows = self._rows("SELECT * FROM mirrors ORDER BY collection_id")
         return [Mirror.from_row(SimpleNamespace(**dict(row))) for row in rows]

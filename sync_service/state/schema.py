@@ -215,6 +215,31 @@ task_history = Table(
 Index("ix_task_history_task_id", task_history.c.task_id)
 
 
+#: Webhook events received (README "Webhooks"): the event id is the primary key, so every
+#: replica de-duplicates against the same rows. ``state`` is queued | claimed | done (applied or
+#: ignored, ``outcome`` says which) | held (a collection deletion waiting for a person) |
+#: confirmed | dismissed. Rows are pruned after ``SYNC_WEBHOOK_RETENTION``, held ones never.
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("event_id", String(255), primary_key=True),
+    Column("event_type", String(100), nullable=False),
+    Column("namespace", String(255)),
+    Column("collection_id", String(255)),
+    Column("collection_name", String(255)),
+    Column("object_id", String(255)),
+    Column("state", String(16), nullable=False),
+    #: The watched collection the event was applied to (its id as the watch set names it).
+    Column("target", String(255)),
+    Column("outcome", String(32)),
+    Column("owner", String(255)),
+    Column("lease_expires_at", Float),
+    Column("received_at", Float, nullable=False),
+    Column("processed_at", Float),
+)
+Index("ix_webhook_events_state_received_at", webhook_events.c.state, webhook_events.c.received_at)
+
+
 class db_now(FunctionElement[float]):
     """The database server's current time in epoch seconds (sub-second precision)."""
 

@@ -37,6 +37,7 @@ from sync_service.state.schema import (
     tasks,
 )
 from sync_service.state.views import ViewQueries
+from sync_service.state.webhooks import WebhookQueries
 
 PENDING, SYNCED, FAILED = STATES
 
@@ -56,6 +57,7 @@ class Store(
     BreakerQueries,
     InfoQueries,
     RetryQueries,
+    WebhookQueries,
 ):
     """Async access to the state store. Create with :meth:`open`, close with :meth:`close`.
 
@@ -66,7 +68,8 @@ class Store(
     :class:`~sync_service.state.listings.ListingQueries` (what listings saw, sweeps), the
     removal breaker's from :class:`~sync_service.state.breaker.BreakerQueries`, the schema's
     and the store's own facts from :class:`~sync_service.state.info.InfoQueries`, retries of
-    failed work from :class:`~sync_service.state.retries.RetryQueries`.
+    failed work from :class:`~sync_service.state.retries.RetryQueries`, webhook events' from
+    :class:`~sync_service.state.webhooks.WebhookQueries`.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -28,6 +28,7 @@ from sync_service.upstream.port import (
     Submission,
     TaskState,
     Upstream,
+    WebhookSubscription,
 )
 
 if TYPE_CHECKING:
@@ -170,3 +171,17 @@ class AutoUpstream:
     async def submit_all(self, items: Sequence[Submission]) -> AsyncIterator[str]:
         async for task_id in (await self._upstream()).submit_all(items):
             yield task_id
+
+    async def namespace_ids(self) -> frozenset[str]:
+        return await (await self._upstream()).namespace_ids()
+
+    async def save_webhook(
+        self, name: str, url: str, event_types: tuple[str, ...], headers: Mapping[str, str]
+    ) -> tuple[WebhookSubscription, bool]:
+        return await (await self._upstream()).save_webhook(name, url, event_types, headers)
+
+    async def list_webhooks(self) -> list[WebhookSubscription]:
+        return await (await self._upstream()).list_webhooks()
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await (await self._upstream()).delete_webhook(webhook_id)

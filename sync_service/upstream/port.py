@@ -55,6 +55,7 @@ __all__ = [
     "TaskState",
     "Upstream",
     "VectorShape",
+    "WebhookSubscription",
     "classify_status",
 ]
 
@@ -203,6 +204,21 @@ class Submission:
     prevent_duplicate: bool = False
 
 
+@dataclass(frozen=True)
+class WebhookSubscription:
+    """A webhook registered upstream, as ``webhook list`` shows it: never a header's value
+    (one of them is the shared secret)."""
+
+    webhook_id: str
+    name: str
+    #: Where it delivers (its first ``webhook`` channel), if it has one.
+    url: str | None
+    event_types: tuple[str, ...]
+    active: bool
+    #: The names of the headers it sends.
+    header_names: tuple[str, ...] = ()
+
+
 class Upstream(Protocol):
     """Mixpeek as the service needs it. Errors are :class:`MixpeekError` subclasses:
     :class:`MixpeekNotFound` for a 404 (gone), :class:`MixpeekAuthError` for a refused key,
@@ -263,6 +279,27 @@ class Upstream(Protocol):
         """Queue several items submitted together; yields each task id to track as soon as it
         exists (so a failure half-way loses none): one per item on the 2024 API, one per batch
         on v1 (a batch holds every item bound for one bucket)."""
+        ...
+
+    # -- webhooks (MixpeekUnsupported where the API has none) ------------------------------
+
+    async def namespace_ids(self) -> frozenset[str]:
+        """Every identifier (id and name) of the namespace this upstream reads: a webhook
+        event naming another is not this service's. Empty when no namespace is configured."""
+        ...
+
+    async def save_webhook(
+        self, name: str, url: str, event_types: tuple[str, ...], headers: Mapping[str, str]
+    ) -> tuple[WebhookSubscription, bool]:
+        """Register the webhook ``name`` (replacing one of that name): (it, whether it is new)."""
+        ...
+
+    async def list_webhooks(self) -> list[WebhookSubscription]:
+        """The webhooks registered upstream."""
+        ...
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        """Remove a webhook (by id or name); removing one that is not there is no error."""
         ...
 
     async def aclose(self) -> None:

@@ -26,7 +26,11 @@ MIXPEEK_KEY = "sk-HOSTILE-mixpeek-quokka-1234"
 QDRANT_KEY = "qk-HOSTILE-qdrant-wombat-5678"
 API_TOKEN = "tok-HOSTILE-api-numbat-9012"
 PG_PASSWORD = "pw-HOSTILE-bilby"
-SECRETS = (MIXPEEK_KEY, QDRANT_KEY, API_TOKEN, PG_PASSWORD, "quokka", "wombat", "numbat", "bilby")
+HOOK = "wh-HOSTILE-secret-dingo-3456"
+SECRETS = (
+    *(MIXPEEK_KEY, QDRANT_KEY, API_TOKEN, PG_PASSWORD, HOOK),
+    *("quokka", "wombat", "numbat", "bilby", "dingo"),
+)
 #: What a traceback looks like, plain or as rich prints one.
 TRACEBACK_MARKS = ("Traceback", 'File "', "Error:\n", "╭─ Traceback", "locals ─")
 #: The exit codes a failing command may use: 1 work failed, 2 configuration or arguments,
@@ -187,6 +191,21 @@ BY_COMMAND: dict[tuple[str, ...], list[Case]] = {
         Case(("watch", "list"), "DATABASE_URL", env={"DATABASE_URL": "sqlite:///afile/s.db"}),
     ],
     ("watch", "remove"): [Case(("watch", "remove", " "), "collection id")],
+    ("webhook", "confirm"): [Case(("webhook", "confirm", HUGE), "collection id")],
+    ("webhook", "dismiss"): [Case(("webhook", "dismiss", " "), "collection id")],
+    ("webhook", "list"): [
+        Case(("webhook", "list"), "MIXPEEK_API_URL=http://127.0.0.1:9", codes=frozenset({1})),
+    ],
+    ("webhook", "register"): [
+        Case(("webhook", "register", "--url", "https://h/w"), "SYNC_WEBHOOK_SECRET"),
+        Case(("webhook", "register", "--url", HUGE), "--url", env={"SYNC_WEBHOOK_SECRET": HOOK}),
+        Case(
+            ("webhook", "register", "--url", "https://h/w", "--events", HUGE),
+            "--events",
+            env={"SYNC_WEBHOOK_SECRET": HOOK},
+        ),
+    ],
+    ("webhook", "remove"): [Case(("webhook", "remove", ""), "webhook id")],
 }
 
 # Hostile environments: each stops any command at settings load, naming the variable.
@@ -362,6 +381,10 @@ def _minimal_arguments(command: tuple[str, ...]) -> tuple[str, ...]:
         ("track",): ("t-1",),
         ("watch", "add"): ("c",),
         ("watch", "remove"): ("c",),
+        ("webhook", "confirm"): ("c",),
+        ("webhook", "dismiss"): ("c",),
+        ("webhook", "register"): ("--url", "https://h/w"),
+        ("webhook", "remove"): ("w",),
     }
     return needs.get(command, ())
 

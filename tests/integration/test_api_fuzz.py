@@ -85,6 +85,7 @@ OPERATIONS = [
     ("GET", "/watch"),
     ("POST", "/watch"),
     ("DELETE", "/watch/{collection_id}"),
+    ("POST", "/webhooks/mixpeek"),
 ]
 
 

@@ -13,6 +13,7 @@ from sqlalchemy import insert, update
 from sync_service.state.peek import StorePeek, peek_sqlite
 from sync_service.state.schema import dead_letters, mirrors, synced_features, tasks
 from sync_service.state.store import Store
+from sync_service.state.webhooks import HELD, Applied, WebhookEvent
 
 
 async def _populated(url: str) -> Store:
@@ -22,6 +23,13 @@ async def _populated(url: str) -> Store:
     await store.track(["t-4"], source="submit")
     await store.watch_add(["c-watched", "c-other"], source="cli")
     await store.hold_sweep("c-other", points=3, total=10, assets=["b", "a"])
+    # Collections a webhook says were deleted: one watched, one known from the ledger only.
+    gone = [WebhookEvent(f"e-{c}", "collection.deleted", None, c) for c in ("c-watched", "x")]
+    await store.receive_webhooks(gone)
+    assert len(await store.claim_webhooks("w", 10, 30)) == 2
+    await store.finish_webhooks(
+        "w", {e.event_id: Applied(HELD, "held", e.collection_id) for e in gone}
+    )
     async with store.engine.begin() as conn:
         await conn.execute(
             update(tasks)
@@ -84,6 +92,7 @@ async def test_the_peek_reads_what_the_store_reads(tmp_path: Path, task_id: str 
             "letters": await source.dead_letters(task_id),
             "known": await source.assets_known(),
             "mirrors": await source.mirrors(),
+            "deleted": await source.deleted_upstream(),
             "now": await source.now(),
         }
 
@@ -95,6 +104,7 @@ async def test_the_peek_reads_what_the_store_reads(tmp_path: Path, task_id: str 
     assert peeked is not None
     assert abs(peeked.pop("now") - expected.pop("now")) < 5
     assert peeked == expected
+    assert set(peeked["deleted"]) == {"c-watched", "x"}
     assert [list(row) for row in peeked["tasks"]] == [list(row) for row in expected["tasks"]]
 
 

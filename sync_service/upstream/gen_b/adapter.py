@@ -10,7 +10,7 @@ asset.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from sync_service.upstream.port import (
     Submission,
     TaskOutcome,
     TaskState,
+    WebhookSubscription,
     classify_status,
 )
 
@@ -167,6 +168,29 @@ class GenBUpstream(ClientOwner):
         for item in items:  # one call per item: this API has no batches
             if task_id := await self.submit(item):
                 yield task_id
+
+    # -- webhooks: the 2024 API has none --------------------------------------------------
+
+    async def namespace_ids(self) -> frozenset[str]:
+        return frozenset()  # no webhook names one
+
+    async def save_webhook(
+        self,
+        name: str,  # noqa: ARG002
+        url: str,  # noqa: ARG002
+        event_types: tuple[str, ...],  # noqa: ARG002
+        headers: Mapping[str, str],  # noqa: ARG002
+    ) -> tuple[WebhookSubscription, bool]:
+        raise MixpeekUnsupported(_NO_WEBHOOKS)
+
+    async def list_webhooks(self) -> list[WebhookSubscription]:
+        raise MixpeekUnsupported(_NO_WEBHOOKS)
+
+    async def delete_webhook(self, webhook_id: str) -> None:  # noqa: ARG002
+        raise MixpeekUnsupported(_NO_WEBHOOKS)
+
+
+_NO_WEBHOOKS = "the 2024 Mixpeek API has no webhooks (MIXPEEK_API_VERSION=v1 has)"
 
 
 def asset_from(asset: models.Asset) -> Asset:

@@ -19,17 +19,19 @@ mapping (README "Mixpeek v1"):
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from sync_service.upstream.errors import MixpeekNotFound
 from sync_service.upstream.owner import ClientOwner
-from sync_service.upstream.port import AssetContent, Feature
+from sync_service.upstream.port import AssetContent, Feature, WebhookSubscription
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import V1Client
 from sync_service.upstream.v1.intake import LISTING_GRACE, V1Intake
 from sync_service.upstream.v1.listing import DocumentListing, asset_key, split_asset
 from sync_service.upstream.v1.listing import zulu as _zulu
 from sync_service.upstream.v1.models import VectorIndex
+from sync_service.upstream.v1.webhooks import Webhooks
 
 __all__ = ["V1Upstream", "asset_key", "split_asset"]
 
@@ -52,6 +54,7 @@ class V1Upstream(V1Intake, DocumentListing, ClientOwner):
         self._walks = {}
         self._changed_refused = False
         self._by_object_refused = False
+        self._webhooks = Webhooks(client)
 
     # -- assets -----------------------------------------------------------------------------------
 
@@ -115,3 +118,19 @@ class V1Upstream(V1Intake, DocumentListing, ClientOwner):
             vectors=vectors,
         )
         return Feature(feature_id, data)
+
+    # -- webhooks ---------------------------------------------------------------------------
+
+    async def namespace_ids(self) -> frozenset[str]:
+        return await self._webhooks.namespace_ids()
+
+    async def save_webhook(
+        self, name: str, url: str, event_types: tuple[str, ...], headers: Mapping[str, str]
+    ) -> tuple[WebhookSubscription, bool]:
+        return await self._webhooks.save(name, url, event_types, headers)
+
+    async def list_webhooks(self) -> list[WebhookSubscription]:
+        return await self._webhooks.list()
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self._webhooks.delete(webhook_id)

@@ -166,6 +166,50 @@ class V1Client:
             expect_json=False,
         )  # fmt: skip
 
+    # -- webhooks (organization-wide: X-Namespace is sent, and ignored) -----------------------
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        """Every webhook of the organization, following the offset pages."""
+        hooks: list[dict[str, Any]] = []
+        while True:
+            page = await self.http.call(
+                "POST",
+                "/v1/organizations/webhooks/list",
+                {},
+                as_object,
+                params={"limit": 100, "offset": len(hooks)},
+                json_body={},
+            )
+            results = page.get("results")
+            batch = [h for h in results if isinstance(h, dict)] if isinstance(results, list) else []
+            hooks += batch
+            total = page.get("total")
+            if not batch or (isinstance(total, int) and len(hooks) >= total):
+                return hooks
+
+    async def create_webhook(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        # The trailing slash is the OpenAPI's path (the docs' example has none).
+        return await self.http.call(
+            "POST", "/v1/organizations/webhooks/", {}, as_object, json_body=dict(body)
+        )
+
+    async def replace_webhook(self, webhook_id: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        path = {"hook": _segment(webhook_id, "webhook_id")}
+        return await self.http.call(
+            "PUT", "/v1/organizations/webhooks/{hook}", path, as_object, json_body=dict(body)
+        )
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        path = {"hook": _segment(webhook_id, "webhook_id")}
+        await self.http.call(
+            "DELETE", "/v1/organizations/webhooks/{hook}", path, lambda _: None,
+            expect_json=False,
+        )  # fmt: skip
+
+    async def get_namespace(self, namespace: str) -> dict[str, Any]:
+        path = {"ns": _segment(namespace, "namespace")}
+        return await self.http.call("GET", "/v1/namespaces/{ns}", path, as_object)
+
     async def health(self) -> None:
         """``GET /v1/health``; a typed error when it does not answer 2xx."""
         await self.http.call("GET", HEALTH, {}, lambda _: None, expect_json=False)
