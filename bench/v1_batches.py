@@ -8,7 +8,7 @@ documents landed / wall time. (Scenario 10's ideal, requests x latency / C, says
 v1 serves an object's documents with their vectors in one listing page, so a run makes about
 one request per ten documents and is bound by the CPU that parses and writes the vectors.)
 
-Part B (when the service has the webhook receiver): see :func:`bench.v1_webhooks.freshness`.
+Part B, a change's way to Qdrant pushed by a webhook or found by watch: ``bench/v1_webhooks.py``.
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def v1_batches(size: Size, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "one page, so the run is bound by parsing and writing vectors, not by round trips",
         ),
     ]
-    return rows, {"runs": runs}
+    from bench.v1_webhooks import v1_webhooks
+
+    more, freshness = v1_webhooks(tmp)
+    return rows + more, {"runs": runs, "freshness": freshness}
 
 
 def _throughput(root: Path, index: int) -> dict[str, Any]:
