@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import and_, delete, exists, select, update
+from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
 
 from sync_service.state.base import Queries
@@ -134,13 +135,7 @@ class WebhookQueries(Queries):
             for event_id in sorted(applied):
                 result = applied[event_id]
                 await conn.execute(
-                    update(webhook_events)
-                    .where(
-                        webhook_events.c.event_id == event_id,
-                        webhook_events.c.owner == owner,
-                        webhook_events.c.state == CLAIMED,
-                    )
-                    .values(
+                    _still_held(event_id, owner).values(
                         state=result.state,
                         outcome=result.outcome,
                         target=result.target,
@@ -208,13 +203,7 @@ class WebhookQueries(Queries):
                 target = targets[event_id]
                 applied = target in watched
                 await conn.execute(
-                    update(webhook_events)
-                    .where(
-                        webhook_events.c.event_id == event_id,
-                        webhook_events.c.owner == owner,
-                        webhook_events.c.state == CLAIMED,
-                    )
-                    .values(
+                    _still_held(event_id, owner).values(
                         state=DONE,
                         outcome=PASS_REQUESTED if applied else "ignored_unwatched",
                         target=target if applied else None,
@@ -301,4 +290,13 @@ def requested_since(collection_id: Any, began: Any) -> ColumnElement[bool]:
             webhook_events.c.outcome == PASS_REQUESTED,
             webhook_events.c.processed_at >= began,
         )
+    )
+
+
+def _still_held(event_id: str, owner: str) -> Update:
+    """An update of a claimed event, which does nothing once another replica took it over."""
+    return update(webhook_events).where(
+        webhook_events.c.event_id == event_id,
+        webhook_events.c.owner == owner,
+        webhook_events.c.state == CLAIMED,
     )

@@ -1,9 +1,13 @@
-"""What every adapter does with the client it wraps: it owns it, and closing one closes both."""
+"""What every adapter does with the client it wraps: it owns it, and closing one closes both;
+and how either reads an embedding answer (both APIs answer ``{"embedding": …}``)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Mapping
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
+
+from sync_service.upstream.errors import MixpeekBadResponse, MixpeekNotFound, MixpeekUnsupported
 
 
 class _Closable(Protocol):
@@ -28,3 +32,28 @@ class ClientOwner:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.client!r})"
+
+
+async def read_embedding(
+    answer: Awaitable[Mapping[str, Any]], *, api: str, route: str
+) -> list[float] | dict[str, list[Any]]:
+    """The vector an embedding call answers: dense floats or sparse ``{"indices", "values"}``.
+    A 404 means the API has no such route (:class:`MixpeekUnsupported`, naming ``api`` and
+    ``route``); an answer without a vector is a bad response."""
+    try:
+        body = await answer
+    except MixpeekNotFound:
+        raise MixpeekUnsupported(
+            f"this {api} has no embedding route ({route} answered 404), so it cannot turn a "
+            "text into a vector"
+        ) from None
+    vector = body.get("embedding")
+    if isinstance(vector, list) and vector and all(_is_number(x) for x in vector):
+        return [float(x) for x in vector]
+    if isinstance(vector, dict) and isinstance(vector.get("indices"), list):
+        return {"indices": vector["indices"], "values": vector.get("values") or []}
+    raise MixpeekBadResponse("the embedding answer holds no vector", retryable=False)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -15,14 +15,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync_service.upstream.errors import (
-    MixpeekBadResponse,
     MixpeekError,
     MixpeekNotFound,
     MixpeekUnsupported,
 )
 from sync_service.upstream.gen_b import models
 from sync_service.upstream.gen_b.client import MixpeekClient
-from sync_service.upstream.owner import ClientOwner
+from sync_service.upstream.owner import ClientOwner, read_embedding
 from sync_service.upstream.port import (
     Asset,
     AssetContent,
@@ -130,20 +129,12 @@ class GenBUpstream(ClientOwner):
         await self.client.delete_asset(asset_id)
 
     async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
-        try:
-            answer = await self.client.embed(text, vector_name)
-        except MixpeekNotFound:
-            # The November-2024 API had no embedding route; B' added it (docs/upstream-2024.md §8).
-            raise MixpeekUnsupported(
-                "this Mixpeek API has no embedding route (POST /features/extractors/embed "
-                "answered 404), so it cannot turn a text into a vector"
-            ) from None
-        vector = answer.get("embedding")
-        if isinstance(vector, list) and vector and all(_is_number(x) for x in vector):
-            return [float(x) for x in vector]
-        if isinstance(vector, dict) and isinstance(vector.get("indices"), list):
-            return {"indices": vector["indices"], "values": vector.get("values") or []}
-        raise MixpeekBadResponse("the embedding answer holds no vector", retryable=False)
+        # The November-2024 API had no embedding route; B' added it (docs/upstream-2024.md §8).
+        return await read_embedding(
+            self.client.embed(text, vector_name),
+            api="Mixpeek API",
+            route="POST /features/extractors/embed",
+        )
 
     async def submit(self, item: Submission) -> str | None:
         metadata = dict(item.metadata) if item.metadata is not None else None
@@ -208,10 +199,6 @@ def asset_from(asset: models.Asset) -> Asset:
         task_id=asset.task_id,
         data=asset.raw,
     )
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _epoch(when: datetime | None) -> float | None:

@@ -26,10 +26,9 @@ from typing import Any
 
 from sync_service.upstream.errors import (
     MixpeekBadRequest,
-    MixpeekBadResponse,
     MixpeekNotFound,
-    MixpeekUnsupported,
 )
+from sync_service.upstream.owner import read_embedding
 from sync_service.upstream.port import Submission, TaskOutcome, TaskState, classify_status
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import V1Client
@@ -289,19 +288,11 @@ class V1Intake:
         return properties if isinstance(properties, dict) else {}
 
     async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
-        try:
-            answer = await self.client.embed(text, vector_name)
-        except MixpeekNotFound:
-            raise MixpeekUnsupported(
-                "this Mixpeek v1 API has no embedding route (POST /v1/features/extractors/embed "
-                "answered 404), so it cannot turn a text into a vector"
-            ) from None
-        vector = answer.get("embedding")
-        if isinstance(vector, list) and vector and all(_number(x) for x in vector):
-            return [float(x) for x in vector]
-        if isinstance(vector, dict) and isinstance(vector.get("indices"), list):
-            return {"indices": vector["indices"], "values": vector.get("values") or []}
-        raise MixpeekBadResponse("the embedding answer holds no vector", retryable=False)
+        return await read_embedding(
+            self.client.embed(text, vector_name),
+            api="Mixpeek v1 API",
+            route="POST /v1/features/extractors/embed",
+        )
 
 
 def _property(schema: dict[str, Any], kind: str) -> str:
@@ -311,7 +302,3 @@ def _property(schema: dict[str, Any], kind: str) -> str:
         if isinstance(spec, dict) and str(spec.get("type", "")).lower() in _BLOB_TYPES[kind]:
             return str(name)
     return kind
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
