@@ -159,7 +159,9 @@ async def _reindex(
         built = await sink.schema(new)
         if kept != distance or any(built.get(n, s) != s for n, s in schema.items()):
             await sink.drop(new)
-    await sink.create_physical(new, schema, distance)
+    # The new collection holds what the current one does: its API generation's mark (and, for
+    # v1, its payload indexes) go with it.
+    await sink.create_physical(new, schema, distance, generation=await sink.generation(current))
     log.info("re-index filling", extra={"event": "reindex_fill", "alias": alias, "physical": new})
 
     # Fill writes carry the run's start as their version: a write the daemon claims later is

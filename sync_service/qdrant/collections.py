@@ -219,7 +219,7 @@ class QdrantCollections:
         holding the other generation's: their ids, vector names and payloads differ, and a
         search over both would mix them."""
         async with reachable():
-            held = await self._generation(name)
+            held = await self.generation(name)
         if held is not None and held != generation:
             raise BadInput(
                 f"Qdrant collection {name!r} holds Mixpeek {held} points and these are Mixpeek "
@@ -228,7 +228,7 @@ class QdrantCollections:
                 "or another Qdrant"
             )
 
-    async def _generation(self, name: str) -> str | None:
+    async def generation(self, name: str) -> str | None:
         """The generation recorded in the collection's metadata; for a collection made before
         it was recorded, the one its points say (``mixpeek_api`` is on every v1 point); None
         for no collection or an empty one."""

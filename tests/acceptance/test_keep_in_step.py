@@ -246,6 +246,10 @@ def test_reindex_survives_a_kill_and_swaps_then_rolls_back(
     done = svc.cli("reindex", "--collection", COLLECTION, "--distance", "dot")
     assert f"{COLLECTION}__v1 -> {COLLECTION}__v2, distance dot (resumed)" in done.stdout
     assert aliases(tmp_path) == {COLLECTION: f"{COLLECTION}__v2"}
+    # The new build is marked with the same API generation (which also gives a v1 build its
+    # payload indexes: embedded Qdrant lists none, tests/integration/test_generations.py
+    # checks the calls that make them).
+    assert generation_mark(tmp_path, f"{COLLECTION}__v2") == mixpeek.api
     expected = mixpeek.expected(assets)
     # The emulator's vectors are unit length, so the oracle's cosine normalisation is a no-op
     # and the dot build must hold them exactly as sent.
@@ -255,6 +259,15 @@ def test_reindex_survives_a_kill_and_swaps_then_rolls_back(
     assert f"{COLLECTION} -> {COLLECTION}__v1 (rolled back)" in back.stdout
     assert aliases(tmp_path) == {COLLECTION: f"{COLLECTION}__v1"}
     assert compare_points(expected, svc.points()) == IN_STEP
+
+
+def generation_mark(root: Path, collection: str) -> str | None:
+    """The Mixpeek API generation a collection's metadata records."""
+    client = QdrantClient(path=str(root / "qdrant"))
+    try:
+        return (client.get_collection(collection).config.metadata or {}).get("mixpeek_api")
+    finally:
+        client.close()
 
 
 def aliases(root: Path) -> dict[str, str]:
