@@ -14,14 +14,11 @@ import signal
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
+from typing import Any, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync_service.engine.availability import (
-    OutageReports,
-    StoreHealth,
-    task_store_unavailable,
-)
+from sync_service.engine.availability import OutageReports, StoreHealth, task_store_unavailable
 from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.keep.watch import Mirroring
@@ -73,6 +70,7 @@ class Daemon:
         self._drain = False
         self._tick_lock = asyncio.Lock()
         self._kicks: set[asyncio.Task[None]] = set()
+        self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._wake: asyncio.TimerHandle | None = None
         #: Watch mode: lists the watched collections when their passes are due (None: off).
         self.watcher: Watcher | None = None
@@ -204,6 +202,9 @@ class Daemon:
             if self.watcher is not None:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight()
+            # A job cut mid-statement could strand a connection whose thread blocks the exit.
+            if self._jobs:
+                await asyncio.wait(self._jobs, timeout=self.shutdown_grace)
             scheduler.shutdown(wait=False)
             await self.outage_reports.close(self.pipeline.outage)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -224,11 +225,14 @@ class Daemon:
         would log the cancellation as a crash, with a traceback, on a clean stop)."""
 
         async def run() -> None:
+            self._jobs.add(task := cast("asyncio.Task[Any]", asyncio.current_task()))
             try:
                 await job()
             except asyncio.CancelledError:
                 if not self._stop.is_set():
                     raise
+            finally:
+                self._jobs.discard(task)
 
         run.__qualname__ = getattr(job, "__qualname__", "job")
         return run

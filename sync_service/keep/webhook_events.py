@@ -100,10 +100,15 @@ class WebhookApplier:
         except MixpeekError as exc:
             log.warning("webhook events wait: %s", exc, extra={"event": "webhook_deferred"})
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 5.0) -> None:
+        """Let a batch being applied end (cancelled mid-statement, it could strand a state
+        store connection, whose worker thread keeps the process from exiting); cancel it after
+        ``grace`` seconds. No batch starts once stopping; what is cut short is claimed later."""
         self.stopping = True
-        for task in list(self._tasks):
-            task.cancel()
+        if self._tasks:
+            _, late = await asyncio.wait(list(self._tasks), timeout=grace)
+            for task in late:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     # -- applying ---------------------------------------------------------------------------
@@ -116,12 +121,13 @@ class WebhookApplier:
             return 0
         applied = 0
         async with self._lock:
-            while True:
+            while not self.stopping:
                 self._again = False
                 count = await self.apply_batch()
                 applied += count
                 if count < BATCH and not self._again:
-                    return applied
+                    break
+        return applied
 
     async def apply_batch(self) -> int:
         events = await self.store.claim_webhooks(self.owner, BATCH, LEASE_SECONDS)
