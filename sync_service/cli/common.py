@@ -102,6 +102,33 @@ def check_ids(what: str, values: list[str]) -> list[str]:
     return ids
 
 
+def end_process(code: int) -> NoReturn:
+    """Exit with ``code``, even if a library left a non-daemon thread running.
+
+    Such a thread (a state store connection that was never closed keeps aiosqlite's worker
+    alive) would keep the process up after the daemon stopped, and a CronJob's `run --drain`
+    would never end: the threads are named in the log, then the process exits anyway."""
+    import threading
+
+    main = threading.main_thread()
+    left = [t.name for t in threading.enumerate() if t is not main and not t.daemon]
+    if not left:
+        raise typer.Exit(code)
+    import logging
+    import os
+    import sys
+
+    logging.getLogger(__name__).warning(
+        "exiting with threads still running: %s",
+        ", ".join(left),
+        extra={"event": "exit_with_threads", "threads": left},
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     import asyncio  # not at module level: `--help` needs no event loop
 

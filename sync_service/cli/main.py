@@ -21,6 +21,7 @@ from sync_service.cli import webhook as cli_webhook
 from sync_service.cli.common import (
     EXIT_CONFIG,
     check_ids,
+    end_process,
     err,
     fail,
     load_settings,
@@ -145,7 +146,7 @@ def run(
         code = run_async(main())
     except ControlApiError as exc:
         fail(str(exc))
-    raise typer.Exit(code)
+    end_process(code)
 
 
 @app.command()

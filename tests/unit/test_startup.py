@@ -131,3 +131,35 @@ def test_run_with_work_asks_upstream_before_qdrants_client_is_imported(migrated:
         timeout=120,
     )
     assert "ORDER request" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
+
+
+def test_a_command_ends_even_if_a_library_left_a_thread_running() -> None:
+    """`run` ends through end_process: a non-daemon thread left behind (as an unclosed
+    aiosqlite connection's worker) is named in the log and does not keep the process up."""
+    import subprocess
+    import sys
+
+    script = (
+        "import threading\n"
+        "from sync_service.control import logs\n"
+        "logs.configure('INFO', 'text')\n"
+        "threading.Thread(target=threading.Event().wait, name='stuck-worker').start()\n"
+        "from sync_service.cli.common import end_process\n"
+        "end_process(3)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 3
+    assert "exiting with threads still running: stuck-worker" in done.stderr
+
+
+def test_a_command_with_no_thread_left_exits_normally() -> None:
+    import pytest
+    import typer
+
+    from sync_service.cli.common import end_process
+
+    with pytest.raises(typer.Exit) as ended:
+        end_process(0)
+    assert ended.value.exit_code == 0
