@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
 from sync_service.upstream.http import RequestObserver
 from sync_service.upstream.outage import Outage
+from sync_service.upstream.owner import ClosedOnExit
 from sync_service.upstream.port import (
     Asset,
     AssetContent,
@@ -69,7 +69,7 @@ async def _detect(client: V1Client) -> MixpeekApiVersion:
     return MixpeekApiVersion.v1
 
 
-class AutoUpstream:
+class AutoUpstream(ClosedOnExit):
     """The port, over whichever adapter :func:`detect_version` picks on the first call."""
 
     def __init__(
@@ -111,14 +111,6 @@ class AutoUpstream:
                 await self._detecting.aclose()  # the adapter's own probe is attached now
                 self._detecting = None
         return self._chosen
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         if self._detecting is not None:

@@ -14,10 +14,8 @@ class _Closable(Protocol):
     async def aclose(self) -> None: ...
 
 
-class ClientOwner:
-    """Base of the adapters: ``async with`` and :meth:`aclose` close the wrapped client."""
-
-    client: _Closable
+class ClosedOnExit:
+    """``async with`` closes it: :meth:`aclose` runs on the way out."""
 
     async def __aenter__(self) -> Self:
         return self
@@ -26,6 +24,15 @@ class ClientOwner:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         await self.aclose()
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+
+class ClientOwner(ClosedOnExit):
+    """Base of the adapters: ``async with`` and :meth:`aclose` close the wrapped client."""
+
+    client: _Closable
 
     async def aclose(self) -> None:
         await self.client.aclose()

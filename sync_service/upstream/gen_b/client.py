@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -30,6 +29,7 @@ from sync_service.upstream.gen_b.models import (
 )
 from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy, base_headers
 from sync_service.upstream.outage import Outage
+from sync_service.upstream.owner import ClosedOnExit
 
 __all__ = ["MixpeekClient", "RequestObserver", "RetryPolicy"]
 
@@ -83,7 +83,7 @@ def _index_result(data: Any) -> IndexResult:
 PROBE_TASK_ID = "00000000-0000-4000-8000-000000000000"
 
 
-class MixpeekClient:
+class MixpeekClient(ClosedOnExit):
     """Async client for the Mixpeek API, over one pooled ``httpx.AsyncClient``.
 
     Use as ``async with MixpeekClient(base_url=..., api_key=...) as client:`` or call
@@ -125,14 +125,6 @@ class MixpeekClient:
             probe_path=f"/tasks/{PROBE_TASK_ID}",
         )
         self._vector_param = _VECTOR_PARAMS[0]
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool."""
