@@ -52,12 +52,16 @@ class Service:
 
 
 def open_upstream(
-    settings: Settings, observer: Metrics | None = None, outage: Outage | None = None
+    settings: Settings,
+    observer: Metrics | None = None,
+    outage: Outage | None = None,
+    *,
+    probe_early: bool = False,
 ) -> Upstream:
     """Mixpeek behind the upstream port (its client's modules load here, when made)."""
     from sync_service.upstream.connect import open_upstream as connect
 
-    return connect(settings, observer, outage)
+    return connect(settings, observer, outage, probe_early=probe_early)
 
 
 def qdrant_sink(settings: Settings, metrics: Metrics) -> QdrantSink:
@@ -107,10 +111,13 @@ async def open_service(
                     if lazy_sink.made is not None:
                         await lazy_sink.made.close()
             return
+        daemon = overlap_sink  # `run`: it calls Mixpeek at once
         folder = not settings.qdrant_url and str(settings.qdrant_path) != ":memory:"
         overlap_sink = overlap_sink and not folder
         if overlap_sink:
-            upstream_cm = open_upstream(settings, metrics, outage)  # its imports come first
+            # Its imports come first; under MIXPEEK_API_VERSION=auto the version probe starts
+            # on entry, while the rest of start-up runs.
+            upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
             sink = cast(
                 "QdrantSink",
                 SinkInMaking(
@@ -123,7 +130,7 @@ async def open_service(
         try:
             if not overlap_sink:
                 await check_mark(store, sink, settings)
-                upstream_cm = open_upstream(settings, metrics, outage)
+                upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
             async with upstream_cm as upstream:
                 pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
                 yield Service(settings, store, upstream, sink, pipeline, metrics)

@@ -6,14 +6,18 @@ call, asks ``GET /v1/health`` once, logs what it found, and from then on hands e
 adapter of that version. A v1 server answers the route (2xx); the 2024 API has no ``/v1/``
 paths, so any other 4xx means 2024. No answer (a transport error, a 5xx after the retries)
 decides nothing: the call fails as any call would, and the next one probes again.
+
+The daemon asks for the probe ``early``: it starts when the upstream is entered, so its round
+trip overlaps the rest of start-up instead of delaying the first poll by one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
@@ -73,9 +77,16 @@ class AutoUpstream(ClosedOnExit):
     """The port, over whichever adapter :func:`detect_version` picks on the first call."""
 
     def __init__(
-        self, settings: Settings, observer: RequestObserver | None, outage: Outage | None
+        self,
+        settings: Settings,
+        observer: RequestObserver | None,
+        outage: Outage | None,
+        *,
+        early: bool = False,
     ) -> None:
         self._settings = settings
+        self._early = early
+        self._early_probe: asyncio.Task[None] | None = None
         self._observer = observer
         self._given_outage = outage
         # The process's breaker when given; a detached one otherwise (as a client without one).
@@ -86,6 +97,17 @@ class AutoUpstream(ClosedOnExit):
         self._detecting: V1Client | None = None
         self._lock = asyncio.Lock()
         self.version: MixpeekApiVersion | None = None
+
+    async def __aenter__(self) -> Self:
+        if self._early and self._chosen is None:
+            self._early_probe = asyncio.create_task(self._probe_early(), name="api-probe")
+        return self
+
+    async def _probe_early(self) -> None:
+        # A probe that fails here decides nothing: the first call probes again, and fails
+        # (with the retries' log lines) as any call would.
+        with contextlib.suppress(Exception):
+            await self._upstream()
 
     async def _upstream(self) -> Upstream:
         if self._chosen is not None:
@@ -113,6 +135,10 @@ class AutoUpstream(ClosedOnExit):
         return self._chosen
 
     async def aclose(self) -> None:
+        if self._early_probe is not None:
+            self._early_probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._early_probe
         if self._detecting is not None:
             await self._detecting.aclose()
         if self._chosen is not None:

@@ -17,15 +17,21 @@ from sync_service.upstream.port import Upstream
 
 
 def open_upstream(
-    settings: Settings, observer: RequestObserver | None = None, outage: Outage | None = None
+    settings: Settings,
+    observer: RequestObserver | None = None,
+    outage: Outage | None = None,
+    *,
+    probe_early: bool = False,
 ) -> Upstream:
     """Mixpeek behind the upstream port, as the settings describe it (close it after use).
-    ``outage``: the process's breaker, when it was made before the upstream."""
+    ``outage``: the process's breaker, when it was made before the upstream. ``probe_early``
+    (the daemon, which calls Mixpeek at once): under ``auto`` the version probe starts when
+    the upstream is entered (``async with``) instead of at the first call."""
     version = settings.mixpeek_api_version
     if version is MixpeekApiVersion.auto:
         from sync_service.upstream.auto import AutoUpstream
 
-        return AutoUpstream(settings, observer, outage)
+        return AutoUpstream(settings, observer, outage, early=probe_early)
     return build_upstream(settings, version, observer, outage)
 
 

@@ -14,6 +14,7 @@ a server hang-up to ``ConnectTimeout`` and lets unknown errors through unmapped)
 
 from __future__ import annotations
 
+import functools
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,13 @@ _ERRORS: tuple[tuple[type[BaseException], type[httpx.TransportError]], ...] = (
     (TimeoutError, httpx.TimeoutException),
     (OSError, httpx.NetworkError),  # anything the socket raised that aiohttp let through
 )
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """httpx's TLS context (its CA bundle, SSL_CERT_FILE), one per process: reading and
+    parsing the bundle costs ~17 ms, once instead of once per client."""
+    return httpx.create_ssl_context()
 
 
 @contextmanager
@@ -78,12 +86,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def __init__(self, connections: int, *, keepalive_expiry: float = 30.0) -> None:
         self._connections = connections
         self._keepalive = keepalive_expiry
-        self._ssl: ssl.SSLContext = httpx.create_ssl_context()
         self._session: aiohttp.ClientSession | None = None
 
-    def _open(self) -> aiohttp.ClientSession:
+    def _open(self, scheme: str) -> aiohttp.ClientSession:
+        # A client's requests share its base URL's scheme. Over plain http (the emulator, a
+        # local proxy) no TLS context is built; an https redirect from there would be
+        # verified with aiohttp's default context (the system's CAs).
+        tls: ssl.SSLContext | bool = _tls_context() if scheme == "https" else True
         connector = aiohttp.TCPConnector(
-            limit=self._connections, keepalive_timeout=self._keepalive, ssl=self._ssl
+            limit=self._connections, keepalive_timeout=self._keepalive, ssl=tls
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -98,7 +109,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         if self._session is None:
-            self._session = self._open()
+            self._session = self._open(request.url.scheme)
         timeout = request.extensions.get("timeout", {})
         # A redirect's follow-up request comes with its body as an unread stream.
         body = await request.aread()

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from sync_service.emulator import EmulatorServer
+from sync_service.upstream import transport
 from sync_service.upstream.transport import AiohttpTransport, pooled_transport
 from tests.conftest import API_KEY
 
@@ -185,3 +186,33 @@ def test_proxy_variables_keep_httpx_own_transport(monkeypatch: pytest.MonkeyPatc
     assert isinstance(pooled_transport(16), AiohttpTransport)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
     assert pooled_transport(16) is None
+
+
+async def test_tls_is_set_up_once_and_only_for_https(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[int] = []
+    make = httpx.create_ssl_context
+
+    def counted() -> object:
+        built.append(1)
+        return make()
+
+    monkeypatch.setattr(httpx, "create_ssl_context", counted)
+    transport._tls_context.cache_clear()  # and again at the end: no counted context stays
+
+    async def plain(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _read_request(reader)
+        writer.write(_answer(b"{}"))
+        await writer.drain()
+
+    async with RawServer(plain) as server:
+        timeout = httpx.Timeout(2.0)
+        async with httpx.AsyncClient(transport=AiohttpTransport(2), timeout=timeout) as http:
+            assert (await http.get(server.url)).status_code == 200
+        assert built == []  # plain http: no CA bundle read
+        https = server.url.replace("http://", "https://")
+        for _ in range(2):  # two clients (the version probe's and the adapter's) share one
+            async with httpx.AsyncClient(transport=AiohttpTransport(2), timeout=timeout) as http:
+                with pytest.raises(httpx.TransportError):  # TLS spoken to a plain server
+                    await http.get(https)
+        assert built == [1]
+    transport._tls_context.cache_clear()

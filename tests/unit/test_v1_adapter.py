@@ -4,6 +4,7 @@ placements, both 422 forms, task statuses, the asset of a task, cursor paging, s
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Callable
@@ -409,3 +410,49 @@ async def test_auto_probes_once_on_the_first_call(
     assert isinstance(chosen, V1Upstream)  # set explicitly: no probe
     await chosen.aclose()
     assert probes == ["/v1/health"]
+
+
+async def test_an_early_probe_starts_on_entry_and_a_failed_one_is_asked_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes: list[int] = []
+    answers = iter([503, 200])  # the early probe finds Mixpeek down, the first call's does not
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
+        if request.url.path == "/v1/health":
+            probes.append(status := next(answers))
+            return httpx.Response(status, json={}, request=request)
+        return httpx.Response(404, json={"detail": "Task not found"}, request=request)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=1)
+    up = open_upstream(settings, probe_early=True)
+    assert isinstance(up, AutoUpstream) and probes == []  # made without I/O
+    async with up:
+        for _ in range(20):  # the probe runs in the background, before any call
+            if probes:
+                break
+            await asyncio.sleep(0.01)
+        assert probes == [503] and up.version is None  # no answer decides nothing
+        with pytest.raises(MixpeekNotFound):
+            await up.get_task("t1")
+        assert probes == [503, 200] and up.version == "v1"
+
+
+async def test_closing_the_upstream_cancels_an_early_probe_still_waiting(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    started = asyncio.Event()
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
+        started.set()
+        await asyncio.sleep(3600)  # Mixpeek never answers
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=1)
+    up = open_upstream(settings, probe_early=True)
+    async with up:
+        await asyncio.wait_for(started.wait(), 5)
+    # aclose returned at once, the probe cancelled: nothing of it is left running
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "api-probe"]
