@@ -65,7 +65,7 @@ def whole_process(size: Size, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             "where the wall time went (best run)",
             best["wall_s"],
             "s",
-            note=_phases(best["timeline"]),
+            note=_phases(best["timeline"], best["in_flight_per_100ms"]),
         ),
     ]
     if size.whole_runs > 1:  # the full run: once more with Qdrant as a server (REST stand-in)
@@ -88,14 +88,17 @@ def whole_process(size: Size, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     return rows, details
 
 
-def _phases(t: dict[str, float]) -> str:
+def _phases(t: dict[str, float], in_flight: list[float]) -> str:
     imports = t.get("first_log_line (imports done)", 0.0)
     started = t.get("daemon_started", imports)
     first, last = t.get("first_request", started), t.get("last_request_end", started)
+    # Under MIXPEEK_API_VERSION=auto the version probe (the first request) goes out while
+    # the daemon is still starting, so daemon_started may come after it.
     return (
-        f"imports {imports:.2f} s, set-up to daemon_started {started - imports:.2f} s, "
-        f"to the first request {first - started:.2f} s, requests {last - first:.2f} s, "
-        f"last request to exit {t['exit'] - last:.2f} s"
+        f"imports {imports:.2f} s, set-up to the first request {first - imports:.2f} s "
+        f"(daemon_started at {started:.2f} s), requests {last - first:.2f} s, "
+        f"last request to exit {t['exit'] - last:.2f} s; in flight per 100 ms over the first "
+        f"1.5 s: {' '.join(f'{n:g}' for n in in_flight[:15])}"
     )
 
 
@@ -144,6 +147,7 @@ def _run(root: Path, index: int, **env: str) -> dict[str, Any]:
     ideal = max(len(hits) * LATENCY / CONCURRENCY, ready + 2 * LATENCY)
     timeline = _timeline(svc.log, hits, synced, spawned)
     timeline["exit"] = wall
+    in_flight = _in_flight(hits, spawned, wall)
     return {
         "wall_s": wall,
         "ideal_s": ideal,
@@ -154,8 +158,20 @@ def _run(root: Path, index: int, **env: str) -> dict[str, Any]:
         "last_ready_s": ready,
         "cpu_s": cpu,
         "timeline": timeline,
+        "in_flight_per_100ms": in_flight,
         "creations": svc.log.read_text(errors="replace").count('"collection_created"'),
     }
+
+
+def _in_flight(hits: list[Any], t0: float, wall: float, step: float = 0.1) -> list[float]:
+    """Requests in flight at the emulator, averaged over each ``step`` after the spawn: the
+    ramp-up and any stall show here (C when the pool is full)."""
+    bins = []
+    for i in range(int(wall / step) + 1):
+        lo, hi = t0 + i * step, t0 + (i + 1) * step
+        busy = sum(max(0.0, min(h.ended, hi) - max(h.started, lo)) for h in hits)
+        bins.append(round(busy / step, 1))
+    return bins
 
 
 def _timeline(
