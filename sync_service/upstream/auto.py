@@ -7,14 +7,17 @@ adapter of that version. A v1 server answers the route (2xx); the 2024 API has n
 paths, so any other 4xx means 2024. No answer (a transport error, a 5xx after the retries)
 decides nothing: the call fails as any call would, and the next one probes again.
 
-The daemon asks for the probe ``early``: it starts when the upstream is entered, so its round
-trip overlaps the rest of start-up instead of delaying the first poll by one.
+The daemon asks for the probe ``early``: one attempt starts when the upstream is entered, so
+its round trip overlaps the rest of start-up instead of delaying the first poll by one. It
+stands outside the process's breaker and has no retries: if it gets no answer, the first call
+probes as it always did (and waits at most that one attempt for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
@@ -52,15 +55,19 @@ async def detect_version(settings: Settings) -> MixpeekApiVersion:
         await client.aclose()
 
 
-def _detector(settings: Settings, outage: Outage | None) -> V1Client:
+def _detector(settings: Settings, outage: Outage | None, *, attempts: int = 0) -> V1Client:
+    """The probe's client; ``attempts`` caps the policy's (0: the settings' own)."""
     from sync_service.upstream.connect import retry_policy
     from sync_service.upstream.v1.client import V1Client
 
+    policy = retry_policy(settings)
+    if attempts:
+        policy = dataclasses.replace(policy, max_attempts=attempts)
     return V1Client(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
         namespace=settings.mixpeek_namespace,
-        policy=retry_policy(settings),
+        policy=policy,
         outage=outage,
     )
 
@@ -104,35 +111,45 @@ class AutoUpstream(ClosedOnExit):
         return self
 
     async def _probe_early(self) -> None:
-        # A probe that fails here decides nothing: the first call probes again, and fails
-        # (with the retries' log lines) as any call would.
-        with contextlib.suppress(Exception):
-            await self._upstream()
+        async with self._lock:
+            if self._chosen is not None:
+                return
+            client = _detector(self._settings, None, attempts=1)
+            try:
+                version = await _detect(client)
+            except Exception:
+                # No answer decides nothing, and tells the breaker nothing: the first call
+                # probes again, with the retries and the breaker, as it would have anyway.
+                return
+            finally:
+                await client.aclose()
+            self._choose(version)
 
     async def _upstream(self) -> Upstream:
         if self._chosen is not None:
             return self._chosen
         async with self._lock:
             if self._chosen is None:
-                from sync_service.upstream.connect import build_upstream
-
                 if self._detecting is None:
                     self._detecting = _detector(self._settings, self._given_outage)
-                version = await _detect(self._detecting)
-                log.info(
-                    "Mixpeek API version %s detected at %s (MIXPEEK_API_VERSION=auto; set it "
-                    "to skip this probe)",
-                    version.value,
-                    self._settings.mixpeek_api_url,
-                    extra={"event": "mixpeek_api_detected", "api_version": version.value},
-                )
-                self.version = version
-                self._chosen = build_upstream(
-                    self._settings, version, self._observer, self._given_outage
-                )
+                self._choose(await _detect(self._detecting))
                 await self._detecting.aclose()  # the adapter's own probe is attached now
                 self._detecting = None
+        assert self._chosen is not None
         return self._chosen
+
+    def _choose(self, version: MixpeekApiVersion) -> None:
+        from sync_service.upstream.connect import build_upstream
+
+        log.info(
+            "Mixpeek API version %s detected at %s (MIXPEEK_API_VERSION=auto; set it "
+            "to skip this probe)",
+            version.value,
+            self._settings.mixpeek_api_url,
+            extra={"event": "mixpeek_api_detected", "api_version": version.value},
+        )
+        self.version = version
+        self._chosen = build_upstream(self._settings, version, self._observer, self._given_outage)
 
     async def aclose(self) -> None:
         if self._early_probe is not None:

@@ -17,6 +17,7 @@ from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.auto import AutoUpstream
 from sync_service.upstream.connect import open_upstream
 from sync_service.upstream.http import RetryPolicy
+from sync_service.upstream.outage import Outage
 from sync_service.upstream.port import (
     ListOrder,
     MixpeekBadRequest,
@@ -425,15 +426,21 @@ async def test_an_early_probe_starts_on_entry_and_a_failed_one_is_asked_again(
         return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
     monkeypatch.setattr(httpx.AsyncClient, "send", send)
-    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=1)
-    up = open_upstream(settings, probe_early=True)
+    # Three attempts per call: the early probe makes one only, and feeds no breaker.
+    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=3)
+    outage = Outage(recent=0.0)
+    failed: list[int] = []
+    monkeypatch.setattr(outage, "failed", lambda: failed.append(1))
+    up = open_upstream(settings, outage=outage, probe_early=True)
     assert isinstance(up, AutoUpstream) and probes == []  # made without I/O
     async with up:
-        for _ in range(20):  # the probe runs in the background, before any call
+        for _ in range(50):  # the probe runs in the background, before any call
             if probes:
                 break
             await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)
         assert probes == [503] and up.version is None  # no answer decides nothing
+        assert failed == []  # and tells the breaker nothing
         with pytest.raises(MixpeekNotFound):
             await up.get_task("t1")
         assert probes == [503, 200] and up.version == "v1"
