@@ -1,0 +1,31 @@
+"""Qdrant's client is imported in a thread beside the loop, with a short switch interval."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from sync_service.runtime import import_in_thread
+
+
+def test_the_switch_interval_is_short_during_the_import_and_restored_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "slow_to_import_x1.py").write_text("import sys\nSEEN = sys.getswitchinterval()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    before = sys.getswitchinterval()
+    assert before > 0.001  # Python's default, 5 ms
+    import_in_thread("slow_to_import_x1").result(timeout=10)
+    seen = sys.modules.pop("slow_to_import_x1").SEEN
+    assert abs(seen - 0.001) < 1e-9
+    assert sys.getswitchinterval() == before
+
+
+def test_a_failed_import_reaches_its_awaiter_and_restores_the_interval() -> None:
+    before = sys.getswitchinterval()
+    loading = import_in_thread("no_such_module_x1")
+    with pytest.raises(ModuleNotFoundError):
+        loading.result(timeout=10)
+    assert sys.getswitchinterval() == before
