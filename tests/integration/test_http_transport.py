@@ -204,15 +204,22 @@ async def test_tls_is_set_up_once_and_only_for_https(monkeypatch: pytest.MonkeyP
         writer.write(_answer(b"{}"))
         await writer.drain()
 
-    async with RawServer(plain) as server:
-        timeout = httpx.Timeout(2.0)
-        async with httpx.AsyncClient(transport=AiohttpTransport(2), timeout=timeout) as http:
-            assert (await http.get(server.url)).status_code == 200
-        assert built == []  # plain http: no CA bundle read
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        pass  # closes at once: the TLS handshake fails fast
+
+    timeout = httpx.Timeout(2.0)
+    async with (
+        RawServer(plain) as server,
+        httpx.AsyncClient(transport=AiohttpTransport(2), timeout=timeout) as http,
+    ):
+        assert (await http.get(server.url)).status_code == 200
+    assert built == []  # plain http: no CA bundle read
+    async with RawServer(hang_up) as server:
         https = server.url.replace("http://", "https://")
         for _ in range(2):  # two clients (the version probe's and the adapter's) share one
             async with httpx.AsyncClient(transport=AiohttpTransport(2), timeout=timeout) as http:
-                with pytest.raises(httpx.TransportError):  # TLS spoken to a plain server
+                with pytest.raises(httpx.TransportError):  # the handshake found no TLS
                     await http.get(https)
-        assert built == [1]
+        assert server.connections == 2
+    assert built == [1]
     transport._tls_context.cache_clear()
