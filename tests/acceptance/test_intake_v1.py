@@ -195,6 +195,18 @@ def test_completed_with_errors_syncs_what_exists_and_reports_the_rest(
     assert lost in letters[0]["reason"] and "COMPLETED_WITH_ERRORS" in letters[0]["reason"]
     _, landed = records(tmp_path, world.collection)
     assert len(landed) == 1
+    # Retrying the whole-task letter redoes the task: still nothing upstream for the lost
+    # object, so the same one letter (replaced, not doubled) and the same one point.
+    retried = sync.cli("dlq", "retry", str(letters[0]["id"]))
+    assert "1 task(s) pending again" in retried.stderr
+    assert [t["state"] for t in sync.status()["tasks"] if t["task_id"] == task_id] == ["pending"]
+    sync.cli("run", "--drain", timeout=120)
+    (task,) = [t for t in sync.status()["tasks"] if t["task_id"] == task_id]
+    assert task["state"] == "synced" and task["features_synced"] == 1, task
+    again = json.loads(sync.cli("dlq", "list", "--task-id", task_id, "--json").stdout)
+    assert [(d["feature_id"], d["reason"]) for d in again] == [(None, letters[0]["reason"])]
+    _, landed_again = records(tmp_path, world.collection)
+    assert landed_again.keys() == landed.keys()
 
 
 def test_the_demo_on_the_v1_api_runs_the_whole_loop(tmp_path: Path) -> None:
