@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_service.engine.points import SparseValues, collection_name, point_id_for
-from sync_service.qdrant.sink import QdrantSink
+from sync_service.engine.vectors import VectorSpec
+from sync_service.qdrant.sink import QdrantSink, QueryVector
 from sync_service.settings import Settings
 from sync_service.upstream.port import MixpeekBadRequest, MixpeekUnsupported, Upstream
 
@@ -94,12 +95,9 @@ async def search(sink: QdrantSink, upstream: Upstream, settings: Settings, query
         exclude = [point_id_for(query.like)]
     else:
         vector = await _embedded(upstream, query.text or "", vector_name)
-    spec = schema[vector_name]
-    if not spec.sparse and isinstance(vector, list) and len(vector) != spec.size:
-        raise SearchError(
-            f"the query vector has {len(vector)} dimensions but {vector_name!r} in {name!r} "
-            f"has {spec.size}"
-        )
+    problem = _mismatch(vector, schema[vector_name], f"{vector_name!r} in {name!r}")
+    if problem is not None:
+        raise SearchError(problem)
     match = {k: v for k, v in (("modality", query.modality), ("asset_id", query.asset_id)) if v}
     scored = await sink.search(name, vector_name, vector, query.limit, match=match, exclude=exclude)
     hits = [_hit(rank, point) for rank, point in enumerate(scored, start=1)]
@@ -129,9 +127,25 @@ async def resolve_collection(sink: QdrantSink, settings: Settings, given: str | 
     raise SearchError(f"several collections; pick one with --collection ({', '.join(names)})")
 
 
-async def _stored_vector(
-    sink: QdrantSink, name: str, vector_name: str, point: str
-) -> list[float] | SparseValues:
+def _mismatch(vector: QueryVector, spec: VectorSpec, where: str) -> str | None:
+    """Why ``vector`` cannot be searched for in vector ``where`` of shape ``spec``, if so."""
+    if isinstance(vector, SparseValues):
+        return None if spec.sparse else f"the query vector is sparse but {where} is not"
+    rows = [row for row in vector if isinstance(row, list)]
+    kind = "multi-dense" if rows else "dense"
+    if spec.sparse or bool(rows) != spec.multi:
+        return f"the query vector is {kind} but {where} is {spec.describe()}"
+    if rows:
+        bad = next((len(row) for row in rows if len(row) != spec.size), None)
+        if bad is not None:
+            return f"the query vector has {bad} dimensions per token but {where} has {spec.size}"
+        return None
+    if len(vector) != spec.size:
+        return f"the query vector has {len(vector)} dimensions but {where} has {spec.size}"
+    return None
+
+
+async def _stored_vector(sink: QdrantSink, name: str, vector_name: str, point: str) -> QueryVector:
     records = await sink.retrieve(name, [point_id_for(point)])
     if not records:
         raise SearchError(f"no point {point!r} in {name!r} (give a point id or a feature id)")
@@ -139,13 +153,15 @@ async def _stored_vector(
     value: Any = vectors.get(vector_name) if isinstance(vectors, dict) else None
     if isinstance(value, list) and all(isinstance(x, int | float) for x in value):
         return [float(x) for x in value]
+    if isinstance(value, list) and all(isinstance(row, list) for row in value):
+        return [[float(x) for x in row] for row in value]  # a multivector
     indices, values = getattr(value, "indices", None), getattr(value, "values", None)
     if isinstance(indices, list) and isinstance(values, list):
         return SparseValues(indices, values)
     raise SearchError(f"point {point!r} has no vector {vector_name!r}")
 
 
-async def _embedded(upstream: Upstream, text: str, vector_name: str) -> list[float] | SparseValues:
+async def _embedded(upstream: Upstream, text: str, vector_name: str) -> QueryVector:
     if not text.strip():
         raise SearchError("the text to search for is empty")
     try:

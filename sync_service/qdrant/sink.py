@@ -50,6 +50,10 @@ class RefusedPoint:
     reason: str
 
 
+#: What a search looks up: a dense vector, a multivector (one vector per token) or a sparse one.
+QueryVector = list[float] | list[list[float]] | SparseValues
+
+
 class QdrantSink(QdrantCollections):
     """The service's only door to Qdrant: point I/O here, collections and aliases inherited."""
 
@@ -272,7 +276,7 @@ class QdrantSink(QdrantCollections):
         self,
         name: str,
         vector_name: str,
-        vector: list[float] | SparseValues,
+        vector: QueryVector,
         limit: int = 5,
         *,
         match: Mapping[str, str] | None = None,
@@ -288,10 +292,10 @@ class QdrantSink(QdrantCollections):
             [models.HasIdCondition(has_id=list(exclude))] if exclude else []
         )
         query_filter = models.Filter(must=must, must_not=must_not) if must or must_not else None
-        query: list[float] | models.SparseVector = (
+        query: list[float] | list[list[float]] | models.SparseVector = (
             models.SparseVector(indices=vector.indices, values=vector.values)
             if isinstance(vector, SparseValues)
-            else vector
+            else vector  # a multivector (a list of vectors) is compared by its MAX_SIM
         )
         async with reachable():
             response = await self.client.query_points(

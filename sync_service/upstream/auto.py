@@ -20,7 +20,7 @@ import contextlib
 import dataclasses
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
@@ -31,6 +31,7 @@ from sync_service.upstream.port import (
     Asset,
     AssetContent,
     AssetPage,
+    Embedding,
     ListOrder,
     Submission,
     TaskState,
@@ -197,7 +198,7 @@ class AutoUpstream(ClosedOnExit):
     async def delete_asset(self, asset_id: str) -> None:
         await (await self._upstream()).delete_asset(asset_id)
 
-    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
+    async def embed(self, text: str, vector_name: str) -> Embedding:
         return await (await self._upstream()).embed(text, vector_name)
 
     async def submit(self, item: Submission) -> str | None:

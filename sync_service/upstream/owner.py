@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from sync_service.upstream.errors import MixpeekBadResponse, MixpeekNotFound, MixpeekUnsupported
+
+if TYPE_CHECKING:
+    from sync_service.upstream.port import Embedding
 
 
 class _Closable(Protocol):
@@ -43,8 +46,9 @@ class ClientOwner(ClosedOnExit):
 
 async def read_embedding(
     answer: Awaitable[Mapping[str, Any]], *, api: str, route: str
-) -> list[float] | dict[str, list[Any]]:
-    """The vector an embedding call answers: dense floats or sparse ``{"indices", "values"}``.
+) -> Embedding:
+    """The vector an embedding call answers: dense floats, multi-dense (a list of equally long
+    vectors, one per token) or sparse ``{"indices", "values"}``.
     A 404 means the API has no such route (:class:`MixpeekUnsupported`, naming ``api`` and
     ``route``); an answer without a vector is a bad response."""
     try:
@@ -57,6 +61,13 @@ async def read_embedding(
     vector = body.get("embedding")
     if isinstance(vector, list) and vector and all(_is_number(x) for x in vector):
         return [float(x) for x in vector]
+    if isinstance(vector, list) and vector and all(_is_vector(row) for row in vector):
+        if len({len(row) for row in vector}) == 1:
+            return [[float(x) for x in row] for row in vector]
+        raise MixpeekBadResponse(
+            "the embedding answer is a multi-dense vector of rows of different lengths",
+            retryable=False,
+        )
     if isinstance(vector, dict) and isinstance(vector.get("indices"), list):
         return {"indices": vector["indices"], "values": vector.get("values") or []}
     raise MixpeekBadResponse("the embedding answer holds no vector", retryable=False)
@@ -64,3 +75,7 @@ async def read_embedding(
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _is_vector(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_number(x) for x in value)

@@ -39,6 +39,7 @@ __all__ = [
     "Asset",
     "AssetContent",
     "AssetPage",
+    "Embedding",
     "Feature",
     "ListOrder",
     "MixpeekAuthError",
@@ -204,6 +205,11 @@ class Submission:
     prevent_duplicate: bool = False
 
 
+#: A text embedded as upstream embeds features: dense floats, multi-dense (one vector per
+#: token, compared by MAX_SIM), or sparse ``{"indices", "values"}``.
+Embedding = list[float] | list[list[float]] | dict[str, list[Any]]
+
+
 @dataclass(frozen=True)
 class WebhookSubscription:
     """A webhook registered upstream, as ``webhook list`` shows it: never a header's value
@@ -264,10 +270,10 @@ class Upstream(Protocol):
         """Delete the asset upstream."""
         ...
 
-    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
-        """``text`` embedded into vector ``vector_name`` as upstream embeds features: dense
-        floats, or sparse ``{"indices", "values"}``. :class:`MixpeekUnsupported` when the API
-        cannot embed, :class:`MixpeekBadRequest` when it does not know the vector name."""
+    async def embed(self, text: str, vector_name: str) -> Embedding:
+        """``text`` embedded into vector ``vector_name`` as upstream embeds features (see
+        :data:`Embedding`). :class:`MixpeekUnsupported` when the API cannot embed,
+        :class:`MixpeekBadRequest` when it does not know the vector name."""
         ...
 
     async def submit(self, item: Submission) -> str | None:

@@ -156,6 +156,29 @@ def test_submit_several_items_is_one_batch_and_every_vector_kind_lands(
             assert stored == pytest.approx(served, rel=1e-4, abs=1e-6)
 
 
+def test_a_multi_dense_search_finds_a_text_by_its_words(tmp_path: Path) -> None:
+    # 64 dimensions per word: enough room for words to keep their meaning (4 are not).
+    dims = {DENSE: 8, MULTI: 64, MM: 8}
+    config = V1Config(api_key=API_KEY, processing_time=0.2, seed=6, vector_dimensions=dims)
+    texts = ("Honeybees make honey in the hive.", "A volcano pours lava into the sea.")
+    with V1EmulatorServer(config) as emulator:
+        world = World(emulator, "hybrid_extractor")
+        task_id, _ = world.batch(*texts)
+        sync = service(tmp_path, emulator)
+        sync.cli("track", task_id)
+        sync.cli("run", "--drain", timeout=120)
+        _, landed = records(tmp_path, world.collection)
+        assert len(landed) == 2
+        point_of = {str(p.payload["text"]): str(p.id) for p in landed.values() if p.payload}
+        honey, lava = point_of[texts[0]], point_of[texts[1]]
+        # Mixpeek embeds the query one vector per word; Qdrant ranks by MAX_SIM.
+        for words, best in (("honey from the hive", honey), ("lava and a volcano", lava)):
+            answer = json.loads(sync.cli("query", words, "--vector", MULTI, "--json").stdout)
+            assert answer["vector"] == MULTI and answer["hits"][0]["point_id"] == best, answer
+        like = json.loads(sync.cli("query", "--like", honey, "--vector", MULTI, "--json").stdout)
+        assert [h["point_id"] for h in like["hits"]] == [lava]  # the point itself is left out
+
+
 def test_track_a_batch_id_and_an_expired_task(tmp_path: Path, emulator: V1EmulatorServer) -> None:
     world = World(emulator, "text_extractor")
     emulator.update_config(task_expiry=1.0)

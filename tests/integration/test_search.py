@@ -11,6 +11,7 @@ import asyncio
 import io
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import cast
 
 import pytest
 from rich.console import Console
@@ -22,6 +23,7 @@ from sync_service.engine.scheduler import Daemon
 from sync_service.runtime import Service, open_service
 from sync_service.search import Query, SearchError, search
 from sync_service.settings import Settings
+from sync_service.upstream.port import Upstream
 from tests.conftest import API_KEY, local_settings
 from tests.qdrant_server import QdrantStandIn
 
@@ -186,3 +188,33 @@ async def test_on_a_qdrant_server_with_filters(
                 hits = await ask(service, text=text, modality="video")
                 assert hits[0] == (library.video_url(video), segment * 10.0)
             assert any(r["path"].endswith("/points/query") for r in qdrant.requests())
+
+
+class _Embeds:
+    """An upstream that embeds every text into ``vector`` (only ``embed`` is reached)."""
+
+    def __init__(self, vector: object) -> None:
+        self.vector = vector
+
+    async def embed(self, text: str, vector_name: str) -> object:
+        return self.vector
+
+
+@pytest.mark.parametrize(
+    ("vector", "message"),
+    [
+        (
+            [[0.1] * 1408, [0.2] * 1408],
+            "is multi-dense but 'multimodal-v1' in 'demo' is dense[1408]",
+        ),
+        ({"indices": [1], "values": [0.5]}, "is sparse but 'multimodal-v1' in 'demo' is not"),
+        ([0.1] * 3, "has 3 dimensions but 'multimodal-v1' in 'demo' has 1408"),
+    ],
+)
+async def test_a_query_vector_of_the_wrong_shape_says_which(
+    synced: Service, vector: object, message: str
+) -> None:
+    upstream = cast("Upstream", _Embeds(vector))
+    with pytest.raises(SearchError) as caught:
+        await search(synced.sink, upstream, synced.settings, Query("lava"))
+    assert message in str(caught.value)

@@ -183,3 +183,13 @@ async def test_embed_answer_without_a_vector_is_a_bad_response() -> None:
     async with upstream(lambda r: httpx.Response(200, json={"embedding": "nope"})) as adapter:
         with pytest.raises(MixpeekBadResponse, match="holds no vector"):
             await adapter.embed("red panda", "multimodal-v1")
+
+
+async def test_a_multi_dense_embedding_is_read_and_a_ragged_one_refused() -> None:
+    rows = [[1, 0], [0, 1.5], [0.5, 0.5]]  # one vector per token
+    async with upstream(lambda r: httpx.Response(200, json={"embedding": rows})) as adapter:
+        assert await adapter.embed("red panda", "late") == [[1.0, 0.0], [0.0, 1.5], [0.5, 0.5]]
+    ragged = {"embedding": [[1, 0], [0]]}
+    async with upstream(lambda r: httpx.Response(200, json=ragged)) as adapter:
+        with pytest.raises(MixpeekBadResponse, match="rows of different lengths"):
+            await adapter.embed("red panda", "late")

@@ -26,6 +26,7 @@ from sync_service.upstream.port import (
     Asset,
     AssetContent,
     AssetPage,
+    Embedding,
     Feature,
     ListOrder,
     Submission,
@@ -128,7 +129,7 @@ class GenBUpstream(ClientOwner):
     async def delete_asset(self, asset_id: str) -> None:
         await self.client.delete_asset(asset_id)
 
-    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
+    async def embed(self, text: str, vector_name: str) -> Embedding:
         # The November-2024 API had no embedding route; B' added it (docs/upstream-2024.md §8).
         return await read_embedding(
             self.client.embed(text, vector_name),

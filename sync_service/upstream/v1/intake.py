@@ -29,7 +29,13 @@ from sync_service.upstream.errors import (
     MixpeekNotFound,
 )
 from sync_service.upstream.owner import read_embedding
-from sync_service.upstream.port import Submission, TaskOutcome, TaskState, classify_status
+from sync_service.upstream.port import (
+    Embedding,
+    Submission,
+    TaskOutcome,
+    TaskState,
+    classify_status,
+)
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import V1Client
 from sync_service.upstream.v1.listing import asset_key
@@ -287,7 +293,7 @@ class V1Intake:
         properties = schema.get("properties") if isinstance(schema, dict) else None
         return properties if isinstance(properties, dict) else {}
 
-    async def embed(self, text: str, vector_name: str) -> list[float] | dict[str, list[Any]]:
+    async def embed(self, text: str, vector_name: str) -> Embedding:
         return await read_embedding(
             self.client.embed(text, vector_name),
             api="Mixpeek v1 API",
