@@ -136,8 +136,8 @@ class EmulatorConfig(BaseModel):
     list_fail_page: int | None = Field(
         default=None,
         ge=1,
-        description="POST /assets answers 500 for this page number, every time "
-        "(a listing cut short); None: never.",
+        description="POST /assets (v1: documents/list) answers 500 for this page number, "
+        "every time (a listing cut short); None: never. v1 counts pages of its cursor's size.",
     )
 
     @model_validator(mode="after")

@@ -174,37 +174,23 @@ def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
         stop(daemon, log)
 
 
-def test_a_listing_that_fails_on_page_3_deletes_nothing(
-    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn
-) -> None:
-    # 2024 only: the failing page is a 2024 emulator knob; the pass that resumes is shared.
-    svc = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, QDRANT_COLLECTION=COLLECTION)
-    seeded = seed(emulator, 30)
-    svc.cli("backfill", "--collection-id", COLLECTION, "--page-size", "10", "--no-progress")
-    doomed = seeded["asset_ids"][0]
-    httpx.delete(f"{emulator.url}/assets/{doomed}", headers=HEADERS).raise_for_status()
-    svc.patch(list_fail_page=3)
-    failed = svc.cli(
-        "backfill",
-        "--collection-id",
-        COLLECTION,
-        "--page-size",
-        "10",
-        "--no-progress",
-        check=False,
-    )
+def test_a_listing_that_fails_on_page_3_deletes_nothing(mixpeek: Mixpeek, svc: Service) -> None:
+    assets = mixpeek.seed(30)
+    backfill = ("backfill", "--collection-id", mixpeek.collection, "--page-size", "10")
+    svc.cli(*backfill, "--no-progress")
+    doomed = assets[0]
+    mixpeek.delete([doomed])
+    mixpeek.patch(list_fail_page=3)  # v1: its documents' third page (five assets a page)
+    failed = svc.cli(*backfill, "--no-progress", check=False)
     assert failed.returncode == 1, failed.stderr
     assert "page 3" in failed.stderr
     assert any(p.payload["asset_id"] == doomed for p in svc.points()), "nothing is deleted"
 
     # Upstream heals: the next run resumes at page 3, completes, and sweeps.
-    svc.patch(list_fail_page=None)
-    result = svc.cli(
-        "backfill", "--collection-id", COLLECTION, "--page-size", "10", "--no-progress"
-    )
+    mixpeek.patch(list_fail_page=None)
+    result = svc.cli(*backfill, "--no-progress")
     assert "removed 1 asset(s) deleted upstream" in result.stderr
-    expected = expected_for(emulator, live(seeded, {doomed}))
-    assert compare_points(expected, svc.points()) == IN_STEP
+    assert in_step(svc, mixpeek, assets, {doomed})
 
 
 def test_a_mass_deletion_is_held_until_forced(mixpeek: Mixpeek, svc: Service) -> None:

@@ -121,8 +121,9 @@ def paginate(
     limit: int,
     offset: int,
     cursor: str | None,
-) -> tuple[list[tuple[int, Doc]], str | None]:
-    """One page of ``(seq, doc)`` pairs and the cursor of the next one (None: last page).
+) -> tuple[list[tuple[int, Doc]], str | None, int]:
+    """One page of ``(seq, doc)`` pairs, the cursor of the next one (None: last page), and
+    the page's number (1 for the first ``limit`` matches, as a page-numbered API counts).
 
     Unsorted, the order is creation order and the cursor names the last document's sequence
     number (keyset): documents added or deleted meanwhile never shift a page. Sorted, the
@@ -137,12 +138,15 @@ def paginate(
             start = int(decode_cursor(cursor).get("o", 0))
         chunk = ordered[start : start + limit]
         more = start + limit < len(ordered)
-        return chunk, encode_cursor({"o": start + limit}) if more else None
+        return chunk, encode_cursor({"o": start + limit}) if more else None, start // limit + 1
     ordered = sorted(docs, key=lambda p: p[0])
+    passed = 0
     if cursor:
         after = int(decode_cursor(cursor).get("after", 0))
-        ordered = [p for p in ordered if p[0] > after]
+        passed = sum(1 for p in ordered if p[0] <= after)
+        ordered = ordered[passed:]
         offset = 0
     chunk = ordered[offset : offset + limit]
     more = offset + limit < len(ordered)
-    return chunk, encode_cursor({"after": chunk[-1][0]}) if more and chunk else None
+    number = (passed + offset) // limit + 1
+    return chunk, encode_cursor({"after": chunk[-1][0]}) if more and chunk else None, number

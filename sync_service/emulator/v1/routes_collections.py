@@ -153,7 +153,11 @@ def add_collection_routes(router: APIRouter, state: V1State) -> None:
         docs = [(s, d) for s, d in docs if match(d)]
         if req.search:
             docs = [(s, d) for s, d in docs if query.search_hit(d, None, req.search)]
-        chunk, next_cursor = listing.paginate(docs, req.sort, size, start, cursor or req.cursor)
+        chunk, next_cursor, page = listing.paginate(
+            docs, req.sort, size, start, cursor or req.cursor
+        )
+        if page == state.config.list_fail_page:  # retries included: a listing cut short
+            raise ApiError(500, f"Emulated failure listing page {page}")
         results = [
             _selected(render(state.documents[d["document_id"]], vectors, names), req.select)
             if vectors or names
