@@ -214,7 +214,7 @@ class Mirroring:
                 )
                 mirror = await self.store.mirror(collection_id) or mirror
             async for number, page in self._pages(
-                collection_id, FULL_SORT, first=mirror.pass_next_page
+                collection_id, FULL_SORT, first=mirror.pass_next_page, resume=mirror.pass_resume
             ):
                 await self._record(
                     report,
@@ -272,6 +272,7 @@ class Mirroring:
             listed,
             pass_no=cursor[0] if cursor else None,
             next_page=cursor[1] if cursor else None,
+            resume=page.resume if cursor else None,
             total_pages=page.total_pages,
             requeue_all=requeue_all,
             heal=cursor is not None,
@@ -292,6 +293,7 @@ class Mirroring:
         *,
         since: float | None = None,
         size: int | None = None,
+        resume: str | None = None,
     ) -> AssetPage:
         """One page of the listing; ListingError if it cannot be read (after retries)."""
         try:
@@ -301,6 +303,7 @@ class Mirroring:
                 page=number,
                 page_size=size or self.page_size,
                 changed_since=since,
+                resume=resume,
             )
         except MixpeekAuthError:
             raise
@@ -308,12 +311,14 @@ class Mirroring:
             raise ListingError(f"listing {collection_id} failed on page {number}: {exc}") from exc
 
     async def _pages(
-        self, collection_id: str, order: ListOrder, *, first: int = 1
+        self, collection_id: str, order: ListOrder, *, first: int = 1, resume: str | None = None
     ) -> AsyncIterator[tuple[int, AssetPage]]:
-        """(number, page) of an unfiltered listing, in order from page ``first``."""
+        """(number, page) of an unfiltered listing, in order from page ``first`` (``resume``:
+        the upstream's token for it, as the pass recorded it)."""
         number, previous = first, None
         while True:
-            page = await self._page(collection_id, number, order)
+            page = await self._page(collection_id, number, order, resume=resume)
+            resume = None  # the upstream keeps its own place from here on
             ids = [a.asset_id for a in page.assets]
             if ids and ids == previous:  # a server ignoring ?page= would loop forever
                 raise ListingError(

@@ -42,6 +42,7 @@ class ListingQueries(Queries):
         *,
         pass_no: int | None,
         next_page: int | None = None,
+        resume: str | None = None,
         total_pages: int | None = None,
         requeue_all: bool = False,
         heal: bool = False,
@@ -53,8 +54,8 @@ class ListingQueries(Queries):
         ``pass_no``: the full pass this page belongs to (marks the assets seen by it; None for
         an incremental pass). ``heal``: also queue listed assets the ledger has no point of
         (work lost or given up earlier). ``next_page``: the full pass's cursor moves with the
-        page. ``watermark``: the incremental watermark moves with the page (never backwards).
-        Returns the asset ids queued.
+        page, with the upstream's ``resume`` token for it. ``watermark``: the incremental
+        watermark moves with the page (never backwards). Returns the asset ids queued.
         """
         async with self._writing() as conn:
             # FAILED upstream is queued all the same when new or changed: its job fails at once
@@ -116,6 +117,7 @@ class ListingQueries(Queries):
             if next_page is not None:
                 values |= {
                     "pass_next_page": next_page,
+                    "pass_resume": resume,
                     "pass_total_pages": total_pages,
                     "pass_listed": mirrors.c.pass_listed + len(assets),
                 }

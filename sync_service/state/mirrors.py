@@ -212,6 +212,7 @@ class WatchQueries(Queries):
                     "pass_no": mirrors.c.pass_no + 1,
                     "pass_step": LISTING,
                     "pass_next_page": 1,
+                    "pass_resume": None,
                     "pass_total_pages": None,
                     "pass_listed": 0,
                     "pass_started_at": db_now(),

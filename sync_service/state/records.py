@@ -94,6 +94,8 @@ class Mirror:
     pass_no: int
     pass_step: str | None
     pass_next_page: int
+    #: The upstream's token for that page (None: the page number suffices).
+    pass_resume: str | None
     pass_total_pages: int | None
     pass_listed: int
     pass_requeue_all: bool
@@ -122,6 +124,7 @@ class Mirror:
             pass_no=int(row.pass_no),
             pass_step=row.pass_step,
             pass_next_page=int(row.pass_next_page),
+            pass_resume=row.pass_resume,
             pass_total_pages=row.pass_total_pages,
             pass_listed=int(row.pass_listed),
             pass_requeue_all=bool(row.pass_requeue_all),

@@ -118,6 +118,8 @@ mirrors = Table(
     Column("pass_no", Integer, nullable=False, server_default="0"),
     Column("pass_step", String(16)),  # None (no full pass running) | listing | sweeping
     Column("pass_next_page", Integer, nullable=False, server_default="1"),
+    # The listing's token for that page (``AssetPage.resume``: v1's cursor walk), if any.
+    Column("pass_resume", Text),
     Column("pass_total_pages", Integer),
     Column("pass_listed", Integer, nullable=False, server_default="0"),
     Column("pass_started_at", Float),

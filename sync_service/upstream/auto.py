@@ -185,6 +185,7 @@ class AutoUpstream(ClosedOnExit):
         page: int = 1,
         page_size: int = 100,
         changed_since: float | None = None,
+        resume: str | None = None,
     ) -> AssetPage:
         upstream = await self._upstream()
         return await upstream.list_assets(
@@ -193,6 +194,7 @@ class AutoUpstream(ClosedOnExit):
             page=page,
             page_size=page_size,
             changed_since=changed_since,
+            resume=resume,
         )
 
     async def delete_asset(self, asset_id: str) -> None:

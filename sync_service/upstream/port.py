@@ -179,6 +179,9 @@ class AssetPage:
     #: Assets in the whole listing and its page count, when upstream says.
     total: int | None = None
     total_pages: int | None = None
+    #: An opaque token to list the next page without walking there from page 1 (v1 pages by
+    #: cursor), for a pass another process resumes; None when the page number suffices.
+    resume: str | None = None
 
 
 class ListOrder(StrEnum):
@@ -261,9 +264,12 @@ class Upstream(Protocol):
         page: int = 1,
         page_size: int = 100,
         changed_since: float | None = None,
+        resume: str | None = None,
     ) -> AssetPage:
         """One page of the collection's assets, changed at or after ``changed_since`` (epoch
-        seconds) when given. Upstream may ignore the filter or the order: callers check."""
+        seconds) when given. Upstream may ignore the filter or the order: callers check.
+        ``resume``: the previous page's :attr:`AssetPage.resume`, when this page is asked for
+        by another process (a token that does not fit the request is ignored)."""
         ...
 
     async def delete_asset(self, asset_id: str) -> None:

@@ -111,7 +111,9 @@ class GenBUpstream(ClientOwner):
         page: int = 1,
         page_size: int = 100,
         changed_since: float | None = None,
+        resume: str | None = None,
     ) -> AssetPage:
+        del resume  # 2024 pages are numbered: any page is asked for directly
         answer = await self.client.list_assets(
             collection_id,
             page=page,

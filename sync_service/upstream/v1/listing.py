@@ -15,14 +15,17 @@ work for the keep-in-step commands:
   sorts on it (a GUESS: README "Mixpeek v1"); a server that refuses them gets plain listings,
   and one that ignores them is caught by the watcher's own checks (``keep/watch.py``).
 * v1 pages by cursor, the port by number: the cursor leading to page N is kept when page N-1
-  is served; a page asked out of turn (a pass resumed after a restart) walks there from 1.
+  is served. Each page also gives a ``resume`` token (``AssetPage.resume``) that the state store
+  keeps with the pass: another process resuming the pass at page N rebuilds the walk from it
+  (one page re-listed, or as many as one object's documents span), instead of walking from
+  page 1. A token that does not fit (another page, order or page size, a sort since refused, a
+  cursor the server no longer takes) is ignored: the walk starts from page 1, as without one.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC
 from typing import Any
 
@@ -32,6 +35,7 @@ from sync_service.upstream.port import Asset, AssetPage, ListOrder, TaskOutcome
 from sync_service.upstream.v1 import models
 from sync_service.upstream.v1.client import V1Client
 from sync_service.upstream.v1.models import VectorIndex
+from sync_service.upstream.v1.walk import Doc, Walk, WalkKey, walk_from_token
 
 __all__ = ["DocumentListing", "asset_key", "page_with_vectors", "split_asset", "zulu"]
 
@@ -51,9 +55,6 @@ DOCUMENT_BYTES = 2_000
 #: and indices, a generous count of non-zeros), and 64 token vectors per multi-dense one.
 UNKNOWN_SIZE = 1024
 TOKENS = 64
-
-_WalkKey = tuple[str, ListOrder, float | None, int]
-Doc = dict[str, Any]
 
 
 def asset_key(collection_id: str, object_id: str) -> str:
@@ -100,26 +101,12 @@ def _root(doc: Doc) -> str | None:
     return models.lineage(doc)["root_object_id"]
 
 
-@dataclass
-class _Walk:
-    """Where a listing stands: the page number ``cursor`` leads to, and what is carried."""
-
-    page: int = 1
-    cursor: str | None = None
-    #: Objects listed on the page before (plain pages: an object straddling two pages is
-    #: listed on the first only).
-    previous: frozenset[str] = frozenset()
-    #: By-object order: the last object listed, and the documents of the object held back.
-    last: str | None = None
-    carry: list[Doc] = field(default_factory=list)
-
-
 class DocumentListing:
     """The listing half of :class:`~sync_service.upstream.v1.adapter.V1Upstream` (a mixin:
     the adapter provides the client, the namespace and the collection's vector indexes)."""
 
     client: V1Client
-    _walks: dict[_WalkKey, _Walk]
+    _walks: dict[WalkKey, Walk]
     #: The update-time filter and sort were refused: incremental listings are plain.
     _changed_refused: bool
     #: The root-object sort was refused or ignored: full listings are plain pages.
@@ -234,26 +221,60 @@ class DocumentListing:
         page: int = 1,
         page_size: int = 100,
         changed_since: float | None = None,
+        resume: str | None = None,
     ) -> AssetPage:
         """Page ``page`` of the collection's assets, from ``page_size`` documents (without
         vectors) grouped by root object."""
-        key: _WalkKey = (collection_id, order, changed_since, page_size)
+        key: WalkKey = (collection_id, order, changed_since, page_size)
         walk = self._walks.get(key)
         if page == 1 or walk is None or walk.page != page:
-            walk = _Walk()
-            while walk.page < page:  # out of turn: walk to it
-                _, after = await self._step(key, walk)
-                if after is None:
-                    return AssetPage([], has_next=False)
-                walk = after
-        assets, after = await self._step(key, walk)
+            step = await self._step_to(key, page, resume)
+        else:
+            step = await self._step(key, walk)
+        if step is None:
+            return AssetPage([], has_next=False)
+        assets, after = step
         if after is None:
             self._walks.pop(key, None)
-        else:
-            self._walks[key] = after
-        return AssetPage(assets, has_next=after is not None)
+            return AssetPage(assets, has_next=False)
+        self._walks[key] = after
+        return AssetPage(assets, has_next=True, resume=after.token(key, self._sorted(order)))
 
-    async def _step(self, key: _WalkKey, walk: _Walk) -> tuple[list[Asset], _Walk | None]:
+    def _sorted(self, order: ListOrder) -> bool:
+        """Whether this order's listings are still asked sorted (not refused or ignored)."""
+        refused = self._by_object_refused if order is ListOrder.CREATED else self._changed_refused
+        return not refused
+
+    async def _step_to(
+        self, key: WalkKey, page: int, resume: str | None
+    ) -> tuple[list[Asset], Walk | None] | None:
+        """Page ``page`` for a walk not standing there (None: the listing ends before it):
+        rebuilt from ``resume`` when it fits, else walked to from page 1."""
+        rebuilt = walk_from_token(resume, key, page, self._sorted(key[1]))
+        if rebuilt is not None:
+            try:
+                return await self._step_from(key, rebuilt, page)
+            except MixpeekBadRequest:
+                log.info(
+                    "Mixpeek v1 no longer takes the cursor kept for page %d of %s: listing "
+                    "from page 1",
+                    page,
+                    key[0],
+                    extra={"event": "v1_cursor_refused", "collection_id": key[0]},
+                )
+        return await self._step_from(key, Walk(), page)
+
+    async def _step_from(
+        self, key: WalkKey, walk: Walk, page: int
+    ) -> tuple[list[Asset], Walk | None] | None:
+        while walk.page < page:  # the pages before are listed again, their assets dropped
+            _, after = await self._step(key, walk)
+            if after is None:
+                return None
+            walk = after
+        return await self._step(key, walk)
+
+    async def _step(self, key: WalkKey, walk: Walk) -> tuple[list[Asset], Walk | None]:
         """The assets of the page ``walk`` stands at, and the walk to the next (None: last)."""
         collection_id, order = key[0], key[1]
         by_object = order is ListOrder.CREATED and not self._by_object_refused
@@ -278,23 +299,36 @@ class DocumentListing:
             for obj, group in groups.items()
             if obj not in walk.previous
         ]
-        after = None if cursor is None else _Walk(walk.page + 1, cursor, frozenset(groups))
-        return assets, after
+        if cursor is None:
+            return assets, None
+        # Rebuilt from this page, a walk finds the objects it lists (``previous``); one that
+        # still held an object from sorted pages is rebuilt from page 1.
+        origin = (1, None, None) if walk.carry else (walk.page, walk.cursor, None)
+        return assets, Walk(walk.page + 1, cursor, frozenset(groups), origin=origin)
 
     def _sorted_step(
-        self, collection_id: str, walk: _Walk, docs: list[Doc], cursor: str | None
-    ) -> tuple[list[Asset], _Walk | None]:
+        self, collection_id: str, walk: Walk, docs: list[Doc], cursor: str | None
+    ) -> tuple[list[Asset], Walk | None]:
         # Documents of objects already listed (a cursor that re-serves a few) are dropped.
         fresh = [d for d in docs if walk.last is None or (_root(d) or "") > walk.last]
         groups = self._group(walk.carry + fresh)
         carry: list[Doc] = []
+        held: str | None = None
         if cursor is not None and groups:
-            carry = groups.pop(next(reversed(groups)))  # it may go on on the next page
+            held = next(reversed(groups))
+            carry = groups.pop(held)  # it may go on on the next page
         assets = [self._asset(collection_id, o, g, complete=True) for o, g in groups.items()]
         if cursor is None:
             return assets, None
         last = next(reversed(groups)) if groups else walk.last
-        return assets, _Walk(walk.page + 1, cursor, frozenset(), last, carry)
+        origin: tuple[int, str | None, str | None]
+        if held is None:
+            origin = (walk.page + 1, cursor, last)  # nothing held: the next page itself
+        elif walk.carry and _root(walk.carry[0]) == held:
+            origin = walk.origin  # the object held goes on from where it began
+        else:
+            origin = (walk.page, walk.cursor, walk.last)  # it begins on this page
+        return assets, Walk(walk.page + 1, cursor, frozenset(), last, carry, origin)
 
     def _refuse_by_object(self, collection_id: str, how: str) -> None:
         self._by_object_refused = True
@@ -307,7 +341,7 @@ class DocumentListing:
             extra={"event": "v1_sort_ignored", "collection_id": collection_id},
         )
 
-    async def _list_page(self, key: _WalkKey, cursor: str | None) -> tuple[list[Doc], str | None]:
+    async def _list_page(self, key: WalkKey, cursor: str | None) -> tuple[list[Doc], str | None]:
         collection_id, order, since, size = key
         filters: dict[str, Any] | None = None
         sort: tuple[str, str] | None = None
@@ -325,6 +359,8 @@ class DocumentListing:
         except MixpeekBadRequest:
             if filters is None and sort is None:
                 raise
+            # Refused the same without them, it was the cursor (a resumed pass's, expired).
+            page = await self.client.list_documents(collection_id, limit=size, cursor=cursor)
             # Both are guesses; a server that refuses them gets plain listings from now on
             # (callers check order and filter themselves).
             if order is ListOrder.CREATED:
@@ -332,7 +368,6 @@ class DocumentListing:
             else:
                 log.warning("Mixpeek v1 refused the updated_at filter or sort; listing in full")
                 self._changed_refused = True
-            page = await self.client.list_documents(collection_id, limit=size, cursor=cursor)
         return page.documents, page.next_cursor
 
     @staticmethod
