@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Self
 
@@ -94,6 +95,8 @@ class AutoUpstream(ClosedOnExit):
     ) -> None:
         self._settings = settings
         self._early = early
+        #: When the early probe was told to wait (429): the next probe waits until then.
+        self._probe_not_before = 0.0
         self._early_probe: asyncio.Task[None] | None = None
         self._observer = observer
         self._given_outage = outage
@@ -118,9 +121,16 @@ class AutoUpstream(ClosedOnExit):
             client = _detector(self._settings, None, attempts=1)
             try:
                 version = await _detect(client)
-            except Exception:
+            except Exception as exc:
                 # No answer decides nothing, and tells the breaker nothing: the first call
-                # probes again, with the retries and the breaker, as it would have anyway.
+                # probes again, with the retries and the breaker, as it would have anyway;
+                # not before a wait the server asked for (a 429's Retry-After).
+                hint = getattr(exc, "retry_after", None)
+                if hint:
+                    from sync_service.upstream.connect import retry_policy
+
+                    cap = retry_policy(self._settings).max_retry_after
+                    self._probe_not_before = time.monotonic() + min(float(hint), cap)
                 return
             finally:
                 await client.aclose()
@@ -133,6 +143,9 @@ class AutoUpstream(ClosedOnExit):
             if self._chosen is None:
                 if self._detecting is None:
                     self._detecting = _detector(self._settings, self._given_outage)
+                wait = self._probe_not_before - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
                 self._choose(await _detect(self._detecting))
                 await self._detecting.aclose()  # the adapter's own probe is attached now
                 self._detecting = None

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -463,3 +464,25 @@ async def test_closing_the_upstream_cancels_an_early_probe_still_waiting(
         await asyncio.wait_for(started.wait(), 5)
     # aclose returned at once, the probe cancelled: nothing of it is left running
     assert not [t for t in asyncio.all_tasks() if t.get_name() == "api-probe"]
+
+
+async def test_a_rate_limited_early_probe_makes_the_next_probe_wait_as_asked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    probes: list[float] = []
+
+    async def send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
+        if request.url.path == "/v1/health":
+            probes.append(time.monotonic())
+            if len(probes) == 1:  # the early probe: wait 0.3 s, says the server
+                return httpx.Response(429, headers={"Retry-After": "0.3"}, request=request)
+            return httpx.Response(200, json={}, request=request)
+        return httpx.Response(404, json={"detail": "Task not found"}, request=request)
+
+    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=3)
+    async with open_upstream(settings, probe_early=True) as up:
+        with pytest.raises(MixpeekNotFound):
+            await up.get_task("t1")  # waits for the early probe, then for the server's pause
+    assert len(probes) == 2 and probes[1] - probes[0] >= 0.29
+    assert up.version == "v1"
