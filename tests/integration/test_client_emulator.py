@@ -32,11 +32,15 @@ async def wait_done(client: MixpeekClient, task_id: str) -> Task:
     raise AssertionError("task never finished")
 
 
-async def test_index_poll_features_vectors(client: MixpeekClient) -> None:
+async def test_index_poll_features_vectors(client: MixpeekClient, emulator: EmulatorServer) -> None:
+    # The video takes 1.5 s (its early statuses last 0.45 s, not 0.12 s: a loaded machine
+    # took longer than that between the index call and the first poll).
+    emulator.update_config(processing_time=1.5)
     video = await client.index_video_url("https://example.com/a.mp4?duration=25", "col")
+    seen_statuses = {(await client.get_task(video.task_id or "")).status}
+    emulator.update_config(processing_time=0.4)
     image = await client.index_image_url("https://example.com/b.jpg", "col")
     text = await client.index_text("hello world", "col")
-    seen_statuses = {(await client.get_task(video.task_id or "")).status}
     for result, modality, count in ((video, "video", 3), (image, "image", 1), (text, "text", 1)):
         assert result.task_id
         task = await wait_done(client, result.task_id)
