@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 
 from qdrant_client import AsyncQdrantClient, models
+from qdrant_client.http.exceptions import UnexpectedResponse
 
-from sync_service.qdrant.errors import reachable
+from sync_service.qdrant.errors import already_exists, reachable
 
 MARKER_COLLECTION = "_sync_service"
 _NAMESPACE = uuid.UUID("5e7c0000-0000-4000-8000-000000000001")
@@ -34,6 +35,11 @@ async def write_mark(client: AsyncQdrantClient, store_id: str) -> None:
     """Mark this Qdrant as fed by the state store ``store_id``."""
     async with reachable():
         if not await client.collection_exists(MARKER_COLLECTION):
-            await client.create_collection(MARKER_COLLECTION, vectors_config={})
+            try:
+                await client.create_collection(MARKER_COLLECTION, vectors_config={})
+            except (UnexpectedResponse, ValueError) as exc:
+                # Replicas starting together on a new Qdrant all make it: one wins (409).
+                if not already_exists(exc):
+                    raise
         point = models.PointStruct(id=_point(store_id), vector={}, payload={"store_id": store_id})
         await client.upsert(MARKER_COLLECTION, [point], wait=True)

@@ -16,9 +16,11 @@ from sync_service.keep.binding import (
     describe_target,
     rebind,
 )
+from sync_service.qdrant.marker import MARKER_COLLECTION, has_mark, write_mark
 from sync_service.qdrant.sink import QdrantSink
 from sync_service.settings import Settings
 from sync_service.state.store import Store
+from tests.qdrant_server import QdrantStandIn
 
 
 def settings(tmp_path: Path, database_url: str, qdrant: str) -> Settings:
@@ -77,3 +79,21 @@ async def test_a_qdrant_without_the_stores_mark_is_refused_once_the_store_has_sy
         await other.close()
         await sink.close()
         await store.close()
+
+
+async def test_a_mark_written_while_another_replica_makes_the_marker_collection() -> None:
+    with QdrantStandIn() as server:
+        client = AsyncQdrantClient(url=server.url)
+        try:
+            await write_mark(client, "store-a")  # the marker collection exists now
+
+            async def not_yet(name: str) -> bool:  # another replica saw it missing, too
+                return False
+
+            client.collection_exists = not_yet  # type: ignore[method-assign]
+            await write_mark(client, "store-b")  # its creation answers 409: taken as made
+            del client.collection_exists
+            assert await has_mark(client, "store-a") and await has_mark(client, "store-b")
+            assert await client.collection_exists(MARKER_COLLECTION)
+        finally:
+            await client.close()
