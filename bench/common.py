@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import compileall
 import os
+import resource
 import sqlite3
 import subprocess
 import sys
@@ -164,6 +165,16 @@ def wait_done(emulator: TimedEmulator, task_ids: list[str], timeout: float = 60)
         time.sleep(0.05)
 
 
+@dataclass(frozen=True)
+class Drained:
+    """How one ``run --drain`` went: exit code, spawn time (epoch), wall and CPU seconds."""
+
+    code: int
+    spawned: float
+    wall: float
+    cpu: float
+
+
 class Service:
     """Runs ``sync-service`` commands in one state folder against one emulator."""
 
@@ -229,6 +240,23 @@ class Service:
                 f"sync-service {args[0]} exited {result.returncode}:\n{result.stderr[-2000:]}"
             )
         return result
+
+    def drain(self, timeout: float) -> Drained:
+        """One ``run --drain`` subprocess, timed from spawn to exit, with its CPU."""
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        spawned = time.time()
+        proc = self.start("run", "--drain")
+        try:
+            code = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RuntimeError(f"run --drain did not finish:\n{self.log_tail()}") from None
+        wall = time.time() - spawned
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # User + system: the process's work is serialised by the GIL, so a process busy most
+        # of its wall time cannot gain from overlapping more (with BENCH_PROFILE, py-spy's too).
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return Drained(code, spawned, wall, cpu)
 
     def track(self, task_ids: list[str]) -> None:
         for start in range(0, len(task_ids), 500):

@@ -13,7 +13,6 @@ Part B, a change's way to Qdrant pushed by a webhook or found by watch: ``bench/
 
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -116,8 +115,6 @@ def v1_batches(size: Size, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
 
 
 def _throughput(root: Path, index: int) -> dict[str, Any]:
-    import resource
-
     config = V1Config(api_key=API_KEY, latency=0.0, processing_time=0.2, seed=11 + index)
     with TimedV1Emulator(config) as emu:
         world = V1World(emu.url)
@@ -145,23 +142,15 @@ def _throughput(root: Path, index: int) -> dict[str, Any]:
         svc.track(tasks)
         emu.update_config(latency=LATENCY)
         emu.recorder.reset()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        spawned = time.time()
-        proc = svc.start("run", "--drain")
-        try:
-            code = proc.wait(timeout=300)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise RuntimeError(f"run --drain did not finish:\n{svc.log_tail()}") from None
-        wall = time.time() - spawned
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        drained = svc.drain(timeout=300)
+        code, wall = drained.code, drained.wall
         requests = len(emu.recorder.hits)
     rows = svc.tasks()
     documents = sum(int(r["features_synced"] or 0) for r in rows)
     if code != 0 or documents != DOCUMENTS:
         raise RuntimeError(f"exit {code}, {documents} of {DOCUMENTS} documents:\n{svc.log_tail()}")
     ideal = requests * LATENCY / CONCURRENCY
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    cpu = drained.cpu
     return {
         "wall_s": wall,
         "ideal_s": ideal,

@@ -22,9 +22,6 @@ after Qdrant acknowledged the points), ..., the last request, ``drained``, exit.
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -123,20 +120,8 @@ def _run(root: Path, index: int, **env: str) -> dict[str, Any]:
         )
         svc.track(ids)
         emu.reset_counts()
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        spawned = time.time()
-        proc = svc.start("run", "--drain")
-        try:
-            code = proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise RuntimeError(f"run --drain did not finish:\n{svc.log_tail()}") from None
-        wall = time.time() - spawned
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        # The process's CPU (user + system): its work is serialised by the GIL, so a process
-        # busy most of its wall time cannot gain from overlapping more (with BENCH_PROFILE
-        # this is py-spy's too).
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        drained = svc.drain(timeout=120)
+        code, spawned, wall, cpu = drained.code, drained.spawned, drained.wall, drained.cpu
         hits = sorted(emu.recorder.hits, key=lambda h: h.started)
         ready = max(emu.done_at(t) for t in ids) - spawned
     tasks = svc.tasks()
