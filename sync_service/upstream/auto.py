@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Self
 
 from sync_service.settings import MixpeekApiVersion, Settings
-from sync_service.upstream.errors import MixpeekBadRequest, MixpeekNotFound
+from sync_service.upstream.errors import MixpeekBadRequest, MixpeekError, MixpeekNotFound
 from sync_service.upstream.http import RequestObserver
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.owner import ClosedOnExit
@@ -57,13 +57,15 @@ async def detect_version(settings: Settings) -> MixpeekApiVersion:
         await client.aclose()
 
 
-def _detector(settings: Settings, outage: Outage | None, *, attempts: int = 0) -> V1Client:
-    """The probe's client; ``attempts`` caps the policy's (0: the settings' own)."""
+def _detector(
+    settings: Settings, outage: Outage | None, *, attempts: int | None = None
+) -> V1Client:
+    """The probe's client; ``attempts`` replaces the settings' number of attempts."""
     from sync_service.upstream.connect import retry_policy
     from sync_service.upstream.v1.client import V1Client
 
     policy = retry_policy(settings)
-    if attempts:
+    if attempts is not None:
         policy = dataclasses.replace(policy, max_attempts=attempts)
     return V1Client(
         base_url=settings.mixpeek_api_url,
@@ -125,7 +127,7 @@ class AutoUpstream(ClosedOnExit):
                 # No answer decides nothing, and tells the breaker nothing: the first call
                 # probes again, with the retries and the breaker, as it would have anyway;
                 # not before a wait the server asked for (a 429's Retry-After).
-                hint = getattr(exc, "retry_after", None)
+                hint = exc.retry_after if isinstance(exc, MixpeekError) else None
                 if hint:
                     from sync_service.upstream.connect import retry_policy
 
