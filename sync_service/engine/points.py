@@ -11,18 +11,20 @@ import hashlib
 import json
 import re
 import uuid
+from array import array
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from itertools import chain
+from typing import Any, cast
 
-# numpy is imported by the two functions that use it: a `run` with nothing to do never does.
 from sync_service.engine.vectors import (
     SparseValues,
     Vector,
     VectorSpec,
     check_vectors,
     float_count,
+    is_multi,
     width,
 )
 from sync_service.upstream.port import AssetContent, VectorShape
@@ -256,19 +258,29 @@ def _sha256(text: str) -> str:
 
 
 def _vectors_fingerprint(vectors: Mapping[str, Vector]) -> str:
-    import numpy as np
-
+    """The vectors as Qdrant stores them (float32; sparse indices as int64), not the JSON
+    spelling of their numbers: the bytes numpy's ``asarray(..., float32).tobytes()`` gives,
+    in the standard library's C arrays (numpy stays out of the daemon's loop: vectors.py)."""
     digest = hashlib.sha256()
     for name in sorted(vectors):
         vector = vectors[name]
         digest.update(name.encode() + b"\0")
         if isinstance(vector, SparseValues):
-            digest.update(np.asarray(vector.indices, dtype=np.int64).tobytes())
-            digest.update(np.asarray(vector.values, dtype=np.float32).tobytes())
+            digest.update(_int64s(vector.indices))
+            digest.update(_float32s(vector.values))
+        elif is_multi(vector):
+            digest.update(_float32s(chain.from_iterable(cast("list[list[float]]", vector))))
         else:
-            # Fingerprint what Qdrant stores (float32), not the JSON spelling of the numbers.
-            digest.update(np.asarray(vector, dtype=np.float32).tobytes())
+            digest.update(_float32s(cast("list[float]", vector)))
     return digest.hexdigest()
+
+
+def _float32s(values: Iterable[float]) -> bytes:
+    return array("f", values).tobytes()  # native byte order, as numpy's
+
+
+def _int64s(values: Iterable[int]) -> bytes:
+    return array("q", values).tobytes()
 
 
 def _reject(feature: Mapping[str, Any], reason: str) -> Rejected:

@@ -117,10 +117,13 @@ def _check_dense(name: str, value: Any) -> tuple[list[float] | None, str | None]
         isinstance(x, bool) or not isinstance(x, int | float) for x in value
     ):
         return None, f"vector {name!r} holds a value that is not a number"
-    import numpy as np
-
-    array = np.asarray(value, dtype=np.float64)
-    if not np.all(np.isfinite(array)) or float(np.max(np.abs(array))) > _FLOAT32_MAX:
+    # Loops in C without numpy: the daemon's loop must not import it (Qdrant's client loads it
+    # in a thread at start, and the import stalled every request in flight for 30-50 ms).
+    try:
+        finite = all(map(math.isfinite, value)) and max(map(abs, value)) <= _FLOAT32_MAX
+    except OverflowError:  # an integer past any float
+        finite = False
+    if not finite:
         return (
             None,
             f"vector {name!r} holds a value that is not finite in float32 (NaN, inf or too large)",
