@@ -106,6 +106,7 @@ def test_plan_keeps_named_vectors_and_plans_new_vector_names() -> None:
         ({"multimodal-v1": [0.1, math.nan, 0.3]}, "not finite"),
         ({"multimodal-v1": [0.1, math.inf, 0.3]}, "not finite"),
         ({"multimodal-v1": [0.1, 1e39, 0.3]}, "not finite in float32"),
+        ({"multimodal-v1": [0.1, 10**400, 0.3]}, "not finite in float32"),  # past any float
         ({"multimodal-v1": [0.1, 0.2]}, "length 2 but the collection expects 3"),
         ({"multimodal-v1": [0.1, "x", 0.3]}, "not a number"),
         ({"multimodal-v1": [0.1, True, 0.3]}, "not a number"),
@@ -224,6 +225,35 @@ def test_fingerprints_split_payload_from_vectors() -> None:
     ).points
     assert a.vectors_fp == b.vectors_fp and a.payload_fp != b.payload_fp
     assert a.payload_fp == c.payload_fp and a.vectors_fp != c.vectors_fp
+
+
+def test_vector_fingerprints_are_the_float32_bytes_numpy_gives() -> None:
+    """Fingerprints stored by releases that computed them with numpy stay valid: the same
+    bytes (float32 values, int64 sparse indices, in order), from the standard library."""
+    import hashlib
+    import random
+
+    import numpy as np
+
+    rng = random.Random(7)
+    for _ in range(50):
+        vectors: dict[str, Any] = {
+            "dense": [rng.gauss(0, 1) * 10 ** rng.randint(-40, 38) for _ in range(33)],
+            "ints": [rng.randint(-5, 5) for _ in range(4)],
+            "multi": [[rng.random() for _ in range(4)] for _ in range(3)],
+            "sparse": {"indices": rng.sample(range(10**6), 5), "values": [0.5, -1.0, 2, 0, 1e-3]},
+        }
+        (point,) = plan_points([feature(vectors=vectors)], ASSET, TASK, {}).points
+        digest = hashlib.sha256()
+        for name in sorted(vectors):
+            digest.update(name.encode() + b"\0")
+            value = vectors[name]
+            if name == "sparse":
+                digest.update(np.asarray(value["indices"], dtype=np.int64).tobytes())
+                digest.update(np.asarray(value["values"], dtype=np.float32).tobytes())
+            else:
+                digest.update(np.asarray(value, dtype=np.float32).tobytes())
+        assert point.vectors_fp == digest.hexdigest()
 
 
 def test_feature_without_id_is_rejected() -> None:

@@ -183,3 +183,19 @@ def test_a_command_ends_without_teardown_but_with_its_exit_handlers_and_output()
     assert done.returncode == 0, done.stderr
     assert done.stdout == "buffered;atexit ran"
     assert "last line" in done.stderr
+
+
+def test_planning_points_needs_no_numpy() -> None:
+    """The daemon's loop checks and fingerprints vectors without numpy: Qdrant's client
+    imports it in a thread at start, and an import of it on the loop waited for that one."""
+    script = (
+        "import sys\n"
+        "from sync_service.engine.points import plan_points\n"
+        "feature = {'feature_id': 'f-1', 'vectors': {'v': [0.5, 1.0], 's': "
+        "{'indices': [1], 'values': [0.5]}, 'm': [[0.5, 1.0]]}}\n"
+        "plan = plan_points([feature], {'asset_id': 'a-1'}, 't-1', {})\n"
+        "assert len(plan.points) == 1, plan.rejected\n"
+        "print('numpy' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
