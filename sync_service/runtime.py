@@ -16,14 +16,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sync_service.control.metrics import Metrics
-from sync_service.engine.pipeline import Pipeline
 from sync_service.keep.binding import check_mark, check_target
 from sync_service.settings import Settings
-from sync_service.state.store import Store, open_store
 from sync_service.upstream.port import Outage
 
-if TYPE_CHECKING:  # Qdrant's client (most of a second) and aiohttp: imported when made
+if TYPE_CHECKING:
+    # Imported when made: Qdrant's client (most of a second), aiohttp, and SQLAlchemy (which
+    # `run` imports while its first request is out).
+    from sync_service.engine.pipeline import Pipeline
     from sync_service.qdrant.sink import QdrantSink
+    from sync_service.state.store import Store
     from sync_service.upstream.port import Upstream
 
 T = TypeVar("T")
@@ -78,6 +80,7 @@ async def open_service(
     migrate: bool = False,
     defer_when_idle: bool = False,
     overlap_sink: bool = False,
+    upstream_first: bool = False,
 ) -> AsyncIterator[Service]:
     """The store, the Qdrant sink, the upstream and the pipeline over them (``migrate``: an
     older schema may be migrated).
@@ -91,13 +94,28 @@ async def open_service(
     first reaches for it (``SinkInMaking``). Not for an embedded Qdrant folder: its lock is
     how other commands tell a daemon runs (``backfill`` queues its assets for it), so the
     daemon takes it at start.
+
+    ``upstream_first`` (``run``, when it will call Mixpeek at once): the upstream is entered
+    before the store is opened, so under ``MIXPEEK_API_VERSION=auto`` the version probe is on
+    its way while the store's and the daemon's modules are imported (in a thread, so the loop
+    takes the answer meanwhile); its round trip then no longer delays the first poll.
     """
     metrics = Metrics()
     outage = Outage()  # made before the upstream, which may wait for first use
     metrics.watch_outage(outage)
-    async with open_store(settings, migrate=migrate) as store:
+    async with contextlib.AsyncExitStack() as stack:
+        upstream: Upstream | None = None
+        if upstream_first:
+            upstream = await stack.enter_async_context(
+                open_upstream(settings, metrics, outage, probe_early=True)
+            )
+            await asyncio.wrap_future(import_in_thread(DAEMON_MODULE))
+        from sync_service.engine.pipeline import Pipeline
+        from sync_service.state.store import open_store
+
+        store = await stack.enter_async_context(open_store(settings, migrate=migrate))
         await check_target(store, settings)  # before the Qdrant folder is even opened
-        if defer_when_idle and not await store.has_work():
+        if defer_when_idle and upstream is None and not await store.has_work():
             lazy_sink = OnFirstUse(lambda: qdrant_sink(settings, metrics))
             lazy_upstream = OnFirstUse(lambda: open_upstream(settings, metrics, outage))
             sink, upstream = cast("QdrantSink", lazy_sink), cast("Upstream", lazy_upstream)
@@ -115,10 +133,12 @@ async def open_service(
         daemon = overlap_sink  # `run`: it calls Mixpeek at once
         folder = not settings.qdrant_url and str(settings.qdrant_path) != ":memory:"
         overlap_sink = overlap_sink and not folder
+        upstream_cm: Upstream | None = None
         if overlap_sink:
-            # Its imports come first; under MIXPEEK_API_VERSION=auto the version probe starts
-            # on entry, while the rest of start-up runs.
-            upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
+            if upstream is None:
+                # Its imports come first; under MIXPEEK_API_VERSION=auto the version probe
+                # starts on entry, while the rest of start-up runs.
+                upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
             sink = cast(
                 "QdrantSink",
                 SinkInMaking(
@@ -126,17 +146,23 @@ async def open_service(
                     lambda made: check_mark(store, made, settings),
                 ),
             )
+            stack.push_async_callback(sink.close)
         else:
             sink = qdrant_sink(settings, metrics)
-        try:
-            if not overlap_sink:
-                await check_mark(store, sink, settings)
+            stack.push_async_callback(sink.close)
+            await check_mark(store, sink, settings)
+            if upstream is None:
                 upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
-            async with upstream_cm as upstream:
-                pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
-                yield Service(settings, store, upstream, sink, pipeline, metrics)
-        finally:
-            await sink.close()
+        if upstream_cm is not None:
+            upstream = await stack.enter_async_context(upstream_cm)
+        assert upstream is not None
+        pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
+        yield Service(settings, store, upstream, sink, pipeline, metrics)
+
+
+#: What ``run`` imports while the version probe is out (``open_service(upstream_first=True)``):
+#: the daemon, and through it the engine, the store and SQLAlchemy.
+DAEMON_MODULE = "sync_service.engine.scheduler"
 
 
 class OnFirstUse(Generic[T]):

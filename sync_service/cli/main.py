@@ -97,27 +97,35 @@ def run(
     if problem is not None:
         err.print(f"configuration error: {problem}", highlight=False)
         raise typer.Exit(EXIT_CONFIG)
-    if drain and not settings.watch_collections and settings.api_port == 0:
+    # A drain with nothing to do (and no SYNC_WATCH_COLLECTIONS to add) makes Qdrant's
+    # client and the Mixpeek client only if work turns up after all.
+    lazy = drain and not settings.watch_collections
+    if lazy and settings.api_port == 0:
         # A SQLite store with nothing to do is told without loading SQLAlchemy (engine/idle.py).
         from sync_service.engine.idle import drained_at_once
         from sync_service.keep.binding import describe_target
 
         url = settings.database_url.get_secret_value()
-        if run_async(drained_at_once(url, describe_target(settings))):
+        drained = run_async(drained_at_once(url, describe_target(settings)))
+        if drained:
             raise typer.Exit(0)
-    from sync_service.engine.scheduler import Daemon
+        lazy = drained is None  # False: work is waiting
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
 
     async def main() -> int:
-        # A drain with nothing to do (and no SYNC_WATCH_COLLECTIONS to add) makes Qdrant's
-        # client and the Mixpeek client only if work turns up after all.
-        lazy = drain and not settings.watch_collections
         async with (
             open_service(
-                settings, migrate=settings.auto_migrate, defer_when_idle=lazy, overlap_sink=True
+                settings,
+                migrate=settings.auto_migrate,
+                defer_when_idle=lazy,
+                overlap_sink=True,
+                upstream_first=not lazy,  # it calls Mixpeek at once
             ) as service,
             serve_control_api(service) as url,
         ):
+            # Already imported when open_service went upstream first.
+            from sync_service.engine.scheduler import Daemon
+
             if url is not None:
                 log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon.from_settings(service.store, service.pipeline, settings, watch=True)

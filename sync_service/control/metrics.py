@@ -12,9 +12,8 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from sync_service.state.views import StoreStats
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the store's views load SQLAlchemy, which a daemon imports later
+    from sync_service.state.views import StoreStats
     from sync_service.upstream.port import Outage
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)

@@ -28,15 +28,22 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
-async def drained_at_once(database_url: str, target: str) -> bool:
+async def drained_at_once(database_url: str, target: str) -> bool | None:
     """Whether the store at ``database_url`` (bound to ``target``, as ``describe_target``
-    names it) holds no work; if so, the daemon's lines are logged and it need not start."""
+    names it) holds no work. True: the daemon's lines are logged and it need not start.
+    False: it holds work (the daemon calls Mixpeek at once). None: this cannot tell."""
 
-    async def idle(store: StorePeek) -> bool:
-        return await store.info("qdrant_target") == target and not await store.has_work()
+    async def idle(store: StorePeek) -> bool | None:
+        bound = await store.info("qdrant_target")
+        if bound not in (target, None):
+            return None  # the daemon refuses it, with its error
+        if await store.has_work():
+            return False
+        return True if bound == target else None  # unbound: the daemon binds it
 
-    if not await peek_sqlite(database_url, idle):
-        return False
+    drained = await peek_sqlite(database_url, idle)
+    if not drained:
+        return drained
     owner = worker_name()
     log.info("daemon started", extra={"event": "daemon_started", "owner": owner, "drain": True})
     log.info("nothing pending: drained", extra={"event": "drained"})

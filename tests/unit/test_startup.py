@@ -31,8 +31,9 @@ except SystemExit:
     pass
 """
 
-#: ``run`` with work: Qdrant's client is held at its import until the process connects
-#: anywhere (its first request upstream), which only an import in the background lets happen.
+#: ``run`` with work: a library (Qdrant's client, SQLAlchemy) is held at its import until the
+#: process connects anywhere (its first request upstream), which only an import in the
+#: background lets happen.
 OVERLAP_PROBE = """
 import importlib.machinery, os, socket, sys, threading
 connected = threading.Event()
@@ -44,7 +45,7 @@ for name in ("connect", "connect_ex"):
 
 class HoldQdrant:  # holds the module's execution (finders run under the global import lock)
     def find_spec(self, name, path=None, target=None):
-        if name != "qdrant_client":
+        if name != os.environ["HOLD_MODULE"]:
             return None
         spec = importlib.machinery.PathFinder.find_spec(name, path)
 
@@ -124,9 +125,17 @@ def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Pa
     assert again & (HEAVY | {"sqlalchemy", "aiosqlite", "apscheduler"}) == set()
 
 
-def test_run_with_work_asks_upstream_before_qdrants_client_is_imported(migrated: Path) -> None:
+@pytest.mark.parametrize(
+    "module",
+    [
+        "qdrant_client",
+        # Under MIXPEEK_API_VERSION=auto the version probe goes out before the store is opened.
+        "sqlalchemy",
+    ],
+)
+def test_run_with_work_asks_upstream_before_it_imports(migrated: Path, module: str) -> None:
     # A Qdrant server (never reached here); an embedded folder is taken at start instead.
-    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9"}
+    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9", "HOLD_MODULE": module}
     subprocess.run([sys.executable, "-c", PROBE, "track", "t-1"], cwd=migrated, env=env)
     result = subprocess.run(
         [sys.executable, "-c", OVERLAP_PROBE],
