@@ -213,7 +213,7 @@ class Service:
                 "py-spy",
                 "record",
                 "-r",
-                "200",
+                os.environ.get("BENCH_PROFILE_RATE", "200"),
                 "-f",
                 os.environ.get("BENCH_PROFILE_FORMAT", "raw"),
                 "-o",
