@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import typer
-from rich.console import Console
 
 from sync_service.control import logs
 
+# httpx imports its own command-line client whenever click, rich and pygments are installed
+# (uvicorn brings click, typer rich): ~40 ms of every command that calls Mixpeek, for a CLI this
+# process never runs. None in sys.modules makes that import fail, and httpx then defines the
+# stand-in it has for a missing CLI (the `httpx` console script, its own process, is unaffected).
+sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+
 if TYPE_CHECKING:
+    from rich.console import Console
     from rich.progress import Progress
 
     from sync_service.settings import Settings
@@ -20,12 +27,38 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
+
+class LazyConsole:
+    """A rich ``Console`` made on first use: rich takes ~13 ms to import, which a command that
+    prints nothing on the console (`run`, whose output is its log) need not pay."""
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+        self._made: Console | None = None
+
+    @property
+    def console(self) -> Console:
+        if self._made is None:
+            from rich.console import Console
+
+            self._made = Console(**self._options)
+        return self._made
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.console, name)
+
+
+def console_of(lazy: Console) -> Console:
+    """The real console behind ``out`` or ``err`` (for rich APIs that keep one)."""
+    return lazy.console if isinstance(lazy, LazyConsole) else lazy
+
+
 # No markup or emoji codes: what the consoles print holds ids, URLs, paths and upstream text,
 # and "[/x]" in a task id made rich raise (a traceback) while ":smile:" became an emoji.
 # Styles are given explicitly (rich.text.Text, or markup=True on text the service wrote).
-out = Console(markup=False, emoji=False)
+out = cast("Console", LazyConsole(markup=False, emoji=False))
 # One message, one line, whatever the width.
-err = Console(stderr=True, soft_wrap=True, markup=False, emoji=False)
+err = cast("Console", LazyConsole(stderr=True, soft_wrap=True, markup=False, emoji=False))
 
 #: The exit codes every command uses (README "Exit codes"; cli/failures.py says which is which).
 EXIT_FAILED = 1  # work that failed
@@ -149,7 +182,7 @@ def progress_bar(*, enabled: bool = True) -> Progress:
         MofNCompleteColumn(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
-        console=err,
+        console=console_of(err),
         disable=not enabled,
         transient=False,
     )

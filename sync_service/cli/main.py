@@ -21,6 +21,7 @@ from sync_service.cli import webhook as cli_webhook
 from sync_service.cli.common import (
     EXIT_CONFIG,
     check_ids,
+    console_of,
     end_process,
     err,
     fail,
@@ -347,7 +348,7 @@ def demo(
         fail(f"--data-dir {str(root)!r}: cannot start it afresh ({exc.strerror})", EXIT_CONFIG)
     from sync_service.cli.demo import run_demo
 
-    raise typer.Exit(run_demo(root, out, "v1" if api == "v1" else "2024"))
+    raise typer.Exit(run_demo(root, console_of(out), "v1" if api == "v1" else "2024"))
 
 
 def _print_status(

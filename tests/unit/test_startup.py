@@ -19,7 +19,8 @@ import pytest
 PROBE = """
 import atexit, json, sys
 def report():
-    modules = sorted({m.split(".")[0] for m in sys.modules})
+    # (None marks an import refused on purpose: httpx's CLI, cli/common.py)
+    modules = sorted({m.split(".")[0] for m, loaded in sys.modules.items() if loaded})
     sys.__stdout__.write("\\nMODULES " + json.dumps(modules))
     sys.__stdout__.flush()
 atexit.register(report)
@@ -208,3 +209,15 @@ def test_planning_points_needs_no_numpy() -> None:
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.strip() == "False", done.stderr[-2000:]
+
+
+def test_the_cli_loads_neither_httpxs_cli_nor_rich_to_call_mixpeek() -> None:
+    """httpx's own command-line client (click, rich, pygments) is ~40 ms of every command
+    that calls Mixpeek, and `run` prints nothing on the console (rich is loaded on use)."""
+    script = (
+        "import sys\n"
+        "import sync_service.cli.main, sync_service.upstream.connect, httpx\n"
+        "print(sorted({'rich', 'pygments', 'click'} & set(sys.modules)), httpx.main.__module__)"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["[]", "httpx"], done.stderr[-2000:]  # httpx's stand-in
