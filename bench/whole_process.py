@@ -89,13 +89,15 @@ def _phases(t: dict[str, float], in_flight: list[float]) -> str:
     imports = t.get("first_log_line (imports done)", 0.0)
     started = t.get("daemon_started", imports)
     first, last = t.get("first_request", started), t.get("last_request_end", started)
+    poll = t.get("first_poll", first)
     # Under MIXPEEK_API_VERSION=auto the version probe (the first request) goes out while
-    # the daemon is still starting, so daemon_started may come after it.
+    # the daemon's modules are still imported, so daemon_started comes after it.
     return (
-        f"imports {imports:.2f} s, set-up to the first request {first - imports:.2f} s "
-        f"(daemon_started at {started:.2f} s), requests {last - first:.2f} s, "
-        f"last request to exit {t['exit'] - last:.2f} s; in flight per 100 ms over the first "
-        f"1.5 s: {' '.join(f'{n:g}' for n in in_flight[:15])}"
+        f"imports {imports:.2f} s, set-up to the first request {first - imports:.2f} s, "
+        f"to the first poll {poll - imports:.2f} s (daemon_started at {started:.2f} s), "
+        f"requests from the first poll {last - poll:.2f} s, last request to exit "
+        f"{t['exit'] - last:.2f} s; in flight per 100 ms over the first 1.5 s: "
+        f"{' '.join(f'{n:g}' for n in in_flight[:15])}"
     )
 
 
@@ -184,6 +186,8 @@ def _timeline(
     for event in ("drained", "daemon_stopped"):
         first(event, max((at for e, at in events if e == event), default=None))
     first("first_request", hits[0].started if hits else None)
+    # Under MIXPEEK_API_VERSION=auto the first request is the version probe; then the polls.
+    first("first_poll", next((h.started for h in hits if h.path.startswith("/tasks/")), None))
     first("first_answer", min((h.ended for h in hits), default=None))
     # A task seen DONE: its asset's feature listing is the next request the pipeline makes.
     listing = [h for h in hits if h.path.startswith("/assets/")]
