@@ -42,20 +42,24 @@ class Walk:
     def token(self, key: WalkKey, sorted_: bool) -> str:
         """The resume token leading to this walk's page (see the module's docstring)."""
         page, cursor, last = self.origin
-        _, order, since, size = key
-        fits = {"order": order.value, "since": since, "size": size, "sorted": sorted_}
+        fits = _fits(key, sorted_)
         return json.dumps({"page": self.page, "from": [page, cursor, last], "fits": fits})
+
+
+def _fits(key: WalkKey, sorted_: bool) -> dict[str, Any]:
+    """What a token must have been written for: the listing's order, filter and page size,
+    and whether it was sorted."""
+    _, order, since, size = key
+    return {"order": order.value, "since": since, "size": size, "sorted": sorted_}
 
 
 def walk_from_token(token: str | None, key: WalkKey, page: int, sorted_: bool) -> Walk | None:
     """The walk to rebuild page ``page`` from, if ``token`` leads there for this listing."""
     if not token:
         return None
-    _, order, since, size = key
     try:
         data = json.loads(token)
-        fits = {"order": order.value, "since": since, "size": size, "sorted": sorted_}
-        if data["page"] != page or data["fits"] != fits:
+        if data["page"] != page or data["fits"] != _fits(key, sorted_):
             return None
         origin, cursor, last = data["from"]
         if not (isinstance(origin, int) and 1 <= origin <= page):
