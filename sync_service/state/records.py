@@ -28,6 +28,8 @@ class Claim:
     polled_at: float | None  # when a poll last saw it still running
     #: The database clock when the lease was taken (compare with ``created_at``).
     claimed_at: float
+    #: The task's dead letters when claimed: none means a sync need not clear earlier ones.
+    dead_letters: int = 0
 
 
 @dataclass(frozen=True)

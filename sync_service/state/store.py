@@ -173,6 +173,7 @@ class Store(
                 tasks.c.upstream_done_at,
                 tasks.c.polled_at,
                 db_now(),
+                tasks.c.dead_letters,
             )
         )
         async with self._writing() as conn:
@@ -259,10 +260,10 @@ class Store(
         claim whose poll found it DONE, so no separate write is spent on noting it.
         """
         async with self._writing() as conn:
-            lag = await self._fenced_update(
+            lag, synced_at = await self._fenced_update(
                 claim,
                 conn=conn,
-                returning=tasks.c.synced_at - tasks.c.upstream_done_at,
+                returning=(tasks.c.synced_at - tasks.c.upstream_done_at, tasks.c.synced_at),
                 state=SYNCED,
                 error=None,
                 upstream_status=result.upstream_status,
@@ -275,7 +276,7 @@ class Store(
                 upstream_done_at=_first_seen_done(claim),
                 **RELEASED,
             )
-            await upsert_ledger(conn, self._insert, claim.task_id, result)
+            await upsert_ledger(conn, self._insert, claim.task_id, result, float(synced_at))
             if result.removed and result.qdrant_collection is not None:
                 await conn.execute(
                     delete(synced_features).where(
@@ -301,9 +302,12 @@ class Store(
                     .values(updated_at=result.asset_stamp[:64])
                 )
             # A redo replaces the dead letters of the earlier run instead of doubling them.
-            await conn.execute(delete(dead_letters).where(dead_letters.c.task_id == claim.task_id))
+            # (The count is written with the rows, in this transaction: none counted, none kept.)
+            if claim.dead_letters:
+                await conn.execute(
+                    delete(dead_letters).where(dead_letters.c.task_id == claim.task_id)
+                )
             if result.dead_letters:
-                now = await db_time(conn)
                 await conn.execute(
                     dead_letters.insert(),
                     [
@@ -313,7 +317,7 @@ class Store(
                             "qdrant_collection": result.qdrant_collection,
                             "reason": d.reason,
                             "payload_excerpt": d.payload_excerpt,
-                            "created_at": now,
+                            "created_at": synced_at,
                         }
                         for d in result.dead_letters
                     ],
@@ -333,13 +337,20 @@ class Store(
         returning: Any = None,
         **values: Any,
     ) -> Any:
-        """UPDATE the claimed task only while its lease token is still ours (else LeaseLost)."""
+        """UPDATE the claimed task only while its lease token is still ours (else LeaseLost).
+
+        Returns the ``returning`` column's value, or a row of values for a tuple of columns.
+        """
         values.setdefault("updated_at", db_now())
         where = [_fenced(claim.task_id, claim.token)]
         if keep_lease:
             where.append(tasks.c.lease_expires_at >= db_now())
         stmt = update(tasks).where(*where).values(**values)
-        stmt = stmt.returning(returning if returning is not None else tasks.c.task_id)
+        several = isinstance(returning, tuple)
+        if returning is None:
+            returning = tasks.c.task_id
+        columns = returning if several else (returning,)
+        stmt = stmt.returning(*columns)
         if conn is None:
             async with self._writing() as own:
                 rows = (await own.execute(stmt)).all()
@@ -347,7 +358,7 @@ class Store(
             rows = (await conn.execute(stmt)).all()
         if len(rows) != 1:
             raise LeaseLost(f"task {claim.task_id}: lease {claim.token} is no longer held")
-        return rows[0][0]
+        return tuple(rows[0]) if several else rows[0][0]
 
 
 def _fenced(task_id: str, token: int) -> Any:

@@ -140,6 +140,31 @@ async def test_synced_records_ledger_and_dead_letters_and_a_redo_does_not_double
     assert len(await store.dead_letters("a")) == 1 and len(await store.dead_letters()) == 2
 
 
+async def test_a_second_sync_of_a_task_replaces_its_dead_letters(store: Store) -> None:
+    # The claim carries the task's dead-letter count: the earlier letters are cleared only
+    # when there are some, and never kept beside the new ones.
+    await store.enqueue_assets(["a"], collection_id="col")
+    (first,) = await store.claim_due("w", 10, 30)
+    assert first.dead_letters == 0
+    letters = [DeadLetter("vector 'v' holds NaN", "f3", "{}")]
+    await store.mark_synced(
+        first, SyncResult("DONE", "a", "col", "col", [ledger_row("1")], letters)
+    )
+    await store.enqueue_assets(["a"], collection_id="col")  # synced again, e.g. a new backfill
+    (second,) = await store.claim_due("w", 10, 30)
+    assert second.dead_letters == 1
+    two = [DeadLetter("vector 'v' holds inf", "f4", "{}"), DeadLetter("no vectors", "f5", "{}")]
+    await store.mark_synced(second, SyncResult("DONE", "a", "col", "col", [ledger_row("1")], two))
+    assert sorted(d["feature_id"] for d in await store.dead_letters("asset:a")) == ["f4", "f5"]
+    await store.enqueue_assets(["a"], collection_id="col")
+    (third,) = await store.claim_due("w", 10, 30)
+    assert third.dead_letters == 2
+    await store.mark_synced(third, SyncResult("DONE", "a", "col", "col", [ledger_row("1")]))
+    assert await store.dead_letters("asset:a") == []
+    (row,) = await store.list_tasks("asset:a")
+    assert row["dead_letters"] == 0
+
+
 async def test_attempts_are_bounded(store: Store) -> None:
     await store.track(["a"])
     for attempt in range(1, 4):

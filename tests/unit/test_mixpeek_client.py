@@ -9,6 +9,7 @@ import traceback
 from collections.abc import Awaitable, Callable
 from email.utils import formatdate
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -150,6 +151,30 @@ async def test_path_segments_are_quoted_and_base_path_kept() -> None:
     async with make(script, base_url="https://mixpeek.test/v1") as client:
         await client.get_task("a/b?c d")
     assert script.requests[0].url.raw_path == b"/v1/tasks/a%2Fb%3Fc%20d"
+
+
+@pytest.mark.parametrize(
+    "base",
+    [
+        "http://127.0.0.1:8000",
+        "http://127.0.0.1:8000/",
+        "https://mixpeek.test/v1",
+        "https://u:p@h:81/a%20b/",
+    ],
+)
+@pytest.mark.parametrize("task_id", ["t1", "a b/ü", "%zz", "x#y"])
+async def test_the_url_built_absolute_is_the_one_httpx_would_merge(base: str, task_id: str) -> None:
+    # The client builds each request's URL whole (one parse instead of httpx's three).
+    script = Script(ok(TASK))
+    async with make(script, base_url=base) as client:
+        await client.get_task(task_id)
+    merged = httpx.AsyncClient(base_url=base).build_request("GET", "/tasks/x").url
+    expected = merged.copy_with(raw_path=merged.raw_path[: -len(b"x")] + _quoted(task_id))
+    assert script.requests[0].url == expected
+
+
+def _quoted(segment: str) -> bytes:
+    return httpx.URL("http://h/" + quote(segment, safe="")).raw_path[1:]
 
 
 async def test_empty_id_rejected() -> None:

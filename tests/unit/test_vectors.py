@@ -65,3 +65,13 @@ def test_bad_multivectors_are_dead_letters_with_a_reason() -> None:
         "nested": "vector 'd' is multi-dense but the collection holds it as dense[2]",
         "wide": "vector 'm' has length 3 but the collection expects 2",
     }
+
+
+def test_values_at_float32s_edge_are_kept_even_when_their_magnitudes_sum_past_it() -> None:
+    # The quick check (magnitudes summed within float32's range) fails for these; the exact
+    # check that follows finds every value finite and in range.
+    edge = 3.4e38
+    plan = plan_points([feature("big", d=[edge, -edge, edge])], ASSET, "t", schema={})
+    assert [p.feature_id for p in plan.points] == ["big"] and not plan.rejected
+    plan = plan_points([feature("over", d=[edge, -edge, 3.5e38])], ASSET, "t", schema={})
+    assert not plan.points and "not finite in float32" in plan.rejected[0].reason
