@@ -212,6 +212,8 @@ class Service:
             command = [
                 "py-spy",
                 "record",
+                # e.g. "--gil --nonblocking": only the thread holding the GIL, without pausing it
+                *os.environ.get("BENCH_PROFILE_ARGS", "").split(),
                 "-r",
                 os.environ.get("BENCH_PROFILE_RATE", "200"),
                 "-f",
