@@ -136,8 +136,8 @@ class MixpeekHttp:
             transport=transport or pooled_transport(size),
             follow_redirects=True,
         )
-        # httpx parses a relative URL, then the merged one (and again with params): built
-        # absolute here, a request's URL is parsed once (~0.1 ms less CPU per request).
+        # httpx parses a relative URL, then the merged one, then again with its params:
+        # built whole here, a request's URL is parsed once (~0.1 ms less CPU per request).
         base = str(self._http.base_url)  # "http://host" for a root path, else ends in "/"
         self._base = base if base.endswith("/") else base + "/"
         self._policy = policy or RetryPolicy()
@@ -252,10 +252,14 @@ class MixpeekHttp:
         priority: int,
     ) -> httpx.Response:
         """One HTTP exchange, body included, within ``budget`` seconds and an admission slot."""
-        # (A fragment or a "//" start is read differently relative: left to httpx's merge.)
-        plain = not params and "#" not in path and not path.startswith("//")
-        url = httpx.URL(self._base + path.lstrip("/")) if plain else path
-        request = self._http.build_request(method, url, params=params, json=json_body)
+        # (A query, a fragment or a "//" start in the path are read differently relative:
+        # those are left to httpx's merge.)
+        if "?" in path or "#" in path or path.startswith("//"):
+            request = self._http.build_request(method, path, params=params, json=json_body)
+        else:
+            query = f"?{httpx.QueryParams(params)}" if params else ""
+            url = httpx.URL(f"{self._base}{path.lstrip('/')}{query}")
+            request = self._http.build_request(method, url, json=json_body)
         failure: MixpeekError | None = None
         cause: BaseException | None = None
         response: httpx.Response | None = None

@@ -165,16 +165,16 @@ async def test_path_segments_are_quoted_and_base_path_kept() -> None:
 @pytest.mark.parametrize("task_id", ["t1", "a b/ü", "%zz", "x#y"])
 async def test_the_url_built_absolute_is_the_one_httpx_would_merge(base: str, task_id: str) -> None:
     # The client builds each request's URL whole (one parse instead of httpx's three).
-    script = Script(ok(TASK))
+    script = Script(ok(TASK), ok({"feature_id": "f", "vectors": {"v": [1.0]}}))
     async with make(script, base_url=base) as client:
         await client.get_task(task_id)
-    merged = httpx.AsyncClient(base_url=base).build_request("GET", "/tasks/x").url
-    expected = merged.copy_with(raw_path=merged.raw_path[: -len(b"x")] + _quoted(task_id))
-    assert script.requests[0].url == expected
-
-
-def _quoted(segment: str) -> bytes:
-    return httpx.URL("http://h/" + quote(segment, safe="")).raw_path[1:]
+        await client.get_feature(task_id)  # with its query: include_vectors=true
+    http = httpx.AsyncClient(base_url=base)  # its own merge of base, path and params
+    segment = quote(task_id, safe="")  # as the client quotes an id
+    assert [r.url for r in script.requests] == [
+        http.build_request("GET", f"/tasks/{segment}").url,
+        http.build_request("GET", f"/features/{segment}", params={"include_vectors": "true"}).url,
+    ]
 
 
 async def test_empty_id_rejected() -> None:
