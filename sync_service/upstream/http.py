@@ -34,7 +34,7 @@ from sync_service.upstream.errors import (
 )
 from sync_service.upstream.outage import MixpeekUnavailable, Outage
 from sync_service.upstream.retry_policy import RandomSource, RetryPolicy
-from sync_service.upstream.transport import pooled_transport
+from sync_service.upstream.transport import AiohttpClient, pooled_transport
 
 __all__ = ["MixpeekHttp", "RandomSource", "RequestObserver", "RetryPolicy"]
 
@@ -125,7 +125,7 @@ class MixpeekHttp:
         limits = httpx.Limits(
             max_connections=size, max_keepalive_connections=size, keepalive_expiry=30.0
         )
-        self._http = httpx.AsyncClient(
+        self._http = AiohttpClient(
             base_url=base_url,
             headers=headers,
             timeout=timeout or httpx.Timeout(connect=10.0, read=30.0, write=30.0, pool=30.0),

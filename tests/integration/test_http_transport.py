@@ -4,6 +4,7 @@ arriving as the httpx error the client's retry policy knows."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -12,7 +13,7 @@ import pytest
 
 from sync_service.emulator import EmulatorServer
 from sync_service.upstream import transport
-from sync_service.upstream.transport import AiohttpTransport, pooled_transport
+from sync_service.upstream.transport import AiohttpClient, AiohttpTransport, pooled_transport
 from tests.conftest import API_KEY
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -55,18 +56,28 @@ def _answer(body: bytes, declared: int | None = None) -> bytes:
     return head.encode() + b"\r\n" + body
 
 
+#: Both ways over the wire: httpx's send chain onto the transport, and AiohttpClient's
+#: straight one (what the Mixpeek client uses).
+CLIENTS = {"httpx-send": httpx.AsyncClient, "direct": AiohttpClient}
+
+
+@pytest.fixture(params=list(CLIENTS))
+def kind(request: pytest.FixtureRequest) -> type[httpx.AsyncClient]:
+    return CLIENTS[request.param]
+
+
 @pytest.fixture
-async def client() -> AsyncIterator[httpx.AsyncClient]:
+async def client(kind: type[httpx.AsyncClient]) -> AsyncIterator[httpx.AsyncClient]:
     timeout = httpx.Timeout(connect=2.0, read=0.5, write=2.0, pool=2.0)
-    async with httpx.AsyncClient(transport=AiohttpTransport(4), timeout=timeout) as http:
+    async with kind(transport=AiohttpTransport(4), timeout=timeout) as http:
         yield http
 
 
-async def test_answers_bodies_and_headers_arrive_whole(emulator: EmulatorServer) -> None:
+async def test_answers_bodies_and_headers_arrive_whole(
+    emulator: EmulatorServer, kind: type[httpx.AsyncClient]
+) -> None:
     headers = {"Authorization": f"Bearer {API_KEY}"}
-    async with httpx.AsyncClient(
-        base_url=emulator.url, transport=AiohttpTransport(4), headers=headers
-    ) as http:
+    async with kind(base_url=emulator.url, transport=AiohttpTransport(4), headers=headers) as http:
         answers = await asyncio.gather(*(http.get("/collections") for _ in range(12)))
         assert {a.status_code for a in answers} == {200}
         assert all("results" in a.json() for a in answers)
@@ -223,3 +234,74 @@ async def test_tls_is_set_up_once_and_only_for_https(monkeypatch: pytest.MonkeyP
         assert server.connections == 2
     assert built == [1]
     transport._tls_context.cache_clear()
+
+
+async def test_a_redirect_elsewhere_drops_the_key_and_one_home_keeps_it(
+    client: httpx.AsyncClient,
+) -> None:
+    heads: list[bytes] = []
+
+    async def landing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        heads.append(await reader.readuntil(b"\r\n\r\n"))
+        writer.write(_answer(b'{"landed": true}'))
+        await writer.drain()
+
+    async with RawServer(landing) as other:
+
+        async def moving(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            heads.append(head)
+            if head.startswith(b"GET /away"):
+                target = f"{other.url}/there".encode()  # another port: another origin
+            elif head.startswith(b"GET /home"):
+                target = b"/here"
+            else:
+                writer.write(_answer(b'{"landed": true}'))
+                await writer.drain()
+                return
+            writer.write(b"HTTP/1.1 302 Found\r\nLocation: " + target + b"\r\n")
+            writer.write(b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+            await writer.drain()
+
+        async with RawServer(moving) as server:
+            client.follow_redirects = True
+            auth = {"Authorization": "Bearer sk-secret"}
+            assert (await client.get(f"{server.url}/away", headers=auth)).json() == {"landed": True}
+            assert (await client.get(f"{server.url}/home", headers=auth)).json() == {"landed": True}
+    keyed = [h.split(b"\r\n")[0] for h in heads if b"sk-secret" in h]
+    assert keyed == [b"GET /away HTTP/1.1", b"GET /home HTTP/1.1", b"GET /here HTTP/1.1"]
+    assert len(heads) == 4  # /there arrived, without the key
+
+
+async def test_endless_redirects_and_compressed_answers(client: httpx.AsyncClient) -> None:
+    async def loop_or_gzip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:
+                return
+            if head.startswith(b"GET /gz"):
+                body = gzip.compress(b'{"small": "' + b"a" * 1000 + b'"}')
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\n")
+                writer.write(b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            else:
+                writer.write(b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+
+    async with RawServer(loop_or_gzip) as server:
+        client.follow_redirects = True
+        client.max_redirects = 3
+        with pytest.raises(httpx.TooManyRedirects):
+            await client.get(f"{server.url}/again")
+        assert (await client.get(f"{server.url}/gz")).json() == {"small": "a" * 1000}
+
+
+def test_the_straight_path_is_taken_only_through_its_own_transport(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in [n for n in os.environ if n.lower().endswith("_proxy")]:
+        monkeypatch.delenv(name)
+    assert AiohttpClient(transport=AiohttpTransport(2))._wire is not None
+    assert AiohttpClient(transport=httpx.MockTransport(lambda r: httpx.Response(200)))._wire is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")  # httpx mounts the proxy
+    assert AiohttpClient(transport=AiohttpTransport(2))._wire is None

@@ -27,6 +27,7 @@ from sync_service.upstream.port import (
     Submission,
     TaskOutcome,
 )
+from sync_service.upstream.transport import AiohttpClient
 from sync_service.upstream.v1.adapter import V1Upstream
 from sync_service.upstream.v1.client import V1Client
 
@@ -397,7 +398,7 @@ async def test_auto_probes_once_on_the_first_call(
             return httpx.Response(health, json={}, request=request)
         return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
     settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=1)
     assert settings.mixpeek_api_version is MixpeekApiVersion.auto
     up = open_upstream(settings)
@@ -426,7 +427,7 @@ async def test_an_early_probe_starts_on_entry_and_a_failed_one_is_asked_again(
             return httpx.Response(status, json={}, request=request)
         return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
     # Three attempts per call: the early probe makes one only, and feeds no breaker.
     settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=3)
     outage = Outage(recent=0.0)
@@ -457,7 +458,7 @@ async def test_closing_the_upstream_cancels_an_early_probe_still_waiting(
         await asyncio.sleep(3600)  # Mixpeek never answers
         raise AssertionError("unreachable")
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
     settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=1)
     up = open_upstream(settings, probe_early=True)
     async with up:
@@ -479,7 +480,7 @@ async def test_a_rate_limited_early_probe_makes_the_next_probe_wait_as_asked(
             return httpx.Response(200, json={}, request=request)
         return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
-    monkeypatch.setattr(httpx.AsyncClient, "send", send)
+    monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
     settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=3)
     async with open_upstream(settings, probe_early=True) as up:
         with pytest.raises(MixpeekNotFound):
