@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     # Imported when made: Qdrant's client (most of a second), aiohttp, and SQLAlchemy (which
     # `run` imports while its first request is out).
     from sync_service.engine.pipeline import Pipeline
+    from sync_service.engine.read_ahead import ReadAhead
     from sync_service.qdrant.sink import QdrantSink
     from sync_service.state.store import Store
     from sync_service.upstream.port import Upstream
@@ -98,17 +99,26 @@ async def open_service(
     ``upstream_first`` (``run``, when it will call Mixpeek at once): the upstream is entered
     before the store is opened, so under ``MIXPEEK_API_VERSION=auto`` the version probe is on
     its way while the store's and the daemon's modules are imported (in a thread, so the loop
-    takes the answer meanwhile); its round trip then no longer delays the first poll.
+    takes the answer meanwhile); its round trip then no longer delays the first poll. On a
+    SQLite store the polls of the tasks the first claim will take go out then too
+    (``engine/read_ahead.py``).
     """
     metrics = Metrics()
     outage = Outage()  # made before the upstream, which may wait for first use
     metrics.watch_outage(outage)
     async with contextlib.AsyncExitStack() as stack:
         upstream: Upstream | None = None
+        ahead: ReadAhead | None = None
         if upstream_first:
             upstream = await stack.enter_async_context(
                 open_upstream(settings, metrics, outage, probe_early=True)
             )
+            from sync_service.engine.read_ahead import ReadAhead, due_at_start
+
+            url = settings.database_url.get_secret_value()
+            if due := await due_at_start(url, settings.claim_batch):
+                ahead = ReadAhead(upstream, due, max_age=settings.poll_interval)
+                stack.push_async_callback(ahead.close)
             await asyncio.wrap_future(import_in_thread(DAEMON_MODULE))
         from sync_service.engine.pipeline import Pipeline
         from sync_service.state.store import open_store
@@ -157,6 +167,7 @@ async def open_service(
             upstream = await stack.enter_async_context(upstream_cm)
         assert upstream is not None
         pipeline = Pipeline(settings, store, upstream, sink, metrics, outage)
+        pipeline.read_ahead = ahead
         yield Service(settings, store, upstream, sink, pipeline, metrics)
 
 

@@ -28,8 +28,7 @@ from sync_service.engine.resync import ledger_rows, plan_writes
 from sync_service.keep.forget import remove_assets
 from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.settings import Settings
-from sync_service.state.ledger import ASSET_JOB_PREFIX
-from sync_service.state.records import Claim, DeadLetter, SyncResult
+from sync_service.state.records import ASSET_JOB_PREFIX, Claim, DeadLetter, SyncResult
 from sync_service.state.store import Store
 from sync_service.upstream.port import (
     Asset,
@@ -45,6 +44,7 @@ from sync_service.upstream.port import (
 )
 
 if TYPE_CHECKING:  # its module loads Qdrant's client: not before there is work
+    from sync_service.engine.read_ahead import ReadAhead
     from sync_service.qdrant.sink import QdrantSink
 
 log = logging.getLogger(__name__)
@@ -85,6 +85,8 @@ class Pipeline:
         self.upstream_key = hashlib.sha256(
             f"{settings.mixpeek_api_url}\n{settings.mixpeek_namespace or ''}".encode()
         ).hexdigest()[:32]
+        #: ``run``'s polls sent before its first claim, taken instead of polling again.
+        self.read_ahead: ReadAhead | None = None
         self.poll_schedule = PollSchedule(
             settings.poll_interval,
             settings.max_poll_interval,
@@ -99,7 +101,7 @@ class Pipeline:
             await self._sync(claim, claim.asset_id, None)
             return
         try:
-            task = await self.upstream.get_task(claim.task_id)
+            task = await self._poll(claim.task_id)
         except MixpeekNotFound:
             await self.outcomes.fail(claim, "task not found upstream (404)")
             return
@@ -135,6 +137,14 @@ class Pipeline:
                 more = list(task.more_assets)
                 await persist(lambda: self.store.enqueue_assets(more, source="task"))
             await self._sync(claim, task.asset_id, task)
+
+    async def _poll(self, task_id: str) -> TaskState:
+        """The task's state: the read-ahead's answer if one waits for it, else a poll."""
+        if self.read_ahead is not None:
+            state = await self.read_ahead.take(task_id)
+            if state is not None:
+                return state
+        return await self.upstream.get_task(task_id)
 
     # -- the three outcomes ---------------------------------------------------------------
 

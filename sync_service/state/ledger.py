@@ -15,11 +15,8 @@ from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from sync_service.state.base import Queries
-from sync_service.state.records import SyncResult
+from sync_service.state.records import ASSET_JOB_PREFIX, SyncResult
 from sync_service.state.schema import db_now, locks, reindexes, synced_features, tasks
-
-#: Task ids of asset jobs (backfill, repair): synced straight from the asset, no task to poll.
-ASSET_JOB_PREFIX = "asset:"
 
 
 def asset_job_id(asset_id: str) -> str:

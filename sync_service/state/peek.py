@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 from sync_service.state.migrate import HEAD
-from sync_service.state.records import STATES, Mirror, fresh_outages
+from sync_service.state.records import ASSET_JOB_PREFIX, STATES, Mirror, fresh_outages
 
 T = TypeVar("T")
 
@@ -91,6 +91,20 @@ class StorePeek:
                 " OR held_at IS NOT NULL LIMIT 1"
             )
         )
+
+    async def due_tasks(self, limit: int) -> list[str]:
+        """Upstream tasks (not asset jobs) a claim would take now, in the order it takes
+        them: Store.claim_due's inner read, as compiled for SQLite (``run``'s read-ahead)."""
+        now = "((julianday('now') - 2440587.5) * 86400.0)"
+        rows = self._rows(
+            "SELECT task_id FROM tasks WHERE state = 'pending' AND task_id NOT LIKE ? "
+            f"AND next_poll_at <= {now} "
+            f"AND (lease_expires_at IS NULL OR lease_expires_at < {now}) "
+            "ORDER BY next_poll_at LIMIT ?",
+            f"{ASSET_JOB_PREFIX}%",
+            limit,
+        )
+        return [str(row[0]) for row in rows]
 
     async def deleted_upstream(self) -> dict[str, dict[str, Any]]:
         # Store.deleted_upstream's read, as compiled for SQLite.

@@ -13,6 +13,10 @@ from typing import Any
 STATES = ("pending", "synced", "failed")
 
 
+#: Task ids of asset jobs (backfill, repair): synced straight from the asset, no task to poll.
+ASSET_JOB_PREFIX = "asset:"
+
+
 @dataclass(frozen=True)
 class Claim:
     """A task leased to this worker; ``token`` fences every write made on its behalf."""
