@@ -22,6 +22,7 @@ after Qdrant acknowledged the points), ..., the last request, ``drained``, exit.
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,8 @@ def whole_process(size: Size, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             best["ratio"],
             f">= {TARGET}",
             best["ratio"] >= TARGET,
-            f"ratios {ratios}; process CPU {best['cpu_s']:.2f} s; {best['requests']} requests "
+            f"ratios {ratios}; reference loop {_speeds(runs)}; "
+            f"process CPU {best['cpu_s']:.2f} s; {best['requests']} requests "
             f"({best['polls']} polls), {best['synced']} tasks synced, last DONE "
             f"{best['last_ready_s']:+.2f} s after spawn; timeline (s after spawn): {timeline}",
         ),
@@ -101,7 +103,22 @@ def _phases(t: dict[str, float], in_flight: list[float]) -> str:
     )
 
 
+def reference_loop() -> float:
+    """Seconds this machine takes for a fixed pure-Python loop, just before a run: the
+    process is CPU-bound enough that its ratio follows the machine's speed, and on a shared
+    host that speed was seen to change by 40 % within minutes."""
+    started = time.perf_counter()
+    sum(i * i for i in range(2_000_000))
+    return time.perf_counter() - started
+
+
+def _speeds(runs: list[dict[str, Any]]) -> str:
+    loops = sorted(r["reference_loop_s"] for r in runs)
+    return f"{loops[0]:.3f}-{loops[-1]:.3f} s" if len(loops) > 1 else f"{loops[0]:.3f} s"
+
+
 def _run(root: Path, index: int, **env: str) -> dict[str, Any]:
+    reference = reference_loop()
     config = EmulatorConfig(latency=LATENCY, seed=10 + index)
     lo, hi = READY
     with TimedEmulator(config) as emu:
@@ -144,6 +161,7 @@ def _run(root: Path, index: int, **env: str) -> dict[str, Any]:
         "synced": len(synced),
         "last_ready_s": ready,
         "cpu_s": cpu,
+        "reference_loop_s": reference,
         "timeline": timeline,
         "in_flight_per_100ms": in_flight,
         "creations": svc.log.read_text(errors="replace").count('"collection_created"'),
