@@ -14,7 +14,8 @@ a server hang-up to ``ConnectTimeout`` and lets unknown errors through unmapped)
 :class:`AiohttpClient` goes one step further: its ``send`` hands each request straight to
 aiohttp (which then also follows the redirects), skipping httpx's send chain (auth flow,
 redirect loop, cookie jar, stream wrappers). That was a fifth of the client's CPU per
-feature fetch (976 -> 786 us, five alternating runs of 3,000 fetches).
+feature fetch (with the URL built whole in ``http.py``: 610 -> 508 us, four alternating runs
+of 3,000 fetches against the emulator).
 """
 
 from __future__ import annotations
