@@ -1,5 +1,5 @@
-"""``status``'s reads of a SQLite store (and those of an idle ``run --drain``), made with the
-standard library's driver.
+"""``status``'s reads of a SQLite store (and those of an idle ``run --drain`` and of ``run``'s
+read-ahead), made with the standard library's driver.
 
 Importing SQLAlchemy and its async driver takes about a third of a second, more than the rest
 of ``status``. A SQLite store already at the newest schema (the usual case) is read here instead:
@@ -31,8 +31,8 @@ _PLAIN_SQLITE = re.compile(r"sqlite(?:\+aiosqlite|\+pysqlite)?:///(?P<path>[^?#%
 
 
 class StorePeek:
-    """The reads ``status`` (and ``engine/idle.py``) make, with the signatures of the store's
-    own."""
+    """The reads ``status`` (and ``engine/idle.py``, ``engine/read_ahead.py``) make, with the
+    signatures of the store's own."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
