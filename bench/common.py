@@ -107,7 +107,7 @@ class TimedEmulator(EmulatorServer):
     def __init__(self, config: EmulatorConfig) -> None:
         super().__init__(config, clock=time.time)
         self.recorder = Recorder(self.app)
-        self.app = self.recorder  # type: ignore[assignment]  # start() serves self.app
+        self.app = self.recorder  # start() serves self.app
 
     def __enter__(self) -> TimedEmulator:
         self.start()

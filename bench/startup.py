@@ -69,7 +69,8 @@ def startup(tmp: Path) -> tuple[list[Row], dict[str, Any]]:
     subprocess.run(_command("migrate"), env=env, cwd=tmp, capture_output=True, check=True)
     # The first drain binds the store to its Qdrant (a one-time write); warm runs find it bound.
     subprocess.run(_command("run", "--drain"), env=env, cwd=tmp, capture_output=True, check=True)
-    rows, details = [], {}
+    rows: list[Row] = []
+    details: dict[str, Any] = {}
     for label, target in TARGETS.items():
         best, times = _best(label.split(), env, tmp)
         details[label] = times

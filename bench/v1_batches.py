@@ -36,7 +36,7 @@ class TimedV1Emulator(V1EmulatorServer):
     def __init__(self, config: V1Config) -> None:
         super().__init__(config, clock=time.time)
         self.recorder = Recorder(self.app)
-        self.app = self.recorder  # type: ignore[assignment]  # start() serves self.app
+        self.app = self.recorder  # start() serves self.app
 
 
 class V1World:

@@ -101,7 +101,7 @@ def _mode(root: Path, *, webhooks: bool) -> list[float]:
                 )
                 changed = time.time()
                 task = f"asset:{collection}/{seeded['object_ids'][0]}"
-                _wait(lambda t=task: _synced_at(svc, t) is not None, proc, svc, "a change")  # type: ignore[misc]
+                _wait(lambda t=task: _synced_at(svc, t) is not None, proc, svc, "a change")
                 landed = _synced_at(svc, task)
                 assert landed is not None
                 delays.append(landed - changed)
