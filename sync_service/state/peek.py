@@ -27,6 +27,9 @@ from sync_service.state.records import ASSET_JOB_PREFIX, STATES, Mirror, fresh_o
 T = TypeVar("T")
 
 #: A plain file URL: no query options, no %-escapes, nothing SQLAlchemy would read differently.
+#: schema.db_now as compiled for SQLite: the database clock in epoch seconds.
+_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
 _PLAIN_SQLITE = re.compile(r"sqlite(?:\+aiosqlite|\+pysqlite)?:///(?P<path>[^?#%]+)")
 
 
@@ -64,8 +67,7 @@ class StorePeek:
         return [dict(row) for row in self._rows(sql, task_id)]
 
     async def now(self) -> float:
-        # schema.db_now as compiled for SQLite.
-        return float(self._rows("SELECT ((julianday('now') - 2440587.5) * 86400.0)")[0][0])
+        return float(self._rows(f"SELECT {_NOW}")[0][0])
 
     async def assets_known(self) -> dict[str, int]:
         rows = self._rows(
@@ -95,11 +97,10 @@ class StorePeek:
     async def due_tasks(self, limit: int) -> list[str]:
         """Upstream tasks (not asset jobs) a claim would take now, in the order it takes
         them: Store.claim_due's inner read, as compiled for SQLite (``run``'s read-ahead)."""
-        now = "((julianday('now') - 2440587.5) * 86400.0)"
         rows = self._rows(
             "SELECT task_id FROM tasks WHERE state = 'pending' AND task_id NOT LIKE ? "
-            f"AND next_poll_at <= {now} "
-            f"AND (lease_expires_at IS NULL OR lease_expires_at < {now}) "
+            f"AND next_poll_at <= {_NOW} "
+            f"AND (lease_expires_at IS NULL OR lease_expires_at < {_NOW}) "
             "ORDER BY next_poll_at LIMIT ?",
             f"{ASSET_JOB_PREFIX}%",
             limit,

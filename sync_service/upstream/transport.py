@@ -129,10 +129,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self, request: httpx.Request, *, follow_redirects: bool, max_redirects: int
     ) -> httpx.Response:
         """The whole exchange in aiohttp, redirects (if followed) and body included."""
-        with _as_httpx_errors(request):
-            response = await self._request(
-                request, follow_redirects=follow_redirects, max_redirects=max_redirects
-            )
+        response = await self._request(
+            request, follow_redirects=follow_redirects, max_redirects=max_redirects
+        )
+        with _as_httpx_errors(request):  # a body cut short
             try:
                 body = await response.read()
             finally:

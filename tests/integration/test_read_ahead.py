@@ -21,7 +21,7 @@ from tests.conftest import API_KEY
 from tests.harness import Service
 
 
-class Upstream:
+class FakeUpstream:
     """get_task alone, answered once ``gate`` is open: ids starting with "down" raise, those
     starting with "run" are still running, the others DONE."""
 
@@ -49,7 +49,7 @@ class Clock:
 
 
 async def test_an_answer_is_taken_once_while_fresh_and_a_failure_is_none() -> None:
-    upstream, clock = Upstream(), Clock()
+    upstream, clock = FakeUpstream(), Clock()
     ids = ["a", "b", "down-1", "run-1", "run-2"]
     ahead = ReadAhead(upstream, ids, max_age=2.0, clock=clock)  # type: ignore[arg-type]
     await asyncio.sleep(0)  # the polls go out at once, before any claim
@@ -70,7 +70,7 @@ async def test_an_answer_is_taken_once_while_fresh_and_a_failure_is_none() -> No
 
 
 async def test_a_claim_waits_for_its_poll_on_the_way_and_close_stops_the_rest() -> None:
-    upstream = Upstream()
+    upstream = FakeUpstream()
     upstream.gate.clear()  # answers held back
     ahead = ReadAhead(upstream, ["a", "b"], max_age=2.0)  # type: ignore[arg-type]
     taking = asyncio.create_task(ahead.take("a"))
