@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sync_service.engine.read_ahead import ReadAhead
     from sync_service.qdrant.sink import QdrantSink
     from sync_service.state.store import Store
+    from sync_service.upstream.connect import Probed
     from sync_service.upstream.port import Upstream
 
 T = TypeVar("T")
@@ -61,11 +62,12 @@ def open_upstream(
     outage: Outage | None = None,
     *,
     probe_early: bool = False,
+    probe: Future[Probed] | None = None,
 ) -> Upstream:
     """Mixpeek behind the upstream port (its client's modules load here, when made)."""
     from sync_service.upstream.connect import open_upstream as connect
 
-    return connect(settings, observer, outage, probe_early=probe_early)
+    return connect(settings, observer, outage, probe_early=probe_early, probe=probe)
 
 
 def qdrant_sink(settings: Settings, metrics: Metrics) -> QdrantSink:
@@ -82,6 +84,7 @@ async def open_service(
     defer_when_idle: bool = False,
     overlap_sink: bool = False,
     upstream_first: bool = False,
+    version_probe: Future[Probed] | None = None,
 ) -> AsyncIterator[Service]:
     """The store, the Qdrant sink, the upstream and the pipeline over them (``migrate``: an
     older schema may be migrated).
@@ -101,7 +104,8 @@ async def open_service(
     its way while the store's and the daemon's modules are imported (in a thread, so the loop
     takes the answer meanwhile); its round trip then no longer delays the first poll. On a
     SQLite store the polls of the tasks the first claim will take go out then too
-    (``engine/read_ahead.py``).
+    (``engine/read_ahead.py``). ``version_probe``: that probe, when ``run`` sent it already
+    (``upstream/version_probe.py``).
     """
     metrics = Metrics()
     outage = Outage()  # made before the upstream, which may wait for first use
@@ -111,7 +115,7 @@ async def open_service(
         ahead: ReadAhead | None = None
         if upstream_first:
             upstream = await stack.enter_async_context(
-                open_upstream(settings, metrics, outage, probe_early=True)
+                open_upstream(settings, metrics, outage, probe_early=True, probe=version_probe)
             )
             from sync_service.engine.read_ahead import ReadAhead, due_at_start
 
@@ -148,7 +152,9 @@ async def open_service(
             if upstream is None:
                 # Its imports come first; under MIXPEEK_API_VERSION=auto the version probe
                 # starts on entry, while the rest of start-up runs.
-                upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
+                upstream_cm = open_upstream(
+                    settings, metrics, outage, probe_early=daemon, probe=version_probe
+                )
             sink = cast(
                 "QdrantSink",
                 SinkInMaking(
@@ -162,7 +168,9 @@ async def open_service(
             stack.push_async_callback(sink.close)
             await check_mark(store, sink, settings)
             if upstream is None:
-                upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
+                upstream_cm = open_upstream(
+                    settings, metrics, outage, probe_early=daemon, probe=version_probe
+                )
         if upstream_cm is not None:
             upstream = await stack.enter_async_context(upstream_cm)
         assert upstream is not None

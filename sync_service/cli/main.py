@@ -98,8 +98,7 @@ def run(
     if problem is not None:
         err.print(f"configuration error: {problem}", highlight=False)
         raise typer.Exit(EXIT_CONFIG)
-    # A drain with nothing to do (and no SYNC_WATCH_COLLECTIONS to add) makes Qdrant's
-    # client and the Mixpeek client only if work turns up after all.
+    # A drain with nothing to do (nor watches to add) makes its clients only if work turns up.
     lazy = drain and not settings.watch_collections
     if lazy and settings.api_port == 0:
         # A SQLite store with nothing to do is told without loading SQLAlchemy (engine/idle.py).
@@ -111,6 +110,9 @@ def run(
         if drained:
             raise typer.Exit(0)
         lazy = drained is None  # False: work is waiting
+    from sync_service.upstream.connect import probe_version_early
+
+    probe = None if lazy else probe_version_early(settings)  # out while the client loads
     from sync_service.runtime import ControlApiError, open_service, serve_control_api
 
     async def main() -> int:
@@ -121,6 +123,7 @@ def run(
                 defer_when_idle=lazy,
                 overlap_sink=True,
                 upstream_first=not lazy,  # it calls Mixpeek at once
+                version_probe=probe,
             ) as service,
             serve_control_api(service) as url,
         ):

@@ -7,24 +7,26 @@ adapter of that version. A v1 server answers the route (2xx); the 2024 API has n
 paths, so any other 4xx means 2024. No answer (a transport error, a 5xx after the retries)
 decides nothing: the call fails as any call would, and the next one probes again.
 
-The daemon asks for the probe ``early``: one attempt starts when the upstream is entered, so
-its round trip overlaps the rest of start-up instead of delaying the first poll by one. It
-stands outside the process's breaker and has no retries: if it gets no answer, the first call
-probes as it always did (and waits at most that one attempt for it).
+The daemon asks for the probe ``early``: one attempt (upstream/version_probe.py, in a thread)
+starts when the upstream is entered, or is handed over already under way (``run`` sends it as
+soon as it has read its settings), so its round trip overlaps the rest of start-up instead of
+delaying the first poll by one. It stands outside the process's breaker and has no retries:
+if it decides nothing, the first call probes as it always did (and waits at most that one
+attempt for it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Self
 
 from sync_service.settings import MixpeekApiVersion, Settings
-from sync_service.upstream.errors import MixpeekBadRequest, MixpeekError, MixpeekNotFound
+from sync_service.upstream.errors import MixpeekError
 from sync_service.upstream.http import RequestObserver
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.owner import ClosedOnExit
@@ -39,6 +41,7 @@ from sync_service.upstream.port import (
     Upstream,
     WebhookSubscription,
 )
+from sync_service.upstream.version_probe import Probed, start_probe, version_for
 
 if TYPE_CHECKING:
     from sync_service.upstream.v1.client import V1Client
@@ -57,30 +60,28 @@ async def detect_version(settings: Settings) -> MixpeekApiVersion:
         await client.aclose()
 
 
-def _detector(
-    settings: Settings, outage: Outage | None, *, attempts: int | None = None
-) -> V1Client:
-    """The probe's client; ``attempts`` replaces the settings' number of attempts."""
+def _detector(settings: Settings, outage: Outage | None) -> V1Client:
+    """The probe's client."""
     from sync_service.upstream.connect import retry_policy
     from sync_service.upstream.v1.client import V1Client
 
-    policy = retry_policy(settings)
-    if attempts is not None:
-        policy = dataclasses.replace(policy, max_attempts=attempts)
     return V1Client(
         base_url=settings.mixpeek_api_url,
         api_key=settings.mixpeek_api_key,
         namespace=settings.mixpeek_namespace,
-        policy=policy,
+        policy=retry_policy(settings),
         outage=outage,
     )
 
 
 async def _detect(client: V1Client) -> MixpeekApiVersion:
+    """The version, by the rules of :func:`version_for`; raises when they decide nothing."""
     try:
         await client.health()
-    except (MixpeekNotFound, MixpeekBadRequest):
-        return MixpeekApiVersion.v2024
+    except MixpeekError as exc:
+        if (version := version_for(exc)) is None:
+            raise
+        return version
     return MixpeekApiVersion.v1
 
 
@@ -94,9 +95,12 @@ class AutoUpstream(ClosedOnExit):
         outage: Outage | None,
         *,
         early: bool = False,
+        probe: Future[Probed] | None = None,
     ) -> None:
         self._settings = settings
         self._early = early
+        #: The early probe, when it was sent before this upstream was made.
+        self._probe = probe
         #: When the early probe was told to wait (429): the next probe waits until then.
         self._probe_not_before = 0.0
         self._early_probe: asyncio.Task[None] | None = None
@@ -113,34 +117,33 @@ class AutoUpstream(ClosedOnExit):
 
     async def __aenter__(self) -> Self:
         if self._early and self._chosen is None:
-            self._early_probe = asyncio.create_task(self._probe_early(), name="api-probe")
+            probe = self._probe or start_probe(self._settings)
+            self._early_probe = asyncio.create_task(self._probe_early(probe), name="api-probe")
         return self
 
-    async def _probe_early(self) -> None:
+    async def _probe_early(self, probe: Future[Probed]) -> None:
         async with self._lock:
             if self._chosen is not None:
                 return
-            client = _detector(self._settings, None, attempts=1)
-            try:
-                version = await _detect(client)
-            except Exception as exc:
-                # No answer decides nothing, and tells the breaker nothing: the first call
-                # probes again, with the retries and the breaker, as it would have anyway;
-                # not before a wait the server asked for (a 429's Retry-After).
-                hint = exc.retry_after if isinstance(exc, MixpeekError) else None
-                if hint:
-                    from sync_service.upstream.connect import retry_policy
+            probed = await asyncio.wrap_future(probe)
+            if probed.version is not None:
+                self._choose(probed.version)
+            elif probed.retry_after:
+                # Nothing decided, and nothing told the breaker: the first call probes again,
+                # with the retries and the breaker, as it would have anyway; not before a wait
+                # the server asked for (a 429's Retry-After).
+                from sync_service.upstream.connect import retry_policy
 
-                    cap = retry_policy(self._settings).max_retry_after
-                    self._probe_not_before = time.monotonic() + min(float(hint), cap)
-                return
-            finally:
-                await client.aclose()
-            self._choose(version)
+                cap = retry_policy(self._settings).max_retry_after
+                self._probe_not_before = time.monotonic() + min(probed.retry_after, cap)
 
     async def _upstream(self) -> Upstream:
         if self._chosen is not None:
             return self._chosen
+        if self._early_probe is not None:
+            # The early probe decides first, even for a call made before it ran (waiting
+            # for it neither cancels it nor raises what it met).
+            await asyncio.wait([self._early_probe])
         async with self._lock:
             if self._chosen is None:
                 if self._detecting is None:

@@ -21,10 +21,9 @@ from typing import Any, Protocol, TypeVar
 
 import httpx
 import orjson
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception
 
-from sync_service import __version__
 from sync_service.upstream.admission import FETCH, LIST, Admission
 from sync_service.upstream.errors import (
     MixpeekBadResponse,
@@ -74,17 +73,6 @@ def _retry_reason(error: BaseException | None) -> str:
 
 def _is_retryable(error: BaseException) -> bool:
     return isinstance(error, MixpeekError) and error.retryable
-
-
-def base_headers(api_key: str | SecretStr | None) -> tuple[dict[str, str], str]:
-    """The headers every API version sends, and the key itself (for redaction)."""
-    raw = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
-    # Stripped: a trailing newline from a secrets file makes h11 echo the header in errors.
-    secret = (raw or "").strip()
-    headers = {"Accept": "application/json", "User-Agent": f"sync-service/{__version__}"}
-    if secret:
-        headers["Authorization"] = f"Bearer {secret}"
-    return headers, secret
 
 
 class MixpeekHttp:

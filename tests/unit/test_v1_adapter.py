@@ -16,7 +16,7 @@ import pytest
 
 from sync_service.settings import MixpeekApiVersion, Settings
 from sync_service.upstream.auto import AutoUpstream
-from sync_service.upstream.connect import open_upstream
+from sync_service.upstream.connect import open_upstream, probe_version_early
 from sync_service.upstream.http import RetryPolicy
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.port import (
@@ -30,6 +30,7 @@ from sync_service.upstream.port import (
 from sync_service.upstream.transport import AiohttpClient
 from sync_service.upstream.v1.adapter import V1Upstream
 from sync_service.upstream.v1.client import V1Client
+from tests.scripted_http import Answer, ScriptedServer
 
 Handler = Callable[[httpx.Request], httpx.Response]
 MM, TR = "mm_embedding", "tr_embedding"
@@ -418,72 +419,95 @@ async def test_auto_probes_once_on_the_first_call(
 async def test_an_early_probe_starts_on_entry_and_a_failed_one_is_asked_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    probes: list[int] = []
-    answers = iter([503, 200])  # the early probe finds Mixpeek down, the first call's does not
+    # The early probe speaks HTTP with the standard library (upstream/version_probe.py): a
+    # real server answers it; the first call's probe goes through the client, intercepted.
+    client_probes: list[int] = []
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
         if request.url.path == "/v1/health":
-            probes.append(status := next(answers))
-            return httpx.Response(status, json={}, request=request)
+            client_probes.append(200)
+            return httpx.Response(200, json={}, request=request)
         return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
     monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
-    # Three attempts per call: the early probe makes one only, and feeds no breaker.
-    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=3)
-    outage = Outage(recent=0.0)
-    failed: list[int] = []
-    monkeypatch.setattr(outage, "failed", lambda: failed.append(1))
-    up = open_upstream(settings, outage=outage, probe_early=True)
-    assert isinstance(up, AutoUpstream) and probes == []  # made without I/O
-    async with up:
-        for _ in range(50):  # the probe runs in the background, before any call
-            if probes:
-                break
-            await asyncio.sleep(0.01)
-        await asyncio.sleep(0.05)
-        assert probes == [503] and up.version is None  # no answer decides nothing
-        assert failed == []  # and tells the breaker nothing
-        with pytest.raises(MixpeekNotFound):
-            await up.get_task("t1")
-        assert probes == [503, 200] and up.version == "v1"
+    with ScriptedServer(lambda _: Answer(503)) as down:  # the early probe finds Mixpeek down
+        # Three attempts per call: the early probe makes one only, and feeds no breaker.
+        settings = Settings(MIXPEEK_API_URL=down.url, SYNC_HTTP_MAX_ATTEMPTS=3)
+        outage = Outage(recent=0.0)
+        failed: list[int] = []
+        monkeypatch.setattr(outage, "failed", lambda: failed.append(1))
+        up = open_upstream(settings, outage=outage, probe_early=True)
+        assert isinstance(up, AutoUpstream) and down.asked == []  # made without I/O
+        async with up:
+            for _ in range(200):  # the probe runs in the background, before any call
+                if up._early_probe is not None and up._early_probe.done():
+                    break
+                await asyncio.sleep(0.01)
+            assert len(down.asked) == 1 and up.version is None  # no answer decides nothing
+            assert failed == []  # and tells the breaker nothing
+            with pytest.raises(MixpeekNotFound):
+                await up.get_task("t1")
+            assert client_probes == [200] and up.version == "v1"
+    assert len(down.asked) == 1
 
 
-async def test_closing_the_upstream_cancels_an_early_probe_still_waiting(
+async def test_a_probe_sent_before_the_upstream_was_made_decides_on_entry(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    started = asyncio.Event()
+    sent: list[str] = []
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
-        started.set()
-        await asyncio.sleep(3600)  # Mixpeek never answers
-        raise AssertionError("unreachable")
+        sent.append(request.url.path)
+        return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
-    monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
-    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=1)
-    up = open_upstream(settings, probe_early=True)
-    async with up:
-        await asyncio.wait_for(started.wait(), 5)
-    # aclose returned at once, the probe cancelled: nothing of it is left running
-    assert not [t for t in asyncio.all_tasks() if t.get_name() == "api-probe"]
+    monkeypatch.setattr(AiohttpClient, "send", send)
+    with ScriptedServer(lambda _: Answer(404)) as gen_b:  # no /v1/ routes: the 2024 API
+        settings = Settings(MIXPEEK_API_URL=gen_b.url)
+        probe = probe_version_early(settings)
+        assert probe is not None
+        async with open_upstream(settings, probe_early=True, probe=probe) as up:
+            with pytest.raises(MixpeekNotFound):
+                await up.get_task("t1")
+        assert up.version == "2024" and len(gen_b.asked) == 1  # that probe, and no other
+    assert sent == ["/tasks/t1"]  # the client asked no probe of its own
+    named = Settings(MIXPEEK_API_URL="https://mixpeek.test", MIXPEEK_API_VERSION="2024")
+    assert probe_version_early(named) is None  # a named version is not probed
+
+
+async def test_closing_the_upstream_cancels_an_early_probe_still_waiting() -> None:
+    with ScriptedServer(lambda _: Answer(200), hang=True) as silent:  # Mixpeek never answers
+        settings = Settings(MIXPEEK_API_URL=silent.url, SYNC_HTTP_TIMEOUT=30)
+        up = open_upstream(settings, probe_early=True)
+        started = time.monotonic()
+        async with up:
+            for _ in range(200):
+                if silent.asked:
+                    break
+                await asyncio.sleep(0.01)
+            assert silent.asked
+        # aclose returned at once, the wait cancelled: nothing of it is left on the loop
+        assert time.monotonic() - started < 5
+        assert not [t for t in asyncio.all_tasks() if t.get_name() == "api-probe"]
 
 
 async def test_a_rate_limited_early_probe_makes_the_next_probe_wait_as_asked(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    probes: list[float] = []
+    client_probes: list[float] = []
 
     async def send(self: httpx.AsyncClient, request: httpx.Request, **kw: Any) -> httpx.Response:
         if request.url.path == "/v1/health":
-            probes.append(time.monotonic())
-            if len(probes) == 1:  # the early probe: wait 0.3 s, says the server
-                return httpx.Response(429, headers={"Retry-After": "0.3"}, request=request)
+            client_probes.append(time.monotonic())
             return httpx.Response(200, json={}, request=request)
         return httpx.Response(404, json={"detail": "Task not found"}, request=request)
 
     monkeypatch.setattr(AiohttpClient, "send", send)  # the Mixpeek clients' HTTP client
-    settings = Settings(MIXPEEK_API_URL="https://mixpeek.test", SYNC_HTTP_MAX_ATTEMPTS=3)
-    async with open_upstream(settings, probe_early=True) as up:
-        with pytest.raises(MixpeekNotFound):
-            await up.get_task("t1")  # waits for the early probe, then for the server's pause
-    assert len(probes) == 2 and probes[1] - probes[0] >= 0.29
+    busy = Answer(429, b"{}", (("Retry-After", "0.3"),))  # the early probe: wait 0.3 s
+    with ScriptedServer(lambda _: busy) as server:
+        settings = Settings(MIXPEEK_API_URL=server.url, SYNC_HTTP_MAX_ATTEMPTS=3)
+        async with open_upstream(settings, probe_early=True) as up:
+            with pytest.raises(MixpeekNotFound):
+                await up.get_task("t1")  # waits for the early probe, then for the server's pause
+    assert len(server.asked) == 1 and len(client_probes) == 1
+    assert client_probes[0] - server.asked[0].at >= 0.29
     assert up.version == "v1"

@@ -27,7 +27,8 @@ from sync_service.upstream.gen_b.models import (
     Page,
     Task,
 )
-from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy, base_headers
+from sync_service.upstream.headers import base_headers
+from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.owner import ClosedOnExit
 

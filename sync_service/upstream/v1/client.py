@@ -15,14 +15,13 @@ import httpx
 from pydantic import SecretStr
 
 from sync_service.upstream.admission import LIST, POLL
-from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy, base_headers
+from sync_service.upstream.headers import v1_headers
+from sync_service.upstream.http import MixpeekHttp, RequestObserver, RetryPolicy
 from sync_service.upstream.outage import Outage
 from sync_service.upstream.v1.models import Batch, DocumentPage, Task, as_object, results
+from sync_service.upstream.version_probe import HEALTH
 
 __all__ = ["HEALTH", "V1Client"]
-
-#: Answers 2xx on a v1 server only: the auto-detection's probe, and the breaker's.
-HEALTH = "/v1/health"
 
 
 def _segment(value: str, what: str) -> str:
@@ -48,9 +47,7 @@ class V1Client:
         observer: RequestObserver | None = None,
         outage: Outage | None = None,
     ) -> None:
-        headers, secret = base_headers(api_key)
-        if namespace:
-            headers["X-Namespace"] = namespace.strip()
+        headers, secret = v1_headers(api_key, namespace)
         self.namespace = namespace
         self.http = MixpeekHttp(
             base_url=base_url,
