@@ -76,7 +76,8 @@ class SubmitRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     collection_id: Annotated[Text, StringConstraints(min_length=1, max_length=255)]
     items: list[Item] = Field(min_length=1, max_length=100)
-    prevent_duplicate: bool = False
+    # Strict, as the schema says: `0.0` or `"yes"` is a mistake to refuse, not a flag.
+    prevent_duplicate: StrictBool = False
 
 
 class SubmitAnswer(BaseModel):

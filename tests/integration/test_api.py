@@ -262,6 +262,10 @@ async def test_not_ready_when_qdrant_is_gone(stack: Stack) -> None:
         '{"collection_id": "c", "items": [{"kind": "text", "text": "\\ud800"}]}',
         '{"collection_id": "c", "items": [{"kind": "text", "text": "\\r \\n"}]}',
         '{"task_ids": ["\\udfff"]}',
+        # A boolean is a boolean: lax parsing took 0.0 for false (found by the fuzzer).
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "t"}], "prevent_duplicate": 0.0}',  # noqa: E501
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "t"}], "prevent_duplicate": 1}',
+        '{"collection_id": "c", "items": [{"kind": "text", "text": "t"}], "prevent_duplicate": "yes"}',  # noqa: E501
     ],
 )
 async def test_json_that_cannot_travel_on_is_a_422(stack: Stack, body: str) -> None:
