@@ -67,7 +67,7 @@ def whole_process(size: Size, tmp: Path) -> tuple[list[Row], dict[str, Any]]:
             note=_phases(best["timeline"], best["in_flight_per_100ms"])
             + f"; the emulator answered in {best['answer_ms']:.1f} ms on average for its "
             f"{LATENCY * 1000:.0f} (the ideal at that latency would be "
-            f"{best['ideal_s'] * best['answer_ms'] / (LATENCY * 1000):.2f} s)",
+            f"{best['ideal_s'] * best['answer_ms'] / (LATENCY * 1000):.2f} s); " + _shortfall(best),
         ),
     ]
     if size.whole_runs > 1:  # the full run: once more with Qdrant as a server (REST stand-in)
@@ -104,6 +104,33 @@ def _phases(t: dict[str, float], in_flight: list[float]) -> str:
         f"{t['exit'] - last:.2f} s; in flight per 100 ms over the first 1.5 s: "
         f"{' '.join(f'{n:g}' for n in in_flight[:15])}"
     )
+
+
+def _shortfall(run: dict[str, Any]) -> str:
+    """Where the wall time beyond the ideal went, when requests bound the ideal: the time
+    before the first poll and after the last answer, the pool's idle places (16 minus those
+    in flight, per 100 ms) in between, and the emulator's answers taking longer than 50 ms."""
+    t, bins = run["timeline"], run["in_flight_per_100ms"]
+    poll, last, wall = t["first_poll"], t["last_request_end"], t["exit"]
+    early = max(poll, min(2.0, last))  # the first seconds: ramp-up, Qdrant's client importing
+    tail = max(early, last - 0.15)  # the last requests, with less work left than places
+    late = run["requests"] * (run["answer_ms"] / 1000 - LATENCY) / CONCURRENCY
+    return (
+        f"the {wall - run['ideal_s']:.2f} s beyond the ideal: {poll:.2f} before the first poll, "
+        f"places idle to 2 s {_idle(bins, poll, early):.2f}, then {_idle(bins, early, tail):.2f}, "
+        f"in the last 0.15 s {_idle(bins, tail, last):.2f}, last answer to exit "
+        f"{wall - last:.2f}, the emulator's answers beyond {LATENCY * 1000:.0f} ms {late:.2f}"
+    )
+
+
+def _idle(bins: list[float], start: float, end: float, step: float = 0.1) -> float:
+    """Seconds of the whole pool left idle between ``start`` and ``end`` (after the spawn)."""
+    idle = 0.0
+    for i, in_flight in enumerate(bins):
+        overlap = min((i + 1) * step, end) - max(i * step, start)
+        if overlap > 0:
+            idle += (CONCURRENCY - in_flight) * overlap / CONCURRENCY
+    return idle
 
 
 def reference_loop() -> float:
