@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import importlib
 import socket
 import sys
@@ -15,6 +14,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from sync_service import collector
 from sync_service.control.metrics import Metrics
 from sync_service.keep.binding import check_mark, check_target
 from sync_service.settings import Settings
@@ -207,7 +207,8 @@ def import_in_thread(module: str) -> Future[None]:
     behind the import for each batch of answers. While the import runs the interval is 1 ms:
     scenario 10 went from 0.802 to 0.810 of ideal (five alternating pairs). The interval is
     restored when the import ends (shorter intervals throughout were no better, as measured
-    in an earlier release).
+    in an earlier release). The garbage collector is held off meanwhile (``collector.py``):
+    the module's objects live as long as the process, and are frozen when it ends.
     """
     done: Future[None] = Future()
 
@@ -217,6 +218,7 @@ def import_in_thread(module: str) -> Future[None]:
                 importlib.import_module(module)
             finally:
                 sys.setswitchinterval(before)
+                collector.release()
         except BaseException as exc:  # handed to whoever awaits the module
             done.set_exception(exc)
         else:
@@ -224,6 +226,7 @@ def import_in_thread(module: str) -> Future[None]:
 
     before = sys.getswitchinterval()
     sys.setswitchinterval(min(before, _IMPORT_SWITCH_INTERVAL))
+    collector.hold()
     threading.Thread(target=load, name=f"import {module}", daemon=True).start()
     return done
 
@@ -255,8 +258,6 @@ class SinkInMaking:
         self._ready = ready
         self._lock = asyncio.Lock()
         self.loaded = import_in_thread("sync_service.qdrant.sink")
-        loop = asyncio.get_running_loop()
-        self.loaded.add_done_callback(lambda _: loop.call_soon_threadsafe(_freeze))
         self.made: QdrantSink | None = None
         self.failure: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
@@ -302,13 +303,6 @@ class SinkInMaking:
             await asyncio.wrap_future(self.loaded)
         if self.made is not None:
             await self.made.close()
-
-
-def _freeze() -> None:
-    # `run` froze what start-up had made (gc.freeze, cli/main.py); Qdrant's client, imported
-    # since, joins it, so full collections walk none of its objects either.
-    gc.collect(1)
-    gc.freeze()
 
 
 class ControlApiError(Exception):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import shutil
@@ -12,6 +11,7 @@ from urllib.parse import urlsplit
 
 import typer
 
+from sync_service import collector
 from sync_service.cli import dlq as cli_dlq
 from sync_service.cli import keep as cli_keep
 from sync_service.cli import query as cli_query
@@ -93,6 +93,7 @@ def run(
     ),
 ) -> None:
     """Run the daemon: poll tracked tasks and sync them into Qdrant until SIGTERM/SIGINT."""
+    collector.hold()  # until the daemon starts (collector.py); every early exit ends the process
     settings = load_settings(calls_mixpeek=True)
     problem = settings.api_exposure_problem()
     if problem is not None:
@@ -144,14 +145,10 @@ def run(
                         ", ".join(added),
                         extra={"event": "watch_added", "collections": added},
                     )
-            # Everything made so far (the libraries' modules, schemas, clients) lives as long
-            # as the process: frozen, a full collection no longer walks it (pauses of 70-90 ms
-            # stalled every request in flight). Young garbage is freed first; a full collection
-            # here found none the imports' own had left, and cost 50-70 ms. An idle drain
-            # (nothing to do at start) skips even that.
-            if not service.idle:
-                gc.collect(1)
-            gc.freeze()
+            # Start-up is over: what it made lives as long as the process, and is frozen (a
+            # full collection walked it again and again, pausing every request in flight),
+            # once Qdrant's client, still importing in a thread, is loaded too.
+            collector.release()
             return await daemon.run(drain=drain)
 
     try:

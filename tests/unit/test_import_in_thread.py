@@ -1,7 +1,9 @@
-"""Qdrant's client is imported in a thread beside the loop, with a short switch interval."""
+"""Qdrant's client is imported in a thread beside the loop, with a short switch interval and
+the garbage collector held off."""
 
 from __future__ import annotations
 
+import gc
 import sys
 from pathlib import Path
 
@@ -13,14 +15,20 @@ from sync_service.runtime import import_in_thread
 def test_the_switch_interval_is_short_during_the_import_and_restored_after(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    (tmp_path / "slow_to_import_x1.py").write_text("import sys\nSEEN = sys.getswitchinterval()\n")
+    (tmp_path / "slow_to_import_x1.py").write_text(
+        "import gc, sys\nSEEN = sys.getswitchinterval(), gc.isenabled()\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     before = sys.getswitchinterval()
     assert before > 0.001  # Python's default, 5 ms
-    import_in_thread("slow_to_import_x1").result(timeout=10)
-    seen = sys.modules.pop("slow_to_import_x1").SEEN
-    assert abs(seen - 0.001) < 1e-9
-    assert sys.getswitchinterval() == before
+    assert gc.isenabled()
+    try:
+        import_in_thread("slow_to_import_x1").result(timeout=10)
+        interval, collecting = sys.modules.pop("slow_to_import_x1").SEEN
+        assert abs(interval - 0.001) < 1e-9 and not collecting
+        assert sys.getswitchinterval() == before and gc.isenabled()
+    finally:
+        gc.unfreeze()
 
 
 def test_a_failed_import_reaches_its_awaiter_and_restores_the_interval() -> None:
@@ -28,4 +36,5 @@ def test_a_failed_import_reaches_its_awaiter_and_restores_the_interval() -> None
     loading = import_in_thread("no_such_module_x1")
     with pytest.raises(ModuleNotFoundError):
         loading.result(timeout=10)
-    assert sys.getswitchinterval() == before
+    assert sys.getswitchinterval() == before and gc.isenabled()
+    gc.unfreeze()
