@@ -68,6 +68,10 @@ def start_probe(settings: Settings) -> Future[Probed]:
     for it leaves it be (the thread cannot be stopped; it ends with its one attempt)."""
     done: Future[Probed] = Future()
     done.set_running_or_notify_cancel()
+    if settings.mixpeek_api_url.startswith("https://"):
+        # Loaded here, for the TLS context: the thread then imports nothing while this one
+        # goes on importing (two threads importing at once can deadlock on a module cycle).
+        import httpx  # noqa: F401
     threading.Thread(
         target=lambda: done.set_result(probe(settings)), name="api-probe", daemon=True
     ).start()
@@ -93,7 +97,7 @@ def _ask(settings: Settings) -> Probed:
         _NoRedirect(),
     ]
     if url.startswith("https://"):
-        import httpx  # loaded for the client in any case; its context is the client's
+        import httpx  # the client's TLS context (loaded by start_probe, or here when called)
 
         handlers.append(urllib.request.HTTPSHandler(context=httpx.create_ssl_context()))
     opener = urllib.request.build_opener(*handlers)

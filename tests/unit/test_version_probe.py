@@ -94,6 +94,13 @@ def test_no_server_decides_nothing() -> None:
     assert probe(_settings(f"http://127.0.0.1:{port}")) == Probed(None)
 
 
+def test_over_tls_a_server_that_fails_the_handshake_decides_nothing() -> None:
+    with ScriptedServer(lambda _: Answer(200)) as plain:  # speaks plain HTTP only
+        https = plain.url.replace("http://", "https://")
+        assert start_probe(_settings(https)).result(timeout=10) == Probed(None)
+    assert plain.asked == []  # no request made it through
+
+
 def test_with_proxy_variables_set_it_is_left_to_the_client(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
