@@ -105,7 +105,7 @@ async def open_service(
     takes the answer meanwhile); its round trip then no longer delays the first poll. On a
     SQLite store the polls of the tasks the first claim will take go out then too
     (``engine/read_ahead.py``). ``version_probe``: that probe, when ``run`` sent it already
-    (``upstream/version_probe.py``).
+    (``upstream/version_probe.py``; only with ``upstream_first``).
     """
     metrics = Metrics()
     outage = Outage()  # made before the upstream, which may wait for first use
@@ -152,9 +152,7 @@ async def open_service(
             if upstream is None:
                 # Its imports come first; under MIXPEEK_API_VERSION=auto the version probe
                 # starts on entry, while the rest of start-up runs.
-                upstream_cm = open_upstream(
-                    settings, metrics, outage, probe_early=daemon, probe=version_probe
-                )
+                upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
             sink = cast(
                 "QdrantSink",
                 SinkInMaking(
@@ -168,9 +166,7 @@ async def open_service(
             stack.push_async_callback(sink.close)
             await check_mark(store, sink, settings)
             if upstream is None:
-                upstream_cm = open_upstream(
-                    settings, metrics, outage, probe_early=daemon, probe=version_probe
-                )
+                upstream_cm = open_upstream(settings, metrics, outage, probe_early=daemon)
         if upstream_cm is not None:
             upstream = await stack.enter_async_context(upstream_cm)
         assert upstream is not None

@@ -26,10 +26,10 @@ from sync_service.state.records import ASSET_JOB_PREFIX, STATES, Mirror, fresh_o
 
 T = TypeVar("T")
 
-#: A plain file URL: no query options, no %-escapes, nothing SQLAlchemy would read differently.
 #: schema.db_now as compiled for SQLite: the database clock in epoch seconds.
 _NOW = "((julianday('now') - 2440587.5) * 86400.0)"
 
+#: A plain file URL: no query options, no %-escapes, nothing SQLAlchemy would read differently.
 _PLAIN_SQLITE = re.compile(r"sqlite(?:\+aiosqlite|\+pysqlite)?:///(?P<path>[^?#%]+)")
 
 
