@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from qdrant_client import models
 
 from sync_service.engine.pipeline import FatalError, payload_task_id
 from sync_service.engine.points import SparseValues, Vector, payload_fingerprint, plan_content
 from sync_service.engine.scheduler import worker_name
 from sync_service.keep.forget import apply_removal, check_guard, plan_removal
+from sync_service.qdrant.client import models
 from sync_service.qdrant.sink import VERSION_FIELD, synced_payload
 from sync_service.runtime import Service
 from sync_service.state.ledger import asset_job_id

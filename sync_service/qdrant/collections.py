@@ -13,10 +13,8 @@ import warnings
 from collections.abc import Mapping
 from typing import Any
 
-from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
-
 from sync_service.engine.points import VectorSpec
+from sync_service.qdrant.client import AsyncQdrantClient, UnexpectedResponse, models
 from sync_service.qdrant.errors import already_exists, reachable
 from sync_service.qdrant.faults import BadInput
 from sync_service.qdrant.marker import MARKER_COLLECTION

@@ -11,7 +11,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
-from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+
+from sync_service.qdrant.client import ResponseHandlingException, UnexpectedResponse
 
 # Defined apart, so the engine can catch them without loading qdrant_client; used from here.
 from sync_service.qdrant.faults import BadInput as BadInput

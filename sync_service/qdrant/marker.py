@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import uuid
 
-from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
-
+from sync_service.qdrant.client import AsyncQdrantClient, UnexpectedResponse, models
 from sync_service.qdrant.errors import already_exists, reachable
 
 MARKER_COLLECTION = "_sync_service"

@@ -12,10 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from qdrant_client import AsyncQdrantClient, models
-from qdrant_client.http.exceptions import UnexpectedResponse
-
 from sync_service.engine.points import PlannedPoint, SparseValues
+from sync_service.qdrant.client import AsyncQdrantClient, UnexpectedResponse, models
 from sync_service.qdrant.collections import INDEXED_FIELDS, QdrantCollections
 from sync_service.qdrant.errors import (
     TRANSPORT_ERRORS,

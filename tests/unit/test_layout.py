@@ -102,6 +102,17 @@ def test_http_clients_live_at_the_boundaries() -> None:
     assert {m for m in users if not m.startswith(allowed)} == set()
 
 
+def test_qdrant_client_is_imported_in_one_place() -> None:
+    """qdrant_client only through qdrant/client.py, which imports it with its models built on
+    first use: a module importing it directly first would build all of them."""
+    users = {
+        name
+        for name, path in _modules().items()
+        if any(m.split(".")[0] == "qdrant_client" for m in _all_imports(path))
+    }
+    assert users == {"sync_service.qdrant.client"}
+
+
 def _all_imports(path: Path) -> set[str]:
     """Every module named by an import anywhere in the file (function-level ones too)."""
     names: set[str] = set()
