@@ -2,11 +2,12 @@
 
 Start-up makes about 200,000 objects that live as long as the process: the CLI, the settings,
 the HTTP clients, SQLAlchemy and the daemon's modules, then Qdrant's client, imported in a
-thread while the first requests are out (``runtime.import_in_thread``). Their allocation kept
-triggering the collector, which walked them again and again: 461-470 collections in a run of
-bench scenario 10, 0.19-0.27 s of pauses in all (two full collections of 14-35 ms), each one
-stopping the event loop, and every answer waiting on it. Held off until start-up is over, the
-collector made 102-104 collections in such a run, 0.033 s of pauses (the longest 5-7 ms).
+thread at the first write (``runtime.import_in_thread``, held off again meanwhile). Their
+allocation kept triggering the collector, which walked them again and again: 461-470
+collections in a run of bench scenario 10, 0.19-0.27 s of pauses in all (two full
+collections of 14-35 ms), each one stopping the event loop, and every answer waiting on it.
+Held off until start-up is over, the collector made 102-104 collections in such a run,
+0.033 s of pauses (the longest 5-7 ms).
 
 When the last hold ends, everything made so far is frozen (``gc.freeze``: never walked
 again) without a collection first: that would walk all of it once more (50-75 ms). What it

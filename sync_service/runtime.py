@@ -21,8 +21,8 @@ from sync_service.settings import Settings
 from sync_service.upstream.port import Outage
 
 if TYPE_CHECKING:
-    # Imported when made: Qdrant's client (most of a second), aiohttp, and SQLAlchemy (which
-    # `run` imports while its first request is out).
+    # Imported when made: Qdrant's client (~0.2 s), aiohttp, and SQLAlchemy (which `run`
+    # imports while its first request is out).
     from sync_service.engine.pipeline import Pipeline
     from sync_service.engine.read_ahead import ReadAhead
     from sync_service.qdrant.sink import QdrantSink
@@ -93,11 +93,11 @@ async def open_service(
     sink and the upstream are made on first use instead, so a drain with nothing to do neither
     loads their libraries nor opens the embedded Qdrant folder.
 
-    ``overlap_sink`` (``run``): Qdrant's client is imported in a thread while the first
-    requests upstream are answered, and the sink is made and its mark checked when the work
-    first reaches for it (``SinkInMaking``). Not for an embedded Qdrant folder: its lock is
-    how other commands tell a daemon runs (``backfill`` queues its assets for it), so the
-    daemon takes it at start.
+    ``overlap_sink`` (``run``): Qdrant's client is imported in a thread when the work first
+    reaches for the sink (its first write), while the requests upstream go on, and the sink
+    is made and its mark checked then (``SinkInMaking``). Not for an embedded Qdrant
+    folder: its lock is how other commands tell a daemon runs (``backfill`` queues its
+    assets for it), so the daemon takes it at start.
 
     ``upstream_first`` (``run``, when it will call Mixpeek at once): the upstream is entered
     before the store is opened, so under ``MIXPEEK_API_VERSION=auto`` the version probe is on
@@ -232,13 +232,16 @@ _IMPORT_SWITCH_INTERVAL = 0.001
 
 
 class SinkInMaking:
-    """The daemon's Qdrant sink while Qdrant's client is imported in a thread.
+    """The daemon's Qdrant sink, made when the work first reaches for it.
 
-    The import takes most of a second, and the first requests upstream (polls, asset and
-    feature fetches) need none of it: they go out meanwhile. The first call that reaches
-    Qdrant waits for the import, makes the sink and checks Qdrant's mark (``check_mark``)
-    before anything is written, as ``open_service`` does at start otherwise. Every attribute
-    reached before the sink is made must be one of its coroutine methods.
+    The first requests upstream (polls, asset and feature fetches) need none of Qdrant's
+    client. The first call that reaches Qdrant starts its import in a thread, waits for it,
+    makes the sink and checks Qdrant's mark (``check_mark``) before anything is written, as
+    ``open_service`` does at start otherwise; the requests go on meanwhile. Imported at
+    start instead, its ~0.2 s of CPU shared the GIL with the daemon's start and its first
+    claim: scenario 10 measured 0.842 → 0.850 of ideal and 0.835 → 0.842 (six and eight
+    alternating pairs) for importing it on first use. Every attribute reached before the
+    sink is made must be one of its coroutine methods.
 
     If the sink cannot be made (Qdrant's folder in use, a Qdrant without the store's mark),
     ``on_failure`` is told (the daemon stops and raises it) and the callers are cancelled,
@@ -253,10 +256,16 @@ class SinkInMaking:
         self._make = make
         self._ready = ready
         self._lock = asyncio.Lock()
-        self.loaded = import_in_thread("sync_service.qdrant.sink")
+        self.loaded: Future[None] | None = None  # the import, once started
         self.made: QdrantSink | None = None
         self.failure: BaseException | None = None
         self.on_failure: Callable[[BaseException], None] | None = None
+
+    def load(self) -> Future[None]:
+        """Qdrant's client and the sink's module, importing in a thread (started once)."""
+        if self.loaded is None:
+            self.loaded = import_in_thread("sync_service.qdrant.sink")
+        return self.loaded
 
     async def get(self) -> QdrantSink:
         if self.made is not None:
@@ -264,7 +273,7 @@ class SinkInMaking:
         async with self._lock:
             if self.made is None and self.failure is None:
                 try:
-                    await asyncio.wrap_future(self.loaded)
+                    await asyncio.wrap_future(self.load())
                     sink = self._make()
                     try:
                         await self._ready(sink)
@@ -295,8 +304,9 @@ class SinkInMaking:
     async def close(self) -> None:
         # A daemon stopped before the import ended still lets it finish: a thread cut off
         # in the middle of an import at exit can leave the interpreter hanging.
-        with contextlib.suppress(Exception):
-            await asyncio.wrap_future(self.loaded)
+        if self.loaded is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wrap_future(self.loaded)
         if self.made is not None:
             await self.made.close()
 
@@ -314,7 +324,7 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
         return
     if isinstance(service.sink, SinkInMaking):
         # The API's module imports Qdrant's client too: one thread at a time imports it.
-        await asyncio.wrap_future(service.sink.loaded)
+        await asyncio.wrap_future(service.sink.load())
     from sync_service.control.api import create_api
 
     token = settings.api_token.get_secret_value() if settings.api_token else None

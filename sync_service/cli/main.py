@@ -146,8 +146,8 @@ def run(
                         extra={"event": "watch_added", "collections": added},
                     )
             # Start-up is over: what it made lives as long as the process, and is frozen (a
-            # full collection walked it again and again, pausing every request in flight),
-            # once Qdrant's client, still importing in a thread, is loaded too.
+            # full collection walked it again and again, pausing every request in flight);
+            # Qdrant's client, imported in a thread at the first write, is frozen when loaded.
             collector.release()
             return await daemon.run(drain=drain)
 

@@ -126,17 +126,10 @@ def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Pa
     assert again & (HEAVY | {"sqlalchemy", "aiosqlite", "apscheduler"}) == set()
 
 
-@pytest.mark.parametrize(
-    "module",
-    [
-        "qdrant_client",
-        # Under MIXPEEK_API_VERSION=auto the version probe goes out before the store is opened.
-        "sqlalchemy",
-    ],
-)
-def test_run_with_work_asks_upstream_before_it_imports(migrated: Path, module: str) -> None:
+def test_run_with_work_asks_upstream_before_it_imports_sqlalchemy(migrated: Path) -> None:
+    # Under MIXPEEK_API_VERSION=auto the version probe goes out before the store is opened.
     # A Qdrant server (never reached here); an embedded folder is taken at start instead.
-    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9", "HOLD_MODULE": module}
+    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9", "HOLD_MODULE": "sqlalchemy"}
     subprocess.run([sys.executable, "-c", PROBE, "track", "t-1"], cwd=migrated, env=env)
     result = subprocess.run(
         [sys.executable, "-c", OVERLAP_PROBE],
@@ -147,6 +140,34 @@ def test_run_with_work_asks_upstream_before_it_imports(migrated: Path, module: s
         timeout=120,
     )
     assert "ORDER request" in result.stdout, result.stdout[-500:] + result.stderr[-2000:]
+
+
+def test_run_that_writes_nothing_never_imports_qdrant(migrated: Path) -> None:
+    """Qdrant's client is imported at the first write (runtime.SinkInMaking): a run whose
+    work ends without one (a task upstream does not know) never loads it."""
+    from sync_service.emulator import EmulatorConfig, EmulatorServer
+    from tests.conftest import API_KEY
+
+    with EmulatorServer(EmulatorConfig(api_key=API_KEY)) as emulator:
+        env = {
+            **_env(migrated),
+            "QDRANT_URL": "http://127.0.0.1:9",  # a server: never reached
+            "MIXPEEK_API_URL": emulator.url,
+            "MIXPEEK_API_KEY": API_KEY,
+        }
+        subprocess.run([sys.executable, "-c", PROBE, "track", "t-unknown"], cwd=migrated, env=env)
+        result = subprocess.run(
+            [sys.executable, "-c", PROBE, "run", "--drain"],
+            cwd=migrated,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    loaded = set(json.loads(result.stdout.rsplit("MODULES ", 1)[1]))
+    assert {"sqlalchemy", "aiohttp"} <= loaded  # it worked: the task was polled, and failed
+    assert "qdrant_client" not in loaded
+    assert "task not found upstream" in result.stderr
 
 
 def test_a_command_ends_even_if_a_library_left_a_thread_running() -> None:
