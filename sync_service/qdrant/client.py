@@ -20,10 +20,13 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from pydantic import BaseModel
+
 __all__ = [
     "AsyncQdrantClient",
     "ResponseHandlingException",
     "UnexpectedResponse",
+    "build_now",
     "models",
 ]
 
@@ -39,8 +42,6 @@ def _import_deferred() -> None:
     compat_file = Path(spec.origin).parent / "_pydantic_compat.py" if spec and spec.origin else None
     if compat_file is None or not compat_file.is_file():
         return  # another layout: the plain import
-    from pydantic import BaseModel
-
     # The compatibility module is loaded ahead of its package, so that the package's import
     # finds it (and the no-op in it) instead of loading it.
     compat_spec = importlib.util.spec_from_file_location(_COMPAT, compat_file)
@@ -66,6 +67,14 @@ def _import_deferred() -> None:
         BaseModel.model_config = config
         compat.update_forward_refs = rebuild  # type: ignore[attr-defined]
     qdrant_client._pydantic_compat = compat
+
+
+def build_now(*used: type[BaseModel]) -> None:
+    """Build these deferred models now, in the thread importing the caller, rather than on
+    the event loop at their first use (a few milliseconds each, every request waiting)."""
+    for cls in used:
+        if not cls.__pydantic_complete__:
+            cls.model_rebuild()
 
 
 _import_deferred()

@@ -66,6 +66,24 @@ def test_models_are_deferred_and_behave_as_built() -> None:
     assert out.strip() == "(0, 3, 2)"
 
 
+def test_the_sink_builds_the_models_its_writes_use_as_it_loads() -> None:
+    out = _run(
+        """
+        from sync_service.qdrant.client import build_now, models
+        assert not models.PointStruct.__pydantic_complete__
+        import sync_service.qdrant.sink  # what `run` imports in a thread
+        assert models.PointStruct.__pydantic_complete__
+        assert models.CreateCollection.__pydantic_complete__
+        assert not models.Batch.__pydantic_complete__  # not written by the sink: left deferred
+        build_now(models.Batch)
+        assert models.Batch.__pydantic_complete__
+        batch = models.Batch(ids=[1], vectors={"v": [[1.0]]})
+        print(batch.ids)
+        """
+    )
+    assert out.strip() == "[1]"
+
+
 def test_an_earlier_plain_import_is_kept() -> None:
     out = _run(
         """
