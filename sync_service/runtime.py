@@ -262,9 +262,10 @@ class SinkInMaking:
         self.on_failure: Callable[[BaseException], None] | None = None
 
     def load(self) -> Future[None]:
-        """Qdrant's client and the sink's module, importing in a thread (started once)."""
+        """Qdrant's client, the sink's module and the models its writes use, importing in a
+        thread (started once)."""
         if self.loaded is None:
-            self.loaded = import_in_thread("sync_service.qdrant.sink")
+            self.loaded = import_in_thread("sync_service.qdrant.preload")
         return self.loaded
 
     async def get(self) -> QdrantSink:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sync_service.engine.points import PlannedPoint, SparseValues
-from sync_service.qdrant.client import AsyncQdrantClient, UnexpectedResponse, build_now, models
+from sync_service.qdrant.client import AsyncQdrantClient, UnexpectedResponse, models
 from sync_service.qdrant.collections import INDEXED_FIELDS, QdrantCollections
 from sync_service.qdrant.errors import (
     TRANSPORT_ERRORS,
@@ -35,32 +35,6 @@ __all__ = [
     "SinkUnavailable",
     "synced_payload",
 ]
-
-# The models a daemon's writes use (listed from a run of bench scenario 10), built as this
-# module loads: `run` imports it in a thread (runtime.SinkInMaking), so the event loop does
-# not stop to build them at the first write. Any other is built at its first use.
-build_now(
-    models.CollectionConfig,
-    models.CollectionInfo,
-    models.CollectionParams,
-    models.CollectionsAliasesResponse,
-    models.CountResult,
-    models.CreateAlias,
-    models.CreateAliasOperation,
-    models.CreateCollection,
-    models.FieldCondition,
-    models.Filter,
-    models.HnswConfig,
-    models.IsEmptyCondition,
-    models.MultiVectorConfig,
-    models.OptimizersConfig,
-    models.PayloadField,
-    models.PointStruct,
-    models.Range,
-    models.UpdateResult,
-    models.VectorParams,
-    models.WalConfig,
-)
 
 #: Payload field holding the version of the write that put a point there (see ``upsert``).
 VERSION_FIELD = "_sync_version"

@@ -66,12 +66,14 @@ def test_models_are_deferred_and_behave_as_built() -> None:
     assert out.strip() == "(0, 3, 2)"
 
 
-def test_the_sink_builds_the_models_its_writes_use_as_it_loads() -> None:
+def test_run_builds_the_models_its_writes_use_in_its_import_thread() -> None:
     out = _run(
         """
         from sync_service.qdrant.client import build_now, models
         assert not models.PointStruct.__pydantic_complete__
-        import sync_service.qdrant.sink  # what `run` imports in a thread
+        import sync_service.qdrant.sink
+        assert not models.PointStruct.__pydantic_complete__  # a command's own sink: deferred
+        import sync_service.qdrant.preload  # what `run` imports in a thread
         assert models.PointStruct.__pydantic_complete__
         assert models.CreateCollection.__pydantic_complete__
         assert not models.Batch.__pydantic_complete__  # not written by the sink: left deferred
