@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-import socket
 import sys
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -50,10 +49,25 @@ class Service:
         if self.on_webhook is not None:
             self.on_webhook()
 
+    #: Told when a part started in the background fails (``stop_on_failure``).
+    _stop: Callable[[BaseException], None] | None = None
+    _failure: BaseException | None = None
+
     def stop_on_failure(self, stop: Callable[[BaseException], None]) -> None:
-        """``stop`` is told if the sink, made in the background (``overlap_sink``), fails."""
+        """``stop`` is told if a part made in the background fails: the sink
+        (``overlap_sink``) or the control API (``control/server.py``)."""
+        self._stop = stop
         if isinstance(self.sink, SinkInMaking):
             self.sink.on_failure = stop
+        if self._failure is not None:
+            stop(self._failure)
+
+    def background_failed(self, exc: BaseException) -> None:
+        """A part started in the background failed: the daemon stops and raises it."""
+        if self._stop is not None:
+            self._stop(exc)
+        elif self._failure is None:
+            self._failure = exc
 
 
 def open_upstream(
@@ -310,67 +324,3 @@ class SinkInMaking:
                 await asyncio.wrap_future(self.loaded)
         if self.made is not None:
             await self.made.close()
-
-
-class ControlApiError(Exception):
-    """The control API could not start (e.g. its port is taken)."""
-
-
-@asynccontextmanager
-async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
-    """Serve the control API beside the daemon; yields its URL (None when turned off)."""
-    settings = service.settings
-    if settings.api_port == 0:
-        yield None
-        return
-    if isinstance(service.sink, SinkInMaking):
-        # The API's module imports Qdrant's client too: one thread at a time imports it.
-        await asyncio.wrap_future(service.sink.load())
-    from sync_service.control.api import create_api
-
-    token = settings.api_token.get_secret_value() if settings.api_token else None
-    secret = settings.webhook_secret
-    app = create_api(
-        store=service.store,
-        upstream=service.upstream,
-        sink=service.sink,
-        metrics=service.metrics,
-        token=token,
-        max_body_bytes=settings.api_max_body_bytes,
-        outage=service.pipeline.outage,
-        webhook_secret=secret.get_secret_value() if secret else None,
-        webhook_header=settings.webhook_header,
-        on_webhook=service.webhook_received,
-    )
-    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((settings.api_host, settings.api_port))
-    except OSError as exc:
-        sock.close()
-        raise ControlApiError(
-            f"control API cannot listen on {settings.api_host}:{settings.api_port}: {exc.strerror}"
-        ) from None
-    import uvicorn  # only where the API is served: a third of the daemon's start-up otherwise
-
-    class _ApiServer(uvicorn.Server):
-        """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
-
-        @contextlib.contextmanager
-        def capture_signals(self) -> Iterator[None]:
-            yield
-
-    config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
-    server = _ApiServer(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]), name="control-api")
-    while not server.started and not task.done():
-        await asyncio.sleep(0.01)
-    host, port = sock.getsockname()[:2]
-    try:
-        yield f"http://{host}:{port}"
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=5)
-        sock.close()

@@ -101,20 +101,22 @@ def run(
         raise typer.Exit(EXIT_CONFIG)
     # A drain with nothing to do (nor watches to add) makes its clients only if work turns up.
     lazy = drain and not settings.watch_collections
-    if lazy and settings.api_port == 0:
-        # A SQLite store with nothing to do is told without loading SQLAlchemy (engine/idle.py).
+    if lazy:
+        # A SQLite store with nothing to do is told without loading SQLAlchemy (engine/idle.py);
+        # with the control API on, the daemon starts and serves it even so.
         from sync_service.engine.idle import drained_at_once
         from sync_service.keep.binding import describe_target
 
         url = settings.database_url.get_secret_value()
         drained = run_async(drained_at_once(url, describe_target(settings)))
-        if drained:
+        if drained and settings.api_port == 0:
             raise typer.Exit(0)
-        lazy = drained is None  # False: work is waiting
+        lazy = drained is not False  # False: work is waiting
     from sync_service.upstream.connect import probe_version_early
 
     probe = None if lazy else probe_version_early(settings)  # out while the client loads
-    from sync_service.runtime import ControlApiError, open_service, serve_control_api
+    from sync_service.control.server import ControlApiError, serve_control_api
+    from sync_service.runtime import open_service
 
     async def main() -> int:
         async with (
@@ -126,13 +128,11 @@ def run(
                 upstream_first=not lazy,  # it calls Mixpeek at once
                 version_probe=probe,
             ) as service,
-            serve_control_api(service) as url,
+            serve_control_api(service),
         ):
             # Already imported when open_service went upstream first.
             from sync_service.engine.scheduler import Daemon
 
-            if url is not None:
-                log.info("control API listening", extra={"event": "api_started", "url": url})
             daemon = Daemon.from_settings(service.store, service.pipeline, settings, watch=True)
             service.stop_on_failure(daemon.abort)
             if daemon.webhooks is not None:  # the receiver's events are applied at once

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -103,4 +106,49 @@ def test_a_taken_port_is_a_clear_error(tmp_path: Path) -> None:
         result = cli(tmp_path, "run", SYNC_API_PORT=str(port), MIXPEEK_API_KEY="k")
     assert result.returncode == 1
     assert f"control API cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+#: `run` with the API's module unable to load (as a broken install would be).
+BROKEN_API = """
+import importlib.abc, sys
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "fastapi":
+            raise ImportError("fastapi is broken here")
+        return None
+sys.meta_path.insert(0, Refuse())
+from sync_service.cli.main import main
+sys.argv = ["sync-service", "run"]
+main()
+"""
+
+
+def test_the_daemon_starts_while_the_api_loads_and_stops_if_it_cannot(tmp_path: Path) -> None:
+    """The API loads in the background (control/server.py): the daemon does not wait for it,
+    and an API that cannot load stops the daemon with why, instead of leaving it unserved."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
+    }
+    env.update(
+        MIXPEEK_API_URL="http://127.0.0.1:9",
+        MIXPEEK_API_KEY="k",
+        SYNC_API_PORT=str(free_port()),
+        SYNC_LOG_FORMAT="json",
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", BROKEN_API],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    names = [e.get("event") for e in events]
+    assert "daemon_started" in names and "api_started" not in names
+    assert "fastapi is broken here" in result.stderr
     assert "Traceback" not in result.stderr

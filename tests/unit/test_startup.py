@@ -126,10 +126,18 @@ def test_run_drain_with_nothing_to_do_loads_neither_qdrant_nor_http(migrated: Pa
     assert again & (HEAVY | {"sqlalchemy", "aiosqlite", "apscheduler"}) == set()
 
 
-def test_run_with_work_asks_upstream_before_it_imports_sqlalchemy(migrated: Path) -> None:
+@pytest.mark.parametrize("api_port", ["0", "18931"])  # the control API off, and on
+def test_run_with_work_asks_upstream_before_it_imports_sqlalchemy(
+    migrated: Path, api_port: str
+) -> None:
     # Under MIXPEEK_API_VERSION=auto the version probe goes out before the store is opened.
     # A Qdrant server (never reached here); an embedded folder is taken at start instead.
-    env = {**_env(migrated), "QDRANT_URL": "http://127.0.0.1:9", "HOLD_MODULE": "sqlalchemy"}
+    env = {
+        **_env(migrated),
+        "QDRANT_URL": "http://127.0.0.1:9",
+        "HOLD_MODULE": "sqlalchemy",
+        "SYNC_API_PORT": api_port,
+    }
     subprocess.run([sys.executable, "-c", PROBE, "track", "t-1"], cwd=migrated, env=env)
     result = subprocess.run(
         [sys.executable, "-c", OVERLAP_PROBE],

@@ -1,0 +1,116 @@
+"""Serves the control API beside the daemon (``run``), without holding the daemon back.
+
+The port is bound and listening before the daemon starts, so a taken port is a clear error at
+once and a client that connects early waits in the backlog. The API itself loads in the
+background: its module imports FastAPI, uvicorn and Qdrant's client (~0.4 s of CPU, in
+threads), and the daemon's first claim used to wait for all of it (bench scenario 10 with the
+API on: the daemon started 0.98 s after the spawn instead of 0.57). If it cannot start, the
+daemon stops and raises why (``Service.background_failed``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+from sync_service.runtime import Service, SinkInMaking, import_in_thread
+
+if TYPE_CHECKING:
+    import uvicorn
+
+log = logging.getLogger("sync_service")  # the lifecycle lines of `run` (cli/main.py)
+
+
+class ControlApiError(Exception):
+    """The control API could not start (e.g. its port is taken)."""
+
+
+@asynccontextmanager
+async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
+    """Serve the control API beside the daemon; yields its URL (None when turned off) as soon
+    as its port listens, and logs ``api_started`` once it answers."""
+    settings = service.settings
+    if settings.api_port == 0:
+        yield None
+        return
+    family = socket.AF_INET6 if ":" in settings.api_host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((settings.api_host, settings.api_port))
+        sock.listen(2048)  # uvicorn's backlog: connections wait here while the API loads
+    except OSError as exc:
+        sock.close()
+        raise ControlApiError(
+            f"control API cannot listen on {settings.api_host}:{settings.api_port}: {exc.strerror}"
+        ) from None
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host}:{port}"
+    servers: list[uvicorn.Server] = []
+    task = asyncio.create_task(_serve(service, sock, url, servers), name="control-api")
+    try:
+        yield url
+    finally:
+        if servers:
+            servers[0].should_exit = True
+        else:  # still loading: nothing is served yet
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await asyncio.wait_for(task, timeout=5)
+        sock.close()
+
+
+async def _serve(
+    service: Service, sock: socket.socket, url: str, servers: list[uvicorn.Server]
+) -> None:
+    """Load the API (in threads), then serve it until told to exit."""
+    try:
+        if isinstance(service.sink, SinkInMaking):
+            # The API's module imports Qdrant's client too: one thread at a time imports it.
+            await asyncio.wrap_future(service.sink.load())
+        await asyncio.wrap_future(import_in_thread("sync_service.control.api"))
+        await asyncio.wrap_future(import_in_thread("uvicorn"))
+        import uvicorn
+
+        from sync_service.control.api import create_api
+
+        settings = service.settings
+        token = settings.api_token.get_secret_value() if settings.api_token else None
+        secret = settings.webhook_secret
+        app = create_api(
+            store=service.store,
+            upstream=service.upstream,
+            sink=service.sink,
+            metrics=service.metrics,
+            token=token,
+            max_body_bytes=settings.api_max_body_bytes,
+            outage=service.pipeline.outage,
+            webhook_secret=secret.get_secret_value() if secret else None,
+            webhook_header=settings.webhook_header,
+            on_webhook=service.webhook_received,
+        )
+
+        class _ApiServer(uvicorn.Server):
+            """uvicorn without its own signal handling: the daemon owns SIGTERM/SIGINT."""
+
+            @contextlib.contextmanager
+            def capture_signals(self) -> Iterator[None]:
+                yield
+
+            async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+                await super().startup(sockets)
+                log.info("control API listening", extra={"event": "api_started", "url": url})
+
+        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        server = _ApiServer(config)
+        servers.append(server)
+        await server.serve(sockets=[sock])
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        service.background_failed(exc)
