@@ -221,6 +221,9 @@ def import_in_thread(module: str) -> Future[None]:
     the module's objects live as long as the process, and are frozen when it ends.
     """
     done: Future[None] = Future()
+    # Running from the start: an import cannot be stopped, so a cancelled wait for it (the
+    # control API's, at a quick exit) must not cancel the future the thread will complete.
+    done.set_running_or_notify_cancel()
 
     def load() -> None:
         try:
