@@ -10,7 +10,7 @@ import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import Future
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sync_service import collector
@@ -44,14 +44,14 @@ class Service:
     idle: bool = False
     #: Told of each webhook event the control API queued (the daemon applies it at once).
     on_webhook: Callable[[], None] | None = None
+    #: Told when a part started in the background fails (``stop_on_failure``), and such a
+    #: failure met before anyone was told to listen.
+    _stop: Callable[[BaseException], None] | None = field(default=None, init=False, repr=False)
+    _failure: BaseException | None = field(default=None, init=False, repr=False)
 
     def webhook_received(self) -> None:
         if self.on_webhook is not None:
             self.on_webhook()
-
-    #: Told when a part started in the background fails (``stop_on_failure``).
-    _stop: Callable[[BaseException], None] | None = None
-    _failure: BaseException | None = None
 
     def stop_on_failure(self, stop: Callable[[BaseException], None]) -> None:
         """``stop`` is told if a part made in the background fails: the sink

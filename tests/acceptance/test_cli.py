@@ -30,16 +30,21 @@ COMMANDS = [
 ]
 
 
-def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+def clean_env(**env: str) -> dict[str, str]:
+    """This process's environment without the service's settings, plus ``env``."""
     base = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
     }
+    return {**base, **env}
+
+
+def cli(cwd: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sync_service", *args],
         cwd=cwd,
-        env={**base, "SYNC_API_PORT": "0", **env},
+        env=clean_env(**{"SYNC_API_PORT": "0", **env}),  # the API off unless a test asks
         capture_output=True,
         text=True,
         timeout=60,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ from pathlib import Path
 import httpx
 
 from sync_service.emulator import EmulatorServer
-from tests.acceptance.test_cli import cli
+from tests.acceptance.test_cli import clean_env, cli
 from tests.conftest import API_KEY
 from tests.harness import Service
 
@@ -127,12 +126,7 @@ main()
 def test_the_daemon_starts_while_the_api_loads_and_stops_if_it_cannot(tmp_path: Path) -> None:
     """The API loads in the background (control/server.py): the daemon does not wait for it,
     and an API that cannot load stops the daemon with why, instead of leaving it unserved."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MIXPEEK_", "QDRANT_", "SYNC_", "DATABASE_URL"))
-    }
-    env.update(
+    env = clean_env(
         MIXPEEK_API_URL="http://127.0.0.1:9",
         MIXPEEK_API_KEY="k",
         SYNC_API_PORT=str(free_port()),
