@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ from tests.conftest import API_KEY
 from tests.support import expected_point, served
 from tests.upstreams import COLLECTION, Mixpeek
 
-__all__ = ["COLLECTION", "Service"]
+__all__ = ["COLLECTION", "Service", "stop_daemon"]
 
 
 class Service:
@@ -128,3 +129,17 @@ class Service:
     def stats(self) -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(f"{self.emulator.url}/_emulator/stats").json()
         return result
+
+
+def stop_daemon(proc: subprocess.Popen[str], log: Path, timeout: float = 60) -> None:
+    """SIGTERM, then exit 0 within ``timeout``; a daemon still running then is killed and its
+    log's end (its stall report among it: engine/stall.py) is the failure's message."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        message = f"no exit {timeout:.0f} s after SIGTERM:\n{log.read_text()[-6000:]}"
+        raise AssertionError(message) from None
+    assert code == 0, log.read_text()[-3000:]

@@ -1,9 +1,9 @@
 """The daemon loop: APScheduler ticks that claim due tasks and run them, and a clean shutdown.
 
 Each tick claims as many due tasks as there is room for and starts them in the background, so a
-slow asset never delays the next tick. APScheduler 3's own ``shutdown()`` cancels running
-coroutine jobs at once (docs/contract.md §6.1), so shutdown is ours: stop claiming, give the work in
-flight a grace period, cancel what is left, and hand its leases back for the next start.
+slow asset never delays the next tick. APScheduler 3's ``shutdown()`` cancels running coroutine
+jobs at once (docs/contract.md §6.1), so shutdown is ours: stop claiming, give the work in flight
+a grace period, cancel what is left, hand its leases back (a stop that hangs is reported: stall.py).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sync_service.engine.availability import OutageReports, StoreHealth, task_store_unavailable
 from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
+from sync_service.engine.stall import report_stall
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import Watcher
 from sync_service.keep.webhook_events import WebhookApplier, applier_for
@@ -130,6 +131,7 @@ class Daemon:
                 task.cancel()
             return
         log.info("stopping", extra={"event": "daemon_stopping", "in_flight": len(self.in_flight)})
+        report_stall(self.shutdown_grace + 10, "stopping", asyncio.get_running_loop())
         self._stop.set()
 
     def abort(self, exc: BaseException) -> None:
@@ -191,8 +193,7 @@ class Daemon:
                 self._wake.cancel()
             if self._watch_wake is not None:
                 self._watch_wake.cancel()
-            # A tick or a kick may be half-way through a claim: let it finish adding its work
-            # first (shutting the scheduler down would cancel a running tick mid-statement).
+            # A tick or kick may be mid-claim: let it finish (shutdown would cancel it mid-SQL).
             with suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._tick_lock.acquire(), self.shutdown_grace)
                 self._tick_lock.release()

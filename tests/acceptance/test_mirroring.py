@@ -23,7 +23,7 @@ import pytest
 
 from sync_service.emulator import EmulatorConfig, EmulatorServer
 from tests.conftest import API_KEY
-from tests.harness import COLLECTION, Service
+from tests.harness import COLLECTION, Service, stop_daemon
 from tests.qdrant_server import QdrantStandIn
 from tests.support import IN_STEP, compare_points, expected_point, served
 from tests.upstreams import Mixpeek, open_mixpeek
@@ -105,11 +105,6 @@ def start_daemon(svc: Service, log: Path, **env: str) -> subprocess.Popen[str]:
     )
 
 
-def stop(proc: subprocess.Popen[str], log: Path) -> None:
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 0, log.read_text()[-3000:]
-
-
 def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
     tmp_path: Path, mixpeek: Mixpeek, svc: Service, report: Callable[[str], None]
 ) -> None:
@@ -171,7 +166,7 @@ def test_watch_mirrors_creations_changes_and_deletions_by_other_clients(
         assert watched["last_full_ago"] is not None
         assert watched["assets_known"] == 6 and watched["held_sweep"] is None
     finally:
-        stop(daemon, log)
+        stop_daemon(daemon, log)
 
 
 def test_a_listing_that_fails_on_page_3_deletes_nothing(mixpeek: Mixpeek, svc: Service) -> None:
@@ -272,7 +267,7 @@ def test_an_upstream_ignoring_the_filter_gets_full_listings_said_once(
         )
         time.sleep(3 * WATCH_INTERVAL)  # a few more passes: still said once
     finally:
-        stop(daemon, log)
+        stop_daemon(daemon, log)
     text = log.read_text()
     assert text.count("ignored the updated_at filter") == 1, text[-3000:]
     assert compare_points(mixpeek.expected(assets), svc.points())["lost"] == 0
@@ -327,7 +322,7 @@ def test_three_replicas_watching_one_collection_queue_each_asset_once(
         time.sleep(3 * WATCH_INTERVAL)  # incremental passes follow: they queue nothing
     finally:
         for proc, log in zip(procs, logs, strict=True):
-            stop(proc, log)
+            stop_daemon(proc, log)
     if mixpeek.api == "2024":  # the service's own feature reads (the oracle's come after)
         fetched = mixpeek.stats()["requests"]
         assert sum(fetched["GET /assets/{asset_id}/features"].values()) == 60

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from sync_service.emulator.v1.config import V1Config
 from sync_service.emulator.v1.server import V1EmulatorServer
 from tests.acceptance.test_run_api import free_port
 from tests.conftest import API_KEY
-from tests.harness import Service
+from tests.harness import Service, stop_daemon
 from tests.qdrant_server import QdrantStandIn
 
 SECRET = "whsec-SECRET-0123456789abcdef"
@@ -176,8 +175,7 @@ class Daemon:
         return found
 
     def stop(self) -> str:
-        self.proc.send_signal(signal.SIGTERM)
-        assert self.proc.wait(timeout=60) == 0, self.log.read_text()[-3000:]
+        stop_daemon(self.proc, self.log)
         return self.log.read_text()
 
     def rss_kib(self) -> int:
