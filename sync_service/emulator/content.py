@@ -143,8 +143,8 @@ def feature_vector(content_key: str, index: int, size: int, generation: int = 0)
     parts = ("vector", content_key, index) + ((generation,) if generation else ())
     seed = int.from_bytes(_digest(*parts)[:16], "big")
     raw = np.random.default_rng(seed).standard_normal(size)
-    unit = (raw / np.linalg.norm(raw)).astype(np.float32)
-    return [float(x) for x in unit.tolist()]
+    unit: list[float] = (raw / np.linalg.norm(raw)).astype(np.float32).tolist()  # floats, in C
+    return unit
 
 
 def poison_vector(vector: list[float], kind: PoisonKind) -> list[float]:

@@ -68,9 +68,10 @@ def _noise(seed_text: str, size: int) -> np.ndarray:
 
 
 def _as_floats(vector: np.ndarray) -> list[float]:
-    # float32 turned into Python floats: JSON round-trips them to exactly what Qdrant holds.
-    unit = (vector / np.linalg.norm(vector)).astype(np.float32)
-    return [float(x) for x in unit.tolist()]
+    # float32 turned into Python floats (tolist does, in C): JSON round-trips them to exactly
+    # what Qdrant holds.
+    unit: list[float] = (vector / np.linalg.norm(vector)).astype(np.float32).tolist()
+    return unit
 
 
 def embed_text(text: str, size: int, name: str) -> list[float]:
