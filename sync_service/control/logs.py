@@ -85,5 +85,9 @@ def configure(level: str = "INFO", fmt: str = "text") -> None:
     # the same handler, so a JSON log stays JSON lines.
     logging.captureWarnings(True)
     # Libraries log every request at INFO; our own events are the story.
-    for noisy in ("httpx", "httpcore", "apscheduler", "uvicorn.access", "alembic", "aiosqlite"):
+    for noisy in ("httpx", "httpcore", "uvicorn.access", "alembic", "aiosqlite"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # APScheduler's warnings are a tick skipped while the last one still runs, or one fired
+    # late: both by design (max_instances=1, coalesce), and on a busy machine they came every
+    # tick, burying the daemon's own lines. Its errors still show.
+    logging.getLogger("apscheduler").setLevel(logging.ERROR)

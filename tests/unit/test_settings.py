@@ -217,3 +217,28 @@ def test_a_logged_exception_has_its_traceback_only_at_debug(
     assert "KeyError: 'the key'" in text
     assert ("Traceback" in text) is traceback
     assert len(text.strip().splitlines()) == 1 or traceback
+
+
+def test_apschedulers_by_design_skips_are_not_logged_but_its_errors_are(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import logging
+
+    from sync_service.control import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure("INFO", "text")
+        apscheduler = logging.getLogger("apscheduler.scheduler")
+        apscheduler.warning(
+            'Execution of job "Daemon.tick" skipped: maximum number of running instances reached'
+        )
+        logging.getLogger("apscheduler.executors.default").error('Job "x" raised an exception')
+    finally:
+        logging.captureWarnings(False)
+        root.handlers[:], saved_level = saved
+        root.setLevel(saved_level)
+    text = capsys.readouterr().err
+    assert "maximum number of running instances" not in text
+    assert 'Job "x" raised an exception' in text
