@@ -188,6 +188,7 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
+            until = loop.time() + self.shutdown_grace  # one grace period for all that follows
             scheduler.pause()
             if self._wake is not None:
                 self._wake.cancel()
@@ -195,17 +196,17 @@ class Daemon:
                 self._watch_wake.cancel()
             # A tick or kick may be mid-claim: let it finish (shutdown would cancel it mid-SQL).
             with suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._tick_lock.acquire(), self.shutdown_grace)
+                await asyncio.wait_for(self._tick_lock.acquire(), until - loop.time())
                 self._tick_lock.release()
             await asyncio.gather(*self._kicks, return_exceptions=True)
             if self.webhooks is not None:
                 await self.webhooks.stop()  # events cut short are claimed again later
             if self.watcher is not None:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
-            await self._finish_in_flight()
+            await self._finish_in_flight(until - loop.time())
             # A job cut mid-statement could strand a connection whose thread blocks the exit.
             if self._jobs:
-                await asyncio.wait(self._jobs, timeout=self.shutdown_grace)
+                await asyncio.wait(self._jobs, timeout=max(until - loop.time(), 0))
             scheduler.shutdown(wait=False)
             await self.outage_reports.close(self.pipeline.outage)
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -378,12 +379,12 @@ class Daemon:
                 self.on_progress()
             self._kick()
 
-    async def _finish_in_flight(self) -> None:
-        """Let in-flight work end within the grace period; cancel and release the rest."""
+    async def _finish_in_flight(self, grace: float) -> None:
+        """Let in-flight work end within ``grace`` seconds; cancel and release the rest."""
         pending = {**self._aborted, **self.in_flight}
         if not pending:
             return
-        _, still = await asyncio.wait(pending, timeout=self.shutdown_grace)
+        _, still = await asyncio.wait(pending, timeout=max(grace, 0))
         if still:
             log.warning(
                 "abandoning work in flight",
@@ -392,8 +393,7 @@ class Daemon:
             for task in still:
                 task.cancel()
             await asyncio.gather(*still, return_exceptions=True)
-        # Work cut short (grace over, or a second signal) gives its lease back, so the next
-        # start takes it at once instead of waiting for the lease to expire.
+        # Work cut short gives its lease back: the next start takes it without waiting.
         for task, claim in pending.items():
             if task.cancelled():
                 with suppress(Exception):

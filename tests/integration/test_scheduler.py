@@ -73,3 +73,41 @@ async def test_next_due_in_ignores_leased_and_finished_tasks(store: Store) -> No
     await store.mark_failed(claims[0], "x")
     await store.reschedule(claims[1], upstream_status=None, delay=60)
     assert await store.next_due_in() == pytest.approx(60, abs=5)
+
+
+class Hanging(Recorder):
+    """A stand-in pipeline whose work never ends on its own (until cancelled)."""
+
+    async def process(self, claim: Claim) -> None:
+        self.seen[claim.task_id] = time.monotonic()
+        await asyncio.Event().wait()
+
+
+async def test_shutdown_takes_one_grace_period_in_all_not_one_per_wait(store: Store) -> None:
+    """A tick stuck mid-claim and work that never ends share SYNC_SHUTDOWN_GRACE: the stop
+    does not wait the grace for the tick, then the grace again for the work."""
+    await store.track(["t1"])
+    holder: list[Daemon] = []
+    pipeline = Hanging(store, holder)
+    daemon = Daemon(
+        store,
+        pipeline,  # type: ignore[arg-type]
+        poll_interval=30.0,
+        claim_batch=10,
+        lease_seconds=30,
+        shutdown_grace=0.8,
+    )
+    running = asyncio.create_task(daemon.run())
+    for _ in range(200):
+        if pipeline.seen:
+            break
+        await asyncio.sleep(0.05)
+    assert pipeline.seen, "the task was never claimed"
+    await daemon._tick_lock.acquire()  # a tick that never finishes its claim
+    started = time.monotonic()
+    daemon.request_stop()
+    assert await asyncio.wait_for(running, timeout=10) == 0
+    took = time.monotonic() - started
+    assert 0.7 <= took < 1.5, took  # one grace period (0.8 s), not two (1.6 s)
+    # The abandoned work gave its lease back: the task is due again at once.
+    assert [c.task_id for c in await store.claim_due("next", 10, 30)] == ["t1"]
