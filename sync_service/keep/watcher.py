@@ -29,13 +29,18 @@ async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncI
     third of ``seconds``; if another process takes it (it expired), the body is cancelled."""
     body = asyncio.current_task()
     lost = False
+    # The renewal under way, shielded: cut off mid-statement when the body ends, a write that
+    # returns rows left its SQLite transaction open on a discarded connection, and every
+    # write after it waited on that lock (a daemon that did not stop: engine/stall.py's report).
+    renewal: asyncio.Future[bool] | None = None
 
     async def renew() -> None:
-        nonlocal lost
+        nonlocal lost, renewal
         while True:
             await asyncio.sleep(seconds / 3)
             try:
-                held = await store.acquire_lock(name, owner, seconds)
+                renewal = asyncio.ensure_future(store.acquire_lock(name, owner, seconds))
+                held = await asyncio.shield(renewal)
             except Exception:
                 continue  # the store is down: the body's own writes fail too
             if not held and body is not None:
@@ -54,6 +59,10 @@ async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncI
         raise
     finally:
         renewer.cancel()
+        if renewal is not None:
+            await asyncio.wait([renewal])  # it ends before the release, never after it
+            if not renewal.cancelled():
+                renewal.exception()  # retrieved: a renewal that failed changes nothing now
         with contextlib.suppress(Exception):
             await asyncio.shield(store.release_lock(name, owner))
 

@@ -4,6 +4,7 @@ requests per pass, the watermark, resuming, the lock, and what a pass queues."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
@@ -297,6 +298,21 @@ async def test_losing_the_lock_ends_the_pass_not_the_process(service: Service) -
         async with holding(store, "watch:x", "me", 0.3):
             await asyncio.sleep(5)
     assert asyncio.current_task() is not None and not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+
+
+async def test_a_pass_ending_mid_renewal_leaves_the_store_writable(service: Service) -> None:
+    """The lock's renewal cut off mid-statement when a pass ends (its write returns rows)
+    stranded a SQLite transaction: every later write waited on its lock, and a daemon told
+    to stop did not (seen in CI). Passes ending at every moment of a renewal leave none."""
+    store = service.store
+    rng = random.Random(7)
+    for _ in range(150):
+        assert await store.acquire_lock("watch:x", "me", 30)
+        async with holding(store, "watch:x", "me", 0.006):  # renewed every 2 ms
+            await asyncio.sleep(rng.random() * 0.006)
+        # Released, and the store takes the next write at once.
+        assert await store.lock_holder("watch:x") is None
+        assert await asyncio.wait_for(store.acquire_lock("watch:y", "me", 30), 2)
 
 
 def reindex(emulator: EmulatorServer, asset_id: str) -> None:
