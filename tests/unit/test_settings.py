@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -155,20 +157,10 @@ def test_a_short_token_is_refused_on_a_non_loopback_bind() -> None:
 
 def test_library_warnings_go_through_the_json_log(capsys: pytest.CaptureFixture[str]) -> None:
     import json
-    import logging
     import warnings
 
-    from sync_service.control import logs
-
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        logs.configure("INFO", "json")
+    with configured_logs("INFO", "json"):
         warnings.warn("Api key is used with an insecure connection.", UserWarning, stacklevel=1)
-    finally:
-        logging.captureWarnings(False)
-        root.handlers[:], level = saved
-        root.setLevel(level)
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert lines and all(json.loads(line) for line in lines)
     assert "insecure connection" in lines[-1]
@@ -199,20 +191,11 @@ def test_a_logged_exception_has_its_traceback_only_at_debug(
 ) -> None:
     import logging
 
-    from sync_service.control import logs
-
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        logs.configure(level, fmt)
+    with configured_logs(level, fmt):
         try:
             raise KeyError("the key")
         except KeyError:
             logging.getLogger("sync_service").exception("unexpected error")
-    finally:
-        logging.captureWarnings(False)
-        root.handlers[:], saved_level = saved
-        root.setLevel(saved_level)
     text = capsys.readouterr().err
     assert "KeyError: 'the key'" in text
     assert ("Traceback" in text) is traceback
@@ -224,21 +207,30 @@ def test_apschedulers_by_design_skips_are_not_logged_but_its_errors_are(
 ) -> None:
     import logging
 
-    from sync_service.control import logs
-
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    try:
-        logs.configure("INFO", "text")
+    with configured_logs("INFO", "text"):
         apscheduler = logging.getLogger("apscheduler.scheduler")
         apscheduler.warning(
             'Execution of job "Daemon.tick" skipped: maximum number of running instances reached'
         )
         logging.getLogger("apscheduler.executors.default").error('Job "x" raised an exception')
+    text = capsys.readouterr().err
+    assert "maximum number of running instances" not in text
+    assert 'Job "x" raised an exception' in text
+
+
+@contextmanager
+def configured_logs(level: str, fmt: str) -> Iterator[None]:
+    """The service's logging (control/logs.py) for the block; the root logger as it was after."""
+    import logging
+
+    from sync_service.control import logs
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        logs.configure(level, fmt)
+        yield
     finally:
         logging.captureWarnings(False)
         root.handlers[:], saved_level = saved
         root.setLevel(saved_level)
-    text = capsys.readouterr().err
-    assert "maximum number of running instances" not in text
-    assert 'Job "x" raised an exception' in text
