@@ -26,19 +26,19 @@ import math
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Body, FastAPI, Request, Response
 from fastapi.encoders import jsonable_encoder
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import RequestResponseEndpoint
 from starlette.routing import Match
 
 from sync_service.emulator import wire_faults
 from sync_service.emulator.config import EmulatorConfig
 from sync_service.emulator.faults import RetryKey
+from sync_service.emulator.guard import Guarded
 from sync_service.emulator.lifecycle import (
     AssetChange,
     DeleteRequest,
@@ -132,8 +132,9 @@ def injected_error(rate: float, rng: random.Random) -> Response | None:
 
 
 def _install_guard(app: FastAPI, state: EmulatorState) -> None:
-    @app.middleware("http")
-    async def guard(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         path = request.url.path
         if path.startswith(CONTROL_PREFIX):
             return await call_next(request)
@@ -173,6 +174,8 @@ def _install_guard(app: FastAPI, state: EmulatorState) -> None:
             return response
         state.stats.record(key, response.status_code)
         return response
+
+    app.add_middleware(Guarded, guard=guard)
 
 
 def _install_errors(app: FastAPI) -> None:

@@ -89,7 +89,8 @@ async def damage(fault: str, response: Response, scope: Scope, config: EmulatorC
 
 
 async def _body_of(response: Response) -> bytes:
-    # call_next hands back a streaming wrapper; a plain Response already has its body.
+    # The guard's call_next buffers the handler's answer (emulator/guard.py); a streaming
+    # answer handed in some other way is read whole.
     body = getattr(response, "body", None)
     if isinstance(body, bytes):
         return body

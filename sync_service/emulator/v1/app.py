@@ -14,12 +14,11 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.base import RequestResponseEndpoint
 
 from sync_service.emulator import wire_faults
 from sync_service.emulator.app import (
@@ -30,6 +29,7 @@ from sync_service.emulator.app import (
     route_key,
 )
 from sync_service.emulator.faults import RetryKey
+from sync_service.emulator.guard import Guarded
 from sync_service.emulator.responses import ApiError
 from sync_service.emulator.v1.api import error_response, validation_response
 from sync_service.emulator.v1.config import V1Config
@@ -94,8 +94,9 @@ def _unauthorized(state: V1State, request: Request) -> Response | None:
 def _install_guard(app: FastAPI, state: V1State, dispatcher: Dispatcher) -> None:
     counter = [0]
 
-    @app.middleware("http")
-    async def guard(request: Request, call_next: RequestResponseEndpoint) -> Response:
+    async def guard(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
         dispatcher.ensure_running()
         path = request.url.path
         if path.startswith(CONTROL_PREFIX):
@@ -138,6 +139,8 @@ def _install_guard(app: FastAPI, state: V1State, dispatcher: Dispatcher) -> None
         if fault is not None:
             response = await wire_faults.damage(fault, response, request.scope, state.config)
         return response
+
+    app.add_middleware(Guarded, guard=guard)
 
 
 def _install_errors(app: FastAPI, state: V1State) -> None:
