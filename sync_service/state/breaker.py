@@ -11,7 +11,7 @@ import random
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.schema import db_now, fetch_outcomes
 
 #: How often a successful fetch also prunes the breaker's table (a 404 always does).
@@ -29,6 +29,7 @@ async def prune_outcomes(conn: AsyncConnection) -> None:
 class BreakerQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
+    @completes
     async def record_fetch(self, upstream: str, asset_id: str, *, gone: bool) -> None:
         """Note an asset fetch's outcome (a 404 or not) for the removal breaker."""
         async with self._writing() as conn:

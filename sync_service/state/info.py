@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import delete, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.migrate import HEAD, needs_migration, run_alembic
 from sync_service.state.records import fresh_outages, outage_key
 from sync_service.state.schema import service_info, synced_features
@@ -89,6 +89,7 @@ class InfoQueries(Queries):
                 return None
             return found.scalar_one_or_none()
 
+    @completes
     async def set_info(self, values: dict[str, str], *, only_if_unset: bool = False) -> None:
         """Write facts in one transaction; with ``only_if_unset``, keep any already set (the
         first process to record wins, even when several start at once)."""
@@ -116,6 +117,7 @@ class InfoQueries(Queries):
         }
         await self.set_info({outage_key(owner): json.dumps(report)})
 
+    @completes
     async def clear_outage(self, owner: str) -> None:
         async with self._writing() as conn:
             await conn.execute(delete(service_info).where(service_info.c.key == outage_key(owner)))

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.records import ASSET_JOB_PREFIX, SyncResult
 from sync_service.state.schema import db_now, locks, reindexes, synced_features, tasks
 
@@ -95,6 +95,7 @@ class LedgerQueries(Queries):
         async with self.engine.connect() as conn:
             return sorted(str(r[0]) for r in (await conn.execute(stmt)).all())
 
+    @completes
     async def forget_features(self, collection: str, feature_ids: Iterable[str]) -> int:
         """Drop ledger rows whose points were deleted from ``collection``."""
         ids = list(feature_ids)
@@ -111,6 +112,7 @@ class LedgerQueries(Queries):
 
     # -- asset jobs and backfill --------------------------------------------------------
 
+    @completes
     async def enqueue_assets(
         self,
         asset_ids: Sequence[str],
@@ -167,6 +169,7 @@ class LedgerQueries(Queries):
             row.alias, row.state, row.physical, row.previous, row.started_at, row.finished_at
         )
 
+    @completes
     async def save_reindex(
         self, alias: str, *, state: str, physical: str, previous: str | None
     ) -> Reindex:
@@ -193,6 +196,7 @@ class LedgerQueries(Queries):
 
     # -- named locks --------------------------------------------------------------------
 
+    @completes
     async def acquire_lock(self, name: str, owner: str, seconds: float) -> bool:
         """Take lock ``name`` for ``seconds`` if it is free, expired, or already ``owner``'s
         (then this renews it). Returns whether ``owner`` holds it now."""
@@ -212,6 +216,7 @@ class LedgerQueries(Queries):
             row = (await conn.execute(stmt)).first()
         return None if row is None else (str(row[0]), float(row[1]))
 
+    @completes
     async def release_lock(self, name: str, owner: str) -> None:
         async with self._writing() as conn:
             await conn.execute(delete(locks).where(locks.c.name == name, locks.c.owner == owner))

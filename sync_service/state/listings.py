@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.ledger import queue_asset_jobs
 from sync_service.state.schema import db_now, mirror_assets, mirrors, synced_features, tasks
 
@@ -35,6 +35,7 @@ class Listed:
 class ListingQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
+    @completes
     async def record_page(
         self,
         collection_id: str,
@@ -182,6 +183,7 @@ class ListingQueries(Queries):
             listed = {str(r[0]) for r in (await conn.execute(seen)).all()}
         return sorted(await self.known_assets(collection_id) - listed)
 
+    @completes
     async def mark_gone(self, collection_id: str, asset_ids: Sequence[str]) -> None:
         """Record that a sweep confirmed these assets deleted upstream, before any removal."""
         if not asset_ids:
@@ -203,6 +205,7 @@ class ListingQueries(Queries):
         async with self.engine.connect() as conn:
             return sorted(str(r[0]) for r in (await conn.execute(stmt)).all())
 
+    @completes
     async def forget_mirror_assets(self, collection_id: str, asset_ids: Sequence[str]) -> None:
         """Drop the listing rows of assets whose removal finished."""
         if not asset_ids:

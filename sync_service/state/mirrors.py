@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.ledger import db_time
 from sync_service.state.listings import raise_watermark
 from sync_service.state.records import Mirror
@@ -36,6 +36,7 @@ class WatchQueries(Queries):
 
     # -- the watch set ------------------------------------------------------------------
 
+    @completes
     async def watch_add(self, collection_ids: Iterable[str], *, source: str) -> list[str]:
         """Add collections to the watch set; returns those that were not watched before.
 
@@ -71,6 +72,7 @@ class WatchQueries(Queries):
             added = {str(r[0]) for r in rows.all()}
         return [cid for cid in ids if cid in added]
 
+    @completes
     async def watch_remove(self, collection_ids: Iterable[str]) -> list[str]:
         """Take collections out of the watch set (their points stay); returns those removed."""
         ids = list(dict.fromkeys(collection_ids))
@@ -95,6 +97,7 @@ class WatchQueries(Queries):
             row = await _mirror_row(conn, collection_id)
         return None if row is None else Mirror.from_row(row)
 
+    @completes
     async def reconcile_intervals(self, incremental: float, full: float) -> None:
         """Bring due times stored under longer intervals (before a restart with new settings)
         forward to the last pass plus the interval configured now."""
@@ -184,6 +187,7 @@ class WatchQueries(Queries):
 
     # -- passes -------------------------------------------------------------------------
 
+    @completes
     async def begin_full_pass(
         self,
         collection_id: str,
@@ -253,6 +257,7 @@ class WatchQueries(Queries):
             held_at=db_now(),
         )
 
+    @completes
     async def finish_full_pass(
         self,
         collection_id: str,
@@ -297,6 +302,7 @@ class WatchQueries(Queries):
             if watermark is not None:
                 await raise_watermark(conn, collection_id, watermark)
 
+    @completes
     async def finish_incremental(
         self,
         collection_id: str,
@@ -354,6 +360,7 @@ class WatchQueries(Queries):
     async def due_full_now(self, collection_id: str) -> None:
         await self._set(collection_id, full_due_at=db_now())
 
+    @completes
     async def _set(self, collection_id: str, **values: Any) -> None:
         values.setdefault("updated_at", db_now())
         async with self._writing() as conn:

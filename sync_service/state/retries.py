@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.schema import RELEASED, db_now, task_history, tasks
 
 
@@ -28,6 +28,7 @@ class Requeued:
 class RetryQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
+    @completes
     async def requeue_failed(
         self,
         task_ids: Sequence[str] = (),

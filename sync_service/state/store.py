@@ -19,6 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from sync_service.settings import Settings
+from sync_service.state.base import completes
 from sync_service.state.breaker import PRUNE_CHANCE, BreakerQueries, prune_outcomes
 from sync_service.state.connect import connect
 from sync_service.state.info import InfoQueries
@@ -100,6 +101,7 @@ class Store(
 
     # -- taking work ------------------------------------------------------------------------
 
+    @completes
     async def track(self, task_ids: Iterable[str], *, source: str = "track") -> int:
         """Start tracking tasks; ids already tracked are left as they are. Returns the new count."""
         ids = list(dict.fromkeys(task_ids))
@@ -124,6 +126,7 @@ class Store(
             await conn.execute(self._insert(tasks).on_conflict_do_nothing(), rows)
             return len(ids) - before
 
+    @completes
     async def claim_due(
         self,
         owner: str,
@@ -180,6 +183,7 @@ class Store(
             rows = (await conn.execute(stmt)).all()
         return [Claim(*row) for row in rows]
 
+    @completes
     async def extend_leases(self, owner: str, claims: Iterable[Claim], lease_seconds: float) -> int:
         """Heartbeat: push back the expiry of leases this worker still holds."""
         tokens = {c.task_id: c.token for c in claims}
@@ -251,6 +255,7 @@ class Store(
             values["upstream_status"] = upstream_status
         await self._fenced_update(claim, **values)
 
+    @completes
     async def mark_synced(self, claim: Claim, result: SyncResult) -> float | None:
         """Record a synced task, its ledger rows and its dead letters in one transaction.
 
@@ -328,6 +333,7 @@ class Store(
         """Give a lease back without recording anything (graceful shutdown)."""
         await self._fenced_update(claim, **RELEASED)
 
+    @completes
     async def _fenced_update(
         self,
         claim: Claim,

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.records import STATES
 from sync_service.state.schema import (
     RELEASED,
@@ -40,6 +40,7 @@ class ViewQueries(Queries):
 
     # -- dead letters -----------------------------------------------------------------------
 
+    @completes
     async def retry_dead_letter(self, letter_id: int) -> str | None:
         """Make the dead letter's task pending again; its redo re-syncs the whole asset.
 
@@ -68,6 +69,7 @@ class ViewQueries(Queries):
             )
         return str(task_id)
 
+    @completes
     async def drop_dead_letter(self, letter_id: int) -> bool:
         """Forget a dead letter for good (the feature stays out of Qdrant)."""
         async with self._writing() as conn:

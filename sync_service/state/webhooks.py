@@ -17,7 +17,7 @@ from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.sql.dml import Update
 from sqlalchemy.sql.elements import ColumnElement
 
-from sync_service.state.base import Queries
+from sync_service.state.base import Queries, completes
 from sync_service.state.ledger import db_time, queue_asset_jobs
 from sync_service.state.schema import (
     db_now,
@@ -69,6 +69,7 @@ class Applied:
 class WebhookQueries(Queries):
     """Mixed into :class:`~sync_service.state.store.Store`, which provides the plumbing."""
 
+    @completes
     async def receive_webhooks(self, events: Sequence[WebhookEvent]) -> list[bool]:
         """Queue the events whose ids were not seen before (by any replica), in one
         transaction; for each, whether it is new (a repeat within ``events`` is not)."""
@@ -103,6 +104,7 @@ class WebhookQueries(Queries):
             new.discard(event.event_id)  # a second delivery in the same batch is a duplicate
         return answers
 
+    @completes
     async def claim_webhooks(
         self, owner: str, limit: int, lease_seconds: float
     ) -> list[WebhookEvent]:
@@ -129,6 +131,7 @@ class WebhookQueries(Queries):
             rows = (await conn.execute(stmt)).all()
         return sorted((WebhookEvent.from_row(r) for r in rows), key=lambda e: e.event_id)
 
+    @completes
     async def finish_webhooks(self, owner: str, applied: Mapping[str, Applied]) -> None:
         """Record what became of claimed events (only those this owner still holds)."""
         async with self._writing() as conn:
@@ -144,6 +147,7 @@ class WebhookQueries(Queries):
                     )
                 )
 
+    @completes
     async def release_webhooks(self, owner: str, event_ids: Iterable[str]) -> None:
         """Hand claimed events back (their work failed): the next claim takes them again."""
         ids = sorted(set(event_ids))
@@ -168,6 +172,7 @@ class WebhookQueries(Queries):
         async with self.engine.connect() as conn:
             return len((await conn.execute(stmt)).all())
 
+    @completes
     async def prune_webhooks(self, retention: float) -> int:
         """Forget the ids of events applied over ``retention`` seconds ago (held deletions stay
         until a person decides)."""
@@ -182,6 +187,7 @@ class WebhookQueries(Queries):
 
     # -- what events do -------------------------------------------------------------------
 
+    @completes
     async def request_passes(self, owner: str, targets: Mapping[str, str]) -> list[str]:
         """Make the incremental passes of the watched collections the claimed events name
         (event id → collection) due now, and record the events, in one transaction: a pass
@@ -228,6 +234,7 @@ class WebhookQueries(Queries):
             rows = (await conn.execute(in_ledger.union(listed))).all()
         return sorted({(str(c or a.rpartition("/")[0]), str(a)) for c, a in rows})
 
+    @completes
     async def reconcile_assets(self, assets: Sequence[tuple[str, str]]) -> list[str]:
         """Queue an asset job for each (collection, asset): the job reads what upstream still
         serves and removes what it no longer does. Returns the assets queued."""
@@ -271,6 +278,7 @@ class WebhookQueries(Queries):
             held.setdefault(str(target), {"event_id": event_id, "received_at": received_at})
         return held
 
+    @completes
     async def settle_deletion(self, collection_id: str, *, confirmed: bool) -> int:
         """A person confirmed (or dismissed) the held deletion of a collection."""
         async with self._writing() as conn:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import random
 from collections.abc import AsyncIterator
 
 import pytest
@@ -336,3 +338,18 @@ async def test_a_named_lock_is_held_by_one_owner_until_released_or_expired(store
     assert await store.acquire_lock("reindex:docs", "b", 0.2)
     await asyncio.sleep(0.3)
     assert await store.acquire_lock("reindex:docs", "a", 30)  # b's expired
+
+
+async def test_writes_cancelled_at_any_moment_leave_the_store_writable(store: Store) -> None:
+    """A caller cancelled mid-write (a stopping daemon's work, a webhook batch past its
+    time) once stranded a SQLite transaction: an INSERT ... RETURNING cut off between its
+    step and its fetch held the write lock on a connection the pool had discarded, and every
+    later write waited (1 in 15 cancellations here, before ``@completes``)."""
+    rng = random.Random(3)
+    for i in range(200):
+        write = asyncio.ensure_future(store.acquire_lock("x", f"owner-{i}", 0.001))
+        await asyncio.sleep(rng.random() * 0.003)
+        write.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await write
+        assert await asyncio.wait_for(store.acquire_lock(f"y{i}", "me", 30), 5)

@@ -147,3 +147,25 @@ def test_the_port_knows_no_adapter() -> None:
     modules = _modules()
     for name in ("sync_service.upstream.port", "sync_service.upstream.errors"):
         assert not any(".gen_b" in m for m in _all_imports(modules[name])), name
+
+
+def test_every_state_store_write_ends_whole() -> None:
+    """A method that opens a write transaction carries ``@completes`` (state/base.py): a
+    caller cancelled mid-statement must not strand the transaction."""
+    bare = []
+    for path in sorted((PACKAGE / "state").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.AsyncFunctionDef) or node.name == "_writing":
+                continue
+            writes = any(
+                isinstance(call, ast.Call)
+                and isinstance(call.func, ast.Attribute)
+                and call.func.attr == "_writing"
+                for call in ast.walk(node)
+            )
+            marked = any(
+                isinstance(d, ast.Name) and d.id == "completes" for d in node.decorator_list
+            )
+            if writes and not marked:
+                bare.append(f"{path.name}:{node.lineno} {node.name}")
+    assert not bare, bare
