@@ -17,6 +17,34 @@ from sync_service.settings import Settings
 API_KEY = "sk-test-SECRET-4242"
 
 
+def _share_httpx_default_tls_context() -> None:
+    """Every ``httpx.Client`` builds a TLS context at construction (the CA bundle loaded and
+    parsed: ~30 ms of CPU), even one that only ever speaks plain HTTP to a local emulator. The
+    tests make thousands of short-lived clients (``httpx.get``, the oracle's ``served``): in
+    the replica tests that was 7 of 24 s. The default context (``verify=True``, no client
+    certificate, the same CA variables) is built once per test process and shared, as one
+    context can be; any other ``verify`` goes through unchanged. Only the tests' process is
+    changed: the service's subprocesses and its own TLS set-up (tests/integration/
+    test_http_transport.py) are not."""
+    from httpx._transports import default
+
+    make = default.create_ssl_context
+    made: dict[tuple[str | None, str | None], Any] = {}
+
+    def shared(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is not True or cert is not None or not trust_env:
+            return make(verify=verify, cert=cert, trust_env=trust_env)
+        key = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+        if key not in made:
+            made[key] = make(verify=verify, cert=cert, trust_env=trust_env)
+        return made[key]
+
+    default.create_ssl_context = shared  # type: ignore[assignment]
+
+
+_share_httpx_default_tls_context()
+
+
 def local_settings(tmp_path: Path, emulator: EmulatorServer, **extra: Any) -> Settings:
     """An in-process service against ``emulator``: embedded Qdrant and SQLite in tmp_path,
     fast polls, no control API; ``extra`` overrides or adds variables."""
