@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -73,11 +74,11 @@ class Daemon:
         self._kicks: set[asyncio.Task[None]] = set()
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._wake: asyncio.TimerHandle | None = None
-        #: Watch mode: lists the watched collections when their passes are due (None: off).
+        self._stall: threading.Timer | None = None  # the stall report a stop arms (stall.py)
+        #: Watch mode: the passes when due, the events any replica's receiver queued (None: off).
         self.watcher: Watcher | None = None
-        self._watch_wake: asyncio.TimerHandle | None = None
-        #: Applies the webhook events any replica's receiver queued (with watch mode).
         self.webhooks: WebhookApplier | None = None
+        self._watch_wake: asyncio.TimerHandle | None = None
 
     @classmethod
     def from_settings(
@@ -131,7 +132,7 @@ class Daemon:
                 task.cancel()
             return
         log.info("stopping", extra={"event": "daemon_stopping", "in_flight": len(self.in_flight)})
-        report_stall(self.shutdown_grace + 10, "stopping", asyncio.get_running_loop())
+        self._stall = report_stall(self.shutdown_grace + 10, "stopping", asyncio.get_running_loop())
         self._stop.set()
 
     def abort(self, exc: BaseException) -> None:
@@ -204,14 +205,15 @@ class Daemon:
             if self.watcher is not None:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight(until - loop.time())
-            # A job cut mid-statement could strand a connection whose thread blocks the exit.
-            if self._jobs:
+            if self._jobs:  # they end before the scheduler would cancel them
                 await asyncio.wait(self._jobs, timeout=max(until - loop.time(), 0))
             scheduler.shutdown(wait=False)
             await self.outage_reports.close(self.pipeline.outage)
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            if self._stall is not None:  # stopped: no stall to report (this process may go on)
+                self._stall.cancel()
         if self.failure is not None:
             raise self.failure
         if self.fatal is not None:
@@ -364,12 +366,10 @@ class Daemon:
         except asyncio.CancelledError:
             raise
         except STORE_ERRORS as exc:
-            # Its points may be in Qdrant but not recorded: the lease expires and the task is
-            # redone (same point ids), as after a crash.
+            # Points in Qdrant but not recorded: redone (same ids) once the lease expires.
             task_store_unavailable(exc, claim.task_id)
         except Exception:
-            # A bug, not an upstream fault: keep the daemon alive; the lease expires and
-            # the task is tried again.
+            # A bug, not an upstream fault: the daemon lives; the task is retried after its lease.
             log.exception(
                 "unexpected error", extra={"event": "task_crashed", "task_id": claim.task_id}
             )

@@ -29,18 +29,13 @@ async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncI
     third of ``seconds``; if another process takes it (it expired), the body is cancelled."""
     body = asyncio.current_task()
     lost = False
-    # The renewal under way, shielded: cut off mid-statement when the body ends, a write that
-    # returns rows left its SQLite transaction open on a discarded connection, and every
-    # write after it waited on that lock (a daemon that did not stop: engine/stall.py's report).
-    renewal: asyncio.Future[bool] | None = None
 
     async def renew() -> None:
-        nonlocal lost, renewal
+        nonlocal lost
         while True:
             await asyncio.sleep(seconds / 3)
             try:
-                renewal = asyncio.ensure_future(store.acquire_lock(name, owner, seconds))
-                held = await asyncio.shield(renewal)
+                held = await store.acquire_lock(name, owner, seconds)
             except Exception:
                 continue  # the store is down: the body's own writes fail too
             if not held and body is not None:
@@ -58,13 +53,12 @@ async def holding(store: Store, name: str, owner: str, seconds: float) -> AsyncI
             raise PassLost(f"another process took the lock {name}") from None
         raise
     finally:
+        # A renewal under way ends whole (the store's writes do) and before the release:
+        # after it, it would take the lock back.
         renewer.cancel()
-        if renewal is not None:
-            await asyncio.wait([renewal])  # it ends before the release, never after it
-            if not renewal.cancelled():
-                renewal.exception()  # retrieved: a renewal that failed changes nothing now
+        await asyncio.wait([renewer])
         with contextlib.suppress(Exception):
-            await asyncio.shield(store.release_lock(name, owner))
+            await store.release_lock(name, owner)
 
 
 def lock_name(collection_id: str) -> str:

@@ -109,5 +109,7 @@ async def test_shutdown_takes_one_grace_period_in_all_not_one_per_wait(store: St
     assert await asyncio.wait_for(running, timeout=10) == 0
     took = time.monotonic() - started
     assert 0.7 <= took < 1.5, took  # one grace period (0.8 s), not two (1.6 s)
+    # Stopped: the stall report the stop armed is called off (this process goes on).
+    assert daemon._stall is not None and daemon._stall.finished.is_set()
     # The abandoned work gave its lease back: the task is due again at once.
     assert [c.task_id for c in await store.claim_due("next", 10, 30)] == ["t1"]
