@@ -44,6 +44,9 @@ class Service:
     idle: bool = False
     #: Told of each webhook event the control API queued (the daemon applies it at once).
     on_webhook: Callable[[], None] | None = None
+    #: When the daemon's stop grace ends (event loop time): the control API, which stops
+    #: after the daemon, waits for its requests under way only until then.
+    stop_deadline: float | None = None
     #: Told when a part started in the background fails (``stop_on_failure``), and such a
     #: failure met before anyone was told to listen.
     _stop: Callable[[BaseException], None] | None = field(default=None, init=False, repr=False)

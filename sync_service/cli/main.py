@@ -149,7 +149,10 @@ def run(
             # full collection walked it again and again, pausing every request in flight);
             # Qdrant's client, imported in a thread at the first write, is frozen when loaded.
             collector.release()
-            return await daemon.run(drain=drain)
+            try:
+                return await daemon.run(drain=drain)
+            finally:  # the control API, stopping next, keeps to what is left of the grace
+                service.stop_deadline = daemon.deadline
 
     try:
         code = run_async(main())

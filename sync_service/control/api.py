@@ -242,6 +242,13 @@ async def _check(probe: Callable[[], Awaitable[None]]) -> str:
     return "ok"
 
 
+#: The answer to a request the service's stop cut short.
+STOPPED = (
+    "the service stopped before this request finished: it may have been carried out in part "
+    "(a submission may have reached Mixpeek); check before trying again"
+)
+
+
 class Guard:
     """ASGI middleware: bearer token (except health) and a request body size limit."""
 
@@ -267,7 +274,21 @@ class Guard:
         if length is not None and (not length.isdigit() or int(length) > self.max_body_bytes):
             await _plain(send, 413, f"request body over {self.max_body_bytes} bytes")
             return
-        await self.app(scope, self._limited(receive), send)
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, self._limited(receive), tracked)
+        except asyncio.CancelledError:
+            # Only the server's stop cancels a request (control/server.py: what is left of
+            # SYNC_SHUTDOWN_GRACE): its caller gets why, not a bare 500, and the task ends.
+            if started:
+                raise
+            await _plain(send, 503, STOPPED, {"retry-after": "5", "connection": "close"})
 
     def _limited(self, receive: Receive) -> Receive:
         seen = 0

@@ -56,18 +56,39 @@ async def serve_control_api(service: Service) -> AsyncIterator[str | None]:
     try:
         yield url
     finally:
+        wait = _requests_wait(service)
         if servers:
+            # uvicorn waits that long for requests under way, then cancels them (each caller
+            # gets a 503 from the Guard: control/api.py) and ends.
+            # Typed int, used as asyncio.timeout's delay: a fraction of a second is kept.
+            servers[0].config.timeout_graceful_shutdown = wait  # type: ignore[assignment]
             servers[0].should_exit = True
         else:  # still loading: nothing is served yet
             task.cancel()
-        if not task.done():
-            await asyncio.wait([task], timeout=5)  # neither raises nor is cancelled by it
-        if not task.done():  # requests still open after 5 s: cut off
+        if not task.done():  # neither raises nor is cancelled by it
+            await asyncio.wait([task], timeout=wait + 1)
+        if not task.done():  # uvicorn did not end: cut off
             task.cancel()
             await asyncio.wait([task], timeout=1)
         if task.done() and not task.cancelled():
             task.exception()  # retrieved: a failure was reported through the service
         sock.close()
+
+
+#: The longest the control API waits for its requests under way once told to exit.
+REQUESTS_WAIT = 5.0
+#: Enough for an idle server to notice it should exit (uvicorn looks every 0.1 s) and close.
+CLOSE_WAIT = 0.25
+
+
+def _requests_wait(service: Service) -> float:
+    """How long requests under way may still take: at most :data:`REQUESTS_WAIT`, and no
+    longer than the daemon's stop grace has left (SYNC_SHUTDOWN_GRACE bounds the whole stop,
+    the API included: a request waiting on a slow Mixpeek must not hold the exit back)."""
+    if service.stop_deadline is None:
+        return REQUESTS_WAIT
+    left = service.stop_deadline - asyncio.get_running_loop().time()
+    return min(REQUESTS_WAIT, max(left, CLOSE_WAIT))
 
 
 async def _serve(
@@ -111,7 +132,11 @@ async def _serve(
                 await super().startup(sockets)
                 log.info("control API listening", extra={"event": "api_started", "url": url})
 
-        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        # log_config=None: uvicorn's lines go through the service's handler (control/logs.py),
+        # so a JSON log stays JSON lines; its own config gave them a handler and format apart.
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, log_config=None
+        )
         server = _ApiServer(config)
         servers.append(server)
         await server.serve(sockets=[sock])

@@ -2,8 +2,8 @@
 
 Each tick claims as many due tasks as there is room for and starts them in the background, so a
 slow asset never delays the next tick. APScheduler 3's ``shutdown()`` cancels running coroutine
-jobs at once (docs/contract.md §6.1), so shutdown is ours: stop claiming, give the work in flight
-a grace period, cancel what is left, hand its leases back (a stop that hangs is reported: stall.py).
+jobs at once (docs/contract.md §6.1), so shutdown is ours: stop claiming, give all that runs one
+grace period, cancel what is left, hand its leases back (a stop that hangs is reported: stall.py).
 """
 
 from __future__ import annotations
@@ -64,8 +64,7 @@ class Daemon:
         self.outage_reports = OutageReports(store, self.owner)
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
-        #: A failure outside any task (``abort``), raised by ``run``.
-        self.failure: BaseException | None = None
+        self.failure: BaseException | None = None  # one outside any task (abort), run raises it
         self._aborted: dict[asyncio.Task[None], Claim] = {}
         self._stop = asyncio.Event()
         self._forced = False
@@ -75,6 +74,7 @@ class Daemon:
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._wake: asyncio.TimerHandle | None = None
         self._stall: threading.Timer | None = None  # the stall report a stop arms (stall.py)
+        self.deadline: float | None = None  # loop time the stop's grace ends, once stopping
         #: Watch mode: the passes when due, the events any replica's receiver queued (None: off).
         self.watcher: Watcher | None = None
         self.webhooks: WebhookApplier | None = None
@@ -189,7 +189,7 @@ class Daemon:
         try:
             await self._stop.wait()
         finally:
-            until = loop.time() + self.shutdown_grace  # one grace period for all that follows
+            until = self.deadline = loop.time() + self.shutdown_grace  # one for all that follows
             scheduler.pause()
             if self._wake is not None:
                 self._wake.cancel()
@@ -200,8 +200,8 @@ class Daemon:
                 await asyncio.wait_for(self._tick_lock.acquire(), until - loop.time())
                 self._tick_lock.release()
             await asyncio.gather(*self._kicks, return_exceptions=True)
-            if self.webhooks is not None:
-                await self.webhooks.stop()  # events cut short are claimed again later
+            if self.webhooks is not None:  # events cut short are claimed again later
+                await self.webhooks.stop(until - loop.time())
             if self.watcher is not None:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
             await self._finish_in_flight(until - loop.time())

@@ -100,13 +100,13 @@ class WebhookApplier:
         except MixpeekError as exc:
             log.warning("webhook events wait: %s", exc, extra={"event": "webhook_deferred"})
 
-    async def stop(self, grace: float = 5.0) -> None:
-        """Let a batch being applied end (cancelled mid-statement, it could strand a state
-        store connection, whose worker thread keeps the process from exiting); cancel it after
-        ``grace`` seconds. No batch starts once stopping; what is cut short is claimed later."""
+    async def stop(self, grace: float) -> None:
+        """Let a batch being applied end within ``grace`` seconds (what the daemon's stop has
+        left), then cancel it: a write under way still ends whole (``state/base.py``). No
+        batch starts once stopping; what is cut short is claimed again later."""
         self.stopping = True
         if self._tasks:
-            _, late = await asyncio.wait(list(self._tasks), timeout=grace)
+            _, late = await asyncio.wait(list(self._tasks), timeout=max(grace, 0.0))
             for task in late:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

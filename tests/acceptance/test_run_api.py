@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -146,3 +147,60 @@ def test_the_daemon_starts_while_the_api_loads_and_stops_if_it_cannot(tmp_path: 
     assert "daemon_started" in names and "api_started" not in names
     assert "fastapi is broken here" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_request_waiting_on_mixpeek_does_not_hold_the_stop_past_its_grace(
+    tmp_path: Path, emulator: EmulatorServer
+) -> None:
+    """SYNC_SHUTDOWN_GRACE bounds the whole stop: the control API, which stops after the
+    daemon, waits for a request under way (a submission Mixpeek is slow to answer) only for
+    what is left of the grace, not 5 s more."""
+    port = free_port()
+    service = Service(
+        tmp_path,
+        emulator,
+        SYNC_API_PORT=str(port),
+        SYNC_SHUTDOWN_GRACE="1",
+        SYNC_LOG_FORMAT="json",
+    )
+    daemon = service.start("run")
+    base = f"http://127.0.0.1:{port}"
+    outcome: list[tuple[int, str] | Exception] = []
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        emulator.update_config(latency=30.0)
+        body = {"collection_id": "api", "items": [{"kind": "text", "text": "hello"}]}
+
+        def submit() -> None:
+            try:
+                answer = httpx.post(f"{base}/submit", json=body, timeout=60)
+                outcome.append((answer.status_code, answer.text))
+            except httpx.HTTPError as exc:
+                outcome.append(exc)
+
+        client = threading.Thread(target=submit)
+        client.start()
+        time.sleep(1.0)  # the submission is at Mixpeek (the emulator), waiting 30 s
+        assert client.is_alive() and not outcome
+        stopping = time.monotonic()
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(timeout=20)
+        took = time.monotonic() - stopping
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    client.join(timeout=10)
+    assert code == 0
+    assert took < 1 + 1.5, took  # the grace, then at most the API's cut-off (before: 6 s)
+    # The caller learns why the request was cut, instead of a hang or a bare 500.
+    [(status, text)] = outcome
+    assert status == 503 and "stopped before this request finished" in text, outcome
+    # uvicorn's own lines (the request cut off) are JSON lines like the service's.
+    stderr = daemon.stderr.read() if daemon.stderr else ""
+    lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+    assert any(e["logger"] == "uvicorn.error" and "Cancel 1" in e["message"] for e in lines)

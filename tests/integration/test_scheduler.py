@@ -11,6 +11,7 @@ import pytest
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.scheduler import Daemon
+from sync_service.keep.webhook_events import WebhookApplier
 from sync_service.state.records import Claim
 from sync_service.state.store import Store
 from sync_service.upstream.port import Outage
@@ -113,3 +114,40 @@ async def test_shutdown_takes_one_grace_period_in_all_not_one_per_wait(store: St
     assert daemon._stall is not None and daemon._stall.finished.is_set()
     # The abandoned work gave its lease back: the task is due again at once.
     assert [c.task_id for c in await store.claim_due("next", 10, 30)] == ["t1"]
+
+
+async def test_a_webhook_batch_under_way_keeps_to_the_same_grace(store: Store) -> None:
+    """A webhook batch that does not end (Mixpeek slow to answer) is cut when the stop's one
+    grace period ends: it had 5 s of its own, after the tick's wait and before the work's."""
+    daemon = Daemon(
+        store,
+        Recorder(store, []),  # type: ignore[arg-type]
+        poll_interval=30.0,
+        claim_batch=10,
+        lease_seconds=30,
+        shutdown_grace=0.8,
+    )
+    # Only its batches are run here (drain replaced): no settings or upstream are reached.
+    applier = WebhookApplier(None, store, None, Metrics(), owner=daemon.owner)  # type: ignore[arg-type]
+    applying, cut = asyncio.Event(), asyncio.Event()
+
+    async def batch_never_ending() -> int:
+        applying.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            cut.set()
+        return 0
+
+    applier.drain = batch_never_ending  # type: ignore[method-assign]
+    daemon.webhooks = applier
+    running = asyncio.create_task(daemon.run())
+    await asyncio.sleep(0.2)  # the daemon has started
+    applier.wake()  # as the receiver does for an event it queued
+    await asyncio.wait_for(applying.wait(), timeout=5)
+    started = time.monotonic()
+    daemon.request_stop()
+    assert await asyncio.wait_for(running, timeout=10) == 0
+    took = time.monotonic() - started
+    assert 0.7 <= took < 1.5, took  # the grace (0.8 s), not the batch's own 5 s
+    assert cut.is_set() and daemon.deadline is not None
