@@ -20,6 +20,7 @@ from typing import Any, cast
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 from sync_service.engine.availability import OutageReports, StoreHealth, task_store_unavailable
+from sync_service.engine.ending import finish_in_flight
 from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
 from sync_service.engine.stall import report_stall
@@ -71,6 +72,7 @@ class Daemon:
         self._drain = False
         self._tick_lock = asyncio.Lock()
         self._kicks: set[asyncio.Task[None]] = set()
+        self._short = False  # the last claim took every due task (it came up short)
         self._jobs: set[asyncio.Task[Any]] = set()  # scheduled jobs running now
         self._wake: asyncio.TimerHandle | None = None
         self._stall: threading.Timer | None = None  # the stall report a stop arms (stall.py)
@@ -204,7 +206,8 @@ class Daemon:
                 await self.webhooks.stop(until - loop.time())
             if self.watcher is not None:
                 await self.watcher.stop()  # a pass cut short resumes at its next page
-            await self._finish_in_flight(until - loop.time())
+            pending = {**self._aborted, **self.in_flight}
+            await finish_in_flight(self.store, pending, until - loop.time())
             if self._jobs:  # they end before the scheduler would cancel them
                 await asyncio.wait(self._jobs, timeout=max(until - loop.time(), 0))
             scheduler.shutdown(wait=False)
@@ -301,6 +304,7 @@ class Daemon:
             self.store_health.failed(exc)  # ride it out: the next tick tries again
             return
         self.store_health.answered()
+        self._short = room > 0 and len(claims) < room  # no due work left behind (_after_task)
         for claim in claims:
             task = asyncio.create_task(self._process(claim), name=f"task:{claim.task_id}")
             self.in_flight[task] = claim
@@ -377,24 +381,16 @@ class Daemon:
             self.in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             if self.on_progress is not None:
                 self.on_progress()
-            self._kick()
+            self._after_task()
 
-    async def _finish_in_flight(self, grace: float) -> None:
-        """Let in-flight work end within ``grace`` seconds; cancel and release the rest."""
-        pending = {**self._aborted, **self.in_flight}
-        if not pending:
-            return
-        _, still = await asyncio.wait(pending, timeout=max(grace, 0))
-        if still:
-            log.warning(
-                "abandoning work in flight",
-                extra={"event": "shutdown_abandon", "tasks": len(still)},
-            )
-            for task in still:
-                task.cancel()
-            await asyncio.gather(*still, return_exceptions=True)
-        # Work cut short gives its lease back: the next start takes it without waiting.
-        for task, claim in pending.items():
-            if task.cancelled():
-                with suppress(Exception):
-                    await self.store.release(claim)
+    def _after_task(self) -> None:
+        """A task ended: claim again if the last claim may have left due work behind (it
+        filled its room), or if a drain may be over. Else a claim would find nothing (one per
+        ended task did: 83 for 100 tasks in bench scenario 10); look when the next task falls
+        due instead, its own reschedule included (a claim then, at once if due now)."""
+        if not self._short or (self._drain and not self.in_flight):
+            self._kick()
+        elif not self._stop.is_set():
+            look = asyncio.create_task(self._wake_when_due())
+            self._kicks.add(look)
+            look.add_done_callback(self._kicks.discard)

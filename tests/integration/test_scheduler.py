@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -151,3 +152,86 @@ async def test_a_webhook_batch_under_way_keeps_to_the_same_grace(store: Store) -
     took = time.monotonic() - started
     assert 0.7 <= took < 1.5, took  # the grace (0.8 s), not the batch's own 5 s
     assert cut.is_set() and daemon.deadline is not None
+
+
+class Counting:
+    """Counts the daemon's claims (``Store.claim_due``) on a real store."""
+
+    def __init__(self, store: Store) -> None:
+        self.claims = 0
+        self._claim_due = store.claim_due
+
+        async def claim_due(*args: Any, **kwargs: Any) -> list[Claim]:
+            self.claims += 1
+            return await self._claim_due(*args, **kwargs)
+
+        store.claim_due = claim_due  # type: ignore[method-assign]
+
+
+class Finishing(Recorder):
+    """A stand-in pipeline that marks each task failed (its work is over) and goes on; the
+    tasks end 0.1 s apart (ending together, their claims would be one)."""
+
+    async def process(self, claim: Claim) -> None:
+        self.seen[claim.task_id] = time.monotonic()
+        await asyncio.sleep(0.1 * len(self.seen))
+        await self.store.mark_failed(claim, "test")
+
+
+def _daemon(store: Store, pipeline: Recorder, claim_batch: int) -> Daemon:
+    return Daemon(
+        store,
+        pipeline,  # type: ignore[arg-type]
+        poll_interval=30.0,  # no tick after the first: what happens comes from the kicks
+        claim_batch=claim_batch,
+        lease_seconds=30,
+        shutdown_grace=5,
+    )
+
+
+async def test_a_task_ending_claims_again_only_if_due_work_may_be_left(store: Store) -> None:
+    """The first claim took every due task, so the tasks that end do not claim again (each
+    such claim found nothing); the last one does, and the drain ends."""
+    await store.track(["a", "b", "c"])
+    counting = Counting(store)
+    pipeline = Finishing(store, [])
+    assert await asyncio.wait_for(_daemon(store, pipeline, 10).run(drain=True), 20) == 0
+    assert set(pipeline.seen) == {"a", "b", "c"}
+    assert counting.claims == 2  # the first, and the drain's last look (it was 4)
+
+
+async def test_with_more_due_than_room_each_ending_task_claims_the_next(store: Store) -> None:
+    await store.track([f"t{i}" for i in range(5)])
+    counting = Counting(store)
+    pipeline = Finishing(store, [])
+    started = time.monotonic()
+    assert await asyncio.wait_for(_daemon(store, pipeline, 2).run(drain=True), 20) == 0
+    assert len(pipeline.seen) == 5
+    assert time.monotonic() - started < 10  # not one task per 30 s tick
+    assert counting.claims >= 3
+
+
+class Rescheduling(Recorder):
+    """Still running at the first look (asked again in 0.4 s), over at the second."""
+
+    async def process(self, claim: Claim) -> None:
+        if claim.task_id in self.seen:
+            self.seen["again"] = time.monotonic()
+            await self.store.mark_failed(claim, "test")
+            self.daemon[0].request_stop()
+            return
+        self.seen[claim.task_id] = time.monotonic()
+        await self.store.reschedule(claim, upstream_status="PROCESSING", delay=0.4)
+
+
+async def test_a_task_rescheduled_is_claimed_at_its_due_time_without_a_claim_before(
+    store: Store,
+) -> None:
+    await store.track(["t1"])
+    counting = Counting(store)
+    holder: list[Daemon] = []
+    pipeline = Rescheduling(store, holder)
+    holder.append(_daemon(store, pipeline, 10))
+    assert await asyncio.wait_for(holder[0].run(), 20) == 0
+    assert 0.3 <= pipeline.seen["again"] - pipeline.seen["t1"] < 2.0  # its due time, not a tick
+    assert counting.claims == 2  # the first, and the one at its due time (it was 3)
