@@ -65,7 +65,8 @@ class Daemon:
         self.outage_reports = OutageReports(store, self.owner)
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None
-        self.failure: BaseException | None = None  # one outside any task (abort), run raises it
+        #: A failure outside any task (``abort``), raised by ``run``.
+        self.failure: BaseException | None = None
         self._aborted: dict[asyncio.Task[None], Claim] = {}
         self._stop = asyncio.Event()
         self._forced = False

@@ -27,6 +27,18 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def wait_healthy(base: str) -> None:
+    """Until the control API at ``base`` answers its health check (it loads in the
+    background)."""
+    for _ in range(100):
+        try:
+            if httpx.get(f"{base}/healthz").status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+
+
 def test_run_serves_the_control_api_and_logs_json_without_secrets(
     tmp_path: Path, emulator: EmulatorServer
 ) -> None:
@@ -43,12 +55,7 @@ def test_run_serves_the_control_api_and_logs_json_without_secrets(
     daemon = service.start("run")
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(base)
         auth = {"Authorization": f"Bearer {TOKEN}"}
         assert httpx.get(f"{base}/readyz").json()["ready"] is True
         assert httpx.get(f"{base}/metrics").status_code == 401
@@ -167,12 +174,7 @@ def test_a_request_waiting_on_mixpeek_does_not_hold_the_stop_past_its_grace(
     base = f"http://127.0.0.1:{port}"
     outcome: list[tuple[int, str] | Exception] = []
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+        wait_healthy(base)
         emulator.update_config(latency=30.0)
         body = {"collection_id": "api", "items": [{"kind": "text", "text": "hello"}]}
 
