@@ -91,6 +91,25 @@ def _requests_wait(service: Service) -> float:
     return min(REQUESTS_WAIT, max(left, CLOSE_WAIT))
 
 
+class _CutRequestsFilter(logging.Filter):
+    """uvicorn logs the requests it cancels when the stop grace is over as an ERROR. Here
+    that is a stop doing what it was told (SYNC_SHUTDOWN_GRACE), and each caller got a 503
+    saying why (control/api.py's Guard): a warning, in the service's words."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.msg, str) and record.msg.startswith("Cancel %s running task"):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg = (
+                "control API stopped: %s request(s) still under way when the shutdown grace "
+                "ran out were cut; each caller was answered 503 with Retry-After"
+            )
+            record.event = "api_requests_cut"
+        return True
+
+
+_CUT_REQUESTS = _CutRequestsFilter()
+
+
 async def _serve(
     service: Service, sock: socket.socket, url: str, servers: list[uvicorn.Server]
 ) -> None:
@@ -104,6 +123,8 @@ async def _serve(
         import uvicorn
 
         from sync_service.control.api import create_api
+
+        logging.getLogger("uvicorn.error").addFilter(_CUT_REQUESTS)  # once: same object
 
         settings = service.settings
         token = settings.api_token.get_secret_value() if settings.api_token else None
