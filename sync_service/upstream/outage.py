@@ -7,7 +7,10 @@ task for good. So the engine asks :meth:`Outage.confirm` before it counts an att
 anything answered (any status below 500) in the last few seconds, Mixpeek is up and the error
 belongs to the work; otherwise one probe request decides.
 
-A probe that gets no answer opens the breaker: calls then fail at once with
+A probe that gets no answer is tried again, twice, while less than a second has passed: a
+Mixpeek that answers one request in five with a 500 is flaky, not down (one probe used to decide,
+and on such a Mixpeek it paused every task and failed a control-API submission at once). Only a
+probe that fails every try opens the breaker: calls then fail at once with
 :class:`MixpeekUnavailable` (no request is sent, so in-flight retry loops end), the daemon stops
 claiming and probes again with a growing interval, and the first probe that gets an answer closes
 it. Attempts failing with nothing answering for a while also start a probe in the background, so
@@ -53,7 +56,10 @@ def outage_like(error: BaseException) -> bool:
 
 class Outage:
     """The breaker. ``recent``: an answer this many seconds old still proves Mixpeek up.
-    ``first_probe``/``max_probe``: the growing wait between probes while it is open."""
+    ``first_probe``/``max_probe``: the growing wait between probes while it is open.
+    ``probe_tries``/``probe_pause``: how often one probe asks (pausing ``probe_pause``, then
+    twice that, ...) before it counts as no answer; a try is only repeated within
+    ``probe_window`` seconds of the first, so a probe that timed out is not repeated."""
 
     def __init__(
         self,
@@ -61,11 +67,17 @@ class Outage:
         recent: float = 5.0,
         first_probe: float = 1.0,
         max_probe: float = 30.0,
+        probe_tries: int = 3,
+        probe_pause: float = 0.2,
+        probe_window: float = 1.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.recent = recent
         self.first_probe = first_probe
         self.max_probe = max_probe
+        self.probe_tries = max(1, probe_tries)
+        self.probe_pause = probe_pause
+        self.probe_window = probe_window
         self._clock = clock
         self._probe: Probe | None = None
         # Nothing has answered yet: a process whose first requests fail checks at once.
@@ -165,12 +177,8 @@ class Outage:
         return task
 
     async def _run_probe(self) -> bool:
-        assert self._probe is not None
         try:
-            try:
-                why = await self._probe()
-            except Exception as exc:  # the probe must decide, not raise
-                why = str(exc) or type(exc).__name__
+            why = await self._ask()
             if why is None:
                 self._close()
                 return True
@@ -178,6 +186,25 @@ class Outage:
             return False
         finally:
             self._probing = None
+
+    async def _ask(self) -> str | None:
+        """One probe: None as soon as a try gets an answer, else the last try's reason."""
+        probe = self._probe  # detach() cancels this task: the same probe throughout
+        assert probe is not None
+        started = self._clock()
+        pause = self.probe_pause
+        for attempt in range(1, self.probe_tries + 1):
+            try:
+                why = await probe()
+            except Exception as exc:  # the probe must decide, not raise
+                why = str(exc) or type(exc).__name__
+            if why is None:
+                return None
+            if attempt == self.probe_tries or self._clock() - started >= self.probe_window:
+                break
+            await asyncio.sleep(pause)
+            pause *= 2
+        return why
 
     def _open(self, why: str) -> None:
         now = self._clock()

@@ -24,18 +24,32 @@ class Clock:
 
 
 class Probe:
-    """Answers as told, and counts how often it was asked."""
+    """Answers as told, and counts how often it was asked (each try of a probe); ``fails``:
+    the next tries that fail even while up (a flaky Mixpeek); ``takes``: seconds each try
+    moves the clock (a try that timed out)."""
 
-    def __init__(self, answers: bool = True) -> None:
+    def __init__(self, answers: bool = True, clock: Clock | None = None) -> None:
         self.up = answers
         self.calls = 0
+        self.fails = 0
+        self.takes = 0.0
+        self.clock = clock
         self.gate: asyncio.Event | None = None
 
     async def __call__(self) -> str | None:
         self.calls += 1
         if self.gate is not None:
             await self.gate.wait()
+        if self.clock is not None:
+            self.clock.now += self.takes
+        if self.fails:
+            self.fails -= 1
+            return "GET /tasks/x answered 500"
         return None if self.up else "connection refused"
+
+
+#: Tries of one probe that gets no answer (Outage's default).
+TRIES = 3
 
 
 DOWN = MixpeekTransportError("refused", error_type="ConnectError")
@@ -43,7 +57,7 @@ FIVE_HUNDRED = MixpeekServerError("boom", status=503)
 
 
 def breaker(probe: Probe, clock: Clock) -> Outage:
-    outage = Outage(recent=5.0, first_probe=1.0, max_probe=8.0, clock=clock)
+    outage = Outage(recent=5.0, first_probe=1.0, max_probe=8.0, probe_pause=0.001, clock=clock)
     outage.attach(probe)
     return outage
 
@@ -88,7 +102,7 @@ async def test_with_no_recent_answer_a_probe_decides() -> None:
     # While open, every outage-like error is the outage, with no further probe.
     assert await outage.confirm(FIVE_HUNDRED)
     assert await outage.confirm(MixpeekUnavailable("not sent"))
-    assert probe.calls == 2
+    assert probe.calls == 1 + TRIES
 
 
 async def test_probes_back_off_while_open_and_the_first_answer_closes_it() -> None:
@@ -128,7 +142,7 @@ async def test_concurrent_callers_share_one_probe() -> None:
     await asyncio.sleep(0)
     probe.gate.set()
     assert await asyncio.gather(*checks) == [True] * 20
-    assert probe.calls == 1
+    assert probe.calls == TRIES  # one probe, tried TRIES times
 
 
 async def test_failed_attempts_with_nothing_answering_start_a_probe_in_the_background() -> None:
@@ -141,11 +155,11 @@ async def test_failed_attempts_with_nothing_answering_start_a_probe_in_the_backg
     clock.now += 5
     outage.failed()
     outage.failed()  # one probe at a time
-    await asyncio.sleep(0.01)
-    assert probe.calls == 1 and outage.is_open
+    await asyncio.sleep(0.05)
+    assert probe.calls == TRIES and outage.is_open
     outage.failed()  # already open: the ticks probe from now on
-    await asyncio.sleep(0.01)
-    assert probe.calls == 1
+    await asyncio.sleep(0.05)
+    assert probe.calls == TRIES
 
 
 async def test_a_process_that_never_got_an_answer_checks_at_once() -> None:
@@ -172,3 +186,30 @@ async def test_a_probe_that_raises_counts_as_no_answer() -> None:
     outage.attach(broken)
     assert not await outage.check()
     assert outage.reason == "network is unreachable"
+
+
+async def test_a_flaky_mixpeek_is_not_an_outage() -> None:
+    """A probe whose first tries answer 500 and whose next one answers: Mixpeek is up (with
+    one try, a Mixpeek failing one request in five paused everything one probe in five)."""
+    clock = Clock()
+    probe = Probe(answers=True, clock=clock)
+    outage = breaker(probe, clock)
+    probe.fails = TRIES - 1
+    assert not await outage.confirm(FIVE_HUNDRED)
+    assert probe.calls == TRIES and not outage.is_open
+    # Every try failing is an outage, with the last try's reason.
+    probe.fails = TRIES
+    clock.now += 6
+    assert await outage.confirm(FIVE_HUNDRED)
+    assert outage.is_open and outage.reason == "GET /tasks/x answered 500"
+
+
+async def test_a_probe_try_that_took_its_time_is_not_repeated() -> None:
+    """Tries are repeated only within probe_window (1 s) of the first: a try that timed out
+    says enough, and a hung Mixpeek must not hold a failing call for three timeouts."""
+    clock = Clock()
+    probe = Probe(answers=False, clock=clock)
+    probe.takes = 1.5
+    outage = breaker(probe, clock)
+    assert await outage.confirm(DOWN)
+    assert probe.calls == 1 and outage.is_open
