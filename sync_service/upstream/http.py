@@ -192,7 +192,11 @@ class MixpeekHttp:
         def before_sleep(state: RetryCallState) -> None:
             error = state.outcome.exception() if state.outcome else None
             reason = _retry_reason(error)
-            log.info(
+            # A first failure that the retry fixes is routine on a flaky network: at INFO, 10 %
+            # of 5xx made a line per ten requests (dozens a second in the daemon, a screenful
+            # above `verify`'s progress bar). It stays in the metric; a second failure is a line.
+            log.log(
+                logging.DEBUG if state.attempt_number == 1 else logging.INFO,
                 "Mixpeek %s: attempt %d failed (%s); retrying in %.2f s",
                 endpoint, state.attempt_number, reason, state.upcoming_sleep,
             )  # fmt: skip

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 import traceback
 from collections.abc import Awaitable, Callable
@@ -246,6 +247,21 @@ async def test_503_then_200() -> None:
     async with make(script) as client:
         assert (await client.get_task("t1")).task_id == "t1"
     assert len(script.requests) == 2
+
+
+async def test_a_retry_is_logged_at_info_only_from_the_second_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One failure the retry fixes is routine (DEBUG; the metric counts it); a call failing
+    again is worth a line a person sees at the default level."""
+    script = Script(err(503), err(502), ok(TASK))
+    with caplog.at_level(logging.DEBUG, logger="sync_service"):
+        async with make(script) as client:
+            await client.get_task("t1")
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if "retrying in" in r.message]
+    assert [level for level, _ in lines] == [logging.DEBUG, logging.INFO], lines
+    assert "attempt 1 failed (http_503)" in lines[0][1]
+    assert "attempt 2 failed (http_502)" in lines[1][1]
 
 
 async def test_500_forever_gives_up_after_max_attempts() -> None:
