@@ -37,8 +37,9 @@ from sync_service.upstream.transport import AiohttpClient, pooled_transport
 
 __all__ = ["MixpeekHttp", "RandomSource", "RequestObserver", "RetryPolicy"]
 
-# The client's logger: retry log lines keep the name they had before the plumbing moved here.
-log = logging.getLogger("sync_service.upstream.gen_b.client")
+# One name for both API generations' requests (this plumbing serves the 2024 and the v1
+# client): it was "sync_service.upstream.gen_b.client", which told a v1 user the wrong API.
+log = logging.getLogger("sync_service.upstream")
 R = TypeVar("R")
 
 
