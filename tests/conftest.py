@@ -28,7 +28,7 @@ def _share_httpx_default_tls_context() -> None:
     test_http_transport.py) are not."""
     from httpx._transports import default
 
-    make = default.create_ssl_context
+    make = default.create_ssl_context  # type: ignore[attr-defined]  # not re-exported
     made: dict[tuple[str | None, str | None], Any] = {}
 
     def shared(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
@@ -39,7 +39,7 @@ def _share_httpx_default_tls_context() -> None:
             made[key] = make(verify=verify, cert=cert, trust_env=trust_env)
         return made[key]
 
-    default.create_ssl_context = shared  # type: ignore[assignment]
+    default.create_ssl_context = shared  # type: ignore[attr-defined]
 
 
 _share_httpx_default_tls_context()

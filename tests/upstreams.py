@@ -192,8 +192,8 @@ class MixpeekV1(Mixpeek):
         httpx.post(f"{self.url}/_emulator/objects/{obj}/reprocess").raise_for_status()
         if mode == "features":
             self.patch(document_ids="deterministic")
-            body = {"document_ids": old}
-            httpx.post(f"{self.url}/_emulator/documents/delete", json=body).raise_for_status()
+            gone = {"document_ids": old}
+            httpx.post(f"{self.url}/_emulator/documents/delete", json=gone).raise_for_status()
 
     def documents(self, object_id: str | None = None) -> list[dict[str, Any]]:
         """The collection's documents with vectors (of one root object), in creation order."""
