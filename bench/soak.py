@@ -4,6 +4,7 @@ the test oracle.
     .venv/bin/python -m bench.soak --minutes 5                  # 2024 API, one daemon
     .venv/bin/python -m bench.soak --api v1 --minutes 5
     .venv/bin/python -m bench.soak --replicas 2 --database-url postgresql://postgres@127.0.0.1/soak
+    .venv/bin/python -m bench.soak --qdrant-outages               # Qdrant down at times, too
 
 The emulator (in this process) answers one request in ten with a 5xx. A churn thread adds
 assets, changes them (new vectors, new captions, features replaced by new ones) and deletes
@@ -14,6 +15,8 @@ the daemons get a quiet minute and stop, and Qdrant is compared with what the em
 then (``tests/support.py``'s oracle: every point's vectors and payload). Exit 0 when it holds
 exactly that, 1 otherwise. One daemon uses SQLite and embedded Qdrant; several share an empty
 PostgreSQL database (``--database-url``) and the Qdrant REST stand-in (``tests/qdrant_server.py``).
+``--qdrant-outages`` runs on the stand-in and takes it down (every request answered 503) for
+5-15 s every 20-50 s.
 """
 
 from __future__ import annotations
@@ -51,6 +54,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0, help="churn and kills (default 5)")
     parser.add_argument("--replicas", type=int, default=1, help="daemons at once (default 1)")
     parser.add_argument("--database-url", help="an empty PostgreSQL database (replicas > 1)")
+    parser.add_argument(
+        "--qdrant-outages", action="store_true", help="Qdrant (the stand-in) down at times"
+    )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--keep", type=Path, help="keep the logs and data in this folder")
     args = parser.parse_args()
@@ -58,9 +64,10 @@ def main() -> int:
         parser.error("--replicas > 1 needs --database-url (replicas share PostgreSQL)")
     rng = random.Random(args.seed)
     root = args.keep or Path(tempfile.mkdtemp(prefix="soak-"))
+    server = args.replicas > 1 or args.qdrant_outages
     with (
         open_mixpeek(args.api, processing_time=1.5, seed=args.seed) as world,
-        _qdrant(root, args.replicas) as qdrant_env,
+        _qdrant(root, server) as (qdrant_env, stand_in),
     ):
         env = {
             **world.env,
@@ -80,6 +87,9 @@ def main() -> int:
         world.patch(error_rate=0.1)
         churn = Churn(world, rng)
         churn.start()
+        outages = Outages(stand_in, random.Random(args.seed + 1)) if args.qdrant_outages else None
+        if outages is not None:
+            outages.start()
         daemons = [service.start("run") for _ in range(args.replicas)]
         started = time.monotonic()
         while time.monotonic() - started < args.minutes * 60:
@@ -96,6 +106,8 @@ def main() -> int:
             time.sleep(rng.uniform(0.2, 2))
             daemons[k] = service.start("run")
         churn.stop()
+        if outages is not None:
+            outages.stop()
         print(f"churn stopped: {dict(churn.counts)}; {QUIET:.0f} s quiet", flush=True)
         time.sleep(QUIET)
         for daemon in daemons:
@@ -148,6 +160,35 @@ class Churn:
             time.sleep(self.rng.uniform(0.2, 0.8))
 
 
+class Outages:
+    """Qdrant down (the stand-in answers every request 503) for 5-15 s every 20-50 s."""
+
+    def __init__(self, stand_in: QdrantStandIn | None, rng: random.Random) -> None:
+        assert stand_in is not None, "outages need the stand-in"
+        self.stand_in = stand_in
+        self.rng = rng
+        self.count = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="outages", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.stand_in.clear_faults()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.rng.uniform(20, 50)):
+            down = self.rng.uniform(5, 15)
+            self.stand_in.set_faults("down")
+            self.count += 1
+            print(f"Qdrant down for {down:.0f} s (outage {self.count})", flush=True)
+            self._stop.wait(down)
+            self.stand_in.clear_faults()
+
+
 def _retried(call: Callable[..., Any], *args: Any) -> Any:
     for _ in range(50):
         try:
@@ -158,13 +199,13 @@ def _retried(call: Callable[..., Any], *args: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _qdrant(root: Path, replicas: int) -> Iterator[dict[str, str]]:
-    """Embedded Qdrant for one daemon; the REST stand-in, which several can share, for more."""
-    if replicas == 1:
-        yield {"QDRANT_PATH": str(root / "qdrant")}
+def _qdrant(root: Path, server: bool) -> Iterator[tuple[dict[str, str], QdrantStandIn | None]]:
+    """Embedded Qdrant, or the REST stand-in (which several daemons can share)."""
+    if not server:
+        yield {"QDRANT_PATH": str(root / "qdrant")}, None
         return
-    with QdrantStandIn(root / "qdrant") as server:
-        yield {"QDRANT_URL": server.url}
+    with QdrantStandIn(root / "qdrant") as stand_in:
+        yield {"QDRANT_URL": stand_in.url}, stand_in
 
 
 def _points(qdrant_env: dict[str, str]) -> list[Any]:

@@ -5,6 +5,10 @@ unavailable (logged once, not at every tick), the first claim that succeeds mark
 it is down nothing can be claimed and no attempt can be counted, so no work is lost or spent;
 outcomes already in hand wait for it (``engine/persist.py``). ``/readyz`` and the
 ``sync_state_store_up`` metric say since when.
+
+Qdrant's availability is read the same way from the pipeline's writes: the first write that
+finds it down logs it, the first that lands again logs its return, and the tasks that reached
+it meanwhile wait without a line each.
 """
 
 from __future__ import annotations
@@ -27,26 +31,44 @@ def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
-class StoreHealth:
-    """Whether the store answers, as the ticks see it. The time it went down is kept once, by
-    the metrics (``on_change(up)``, which ``/readyz`` reads too); this only logs the change."""
+class Availability:
+    """Whether a dependency answers, as the work sees it. Its going away is logged once (a
+    warning saying what waits meanwhile), and so is its return, with how long it was away:
+    one line each instead of one per task or tick. ``on_change(up)`` feeds the metrics (the
+    time it went down is kept there once, which ``/readyz`` reads too)."""
 
-    def __init__(self, on_change: Callable[[bool], None]) -> None:
+    def __init__(
+        self,
+        what: str,
+        meanwhile: str,
+        event: str,
+        on_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.what = what
+        self.meanwhile = meanwhile
+        self.event = event
         self._on_change = on_change
         self._down_at: float | None = None
+
+    @property
+    def down(self) -> bool:
+        return self._down_at is not None
 
     def failed(self, exc: BaseException) -> None:
         reason = first_line(exc)
         if self._down_at is not None:
-            log.debug("state store still unavailable: %s", reason)
+            log.debug("%s still unavailable: %s", self.what, reason)
             return
         self._down_at = time.monotonic()
         log.warning(
-            "state store unavailable: %s; claims paused until it answers",
+            "%s unavailable: %s; %s",
+            self.what,
             reason,
-            extra={"event": "store_unavailable"},
+            self.meanwhile,
+            extra={"event": f"{self.event}_unavailable"},
         )
-        self._on_change(False)
+        if self._on_change is not None:
+            self._on_change(False)
 
     def answered(self) -> None:
         if self._down_at is None:
@@ -54,11 +76,24 @@ class StoreHealth:
         down = time.monotonic() - self._down_at
         self._down_at = None
         log.warning(
-            "state store available again after %.0f s; work resumes",
+            "%s available again after %.0f s; work resumes",
+            self.what,
             down,
-            extra={"event": "store_available", "seconds": round(down, 1)},
+            extra={"event": f"{self.event}_available", "seconds": round(down, 1)},
         )
-        self._on_change(True)
+        if self._on_change is not None:
+            self._on_change(True)
+
+
+def store_health(on_change: Callable[[bool], None]) -> Availability:
+    """The state store, as the daemon's ticks see it: while it is down nothing is claimed."""
+    return Availability("state store", "claims paused until it answers", "store", on_change)
+
+
+def qdrant_health() -> Availability:
+    """Qdrant, as the pipeline's writes see it: while it is down each task that reaches it
+    waits (``SYNC_MAX_POLL_INTERVAL``) without spending an attempt."""
+    return Availability("Qdrant", "tasks wait for it without spending attempts", "qdrant")
 
 
 def task_store_unavailable(exc: BaseException, task_id: str) -> None:

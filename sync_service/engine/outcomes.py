@@ -48,10 +48,12 @@ class Outcomes:
         cause: BaseException | None = None,
         count_attempt: bool = True,
         done: str | None = None,
+        quiet: bool = False,
     ) -> None:
         """Try again later. ``cause``: the upstream error, so that an outage costs no attempt;
         ``count_attempt=False``: an outage already known (Qdrant's); ``done``: the task's asset,
-        when upstream already said DONE."""
+        when upstream already said DONE; ``quiet``: the outage was logged once, this task's
+        wait goes to DEBUG."""
         down = count_attempt and cause is not None and await self.outage.confirm(cause)
         if down:
             count_attempt = False
@@ -80,7 +82,8 @@ class Outcomes:
         )
         if gave_up:
             self.metrics.task_failed()
-        log.warning(
+        log.log(
+            logging.DEBUG if quiet and not gave_up else logging.WARNING,
             "task failed" if gave_up else "task will be retried",
             extra={
                 "event": "task_failed" if gave_up else "task_retry",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
+from sync_service.engine.availability import qdrant_health
 from sync_service.engine.failpoints import failpoint
 from sync_service.engine.outcomes import Outcomes
 from sync_service.engine.persist import persist
@@ -81,6 +82,7 @@ class Pipeline:
         #: The upstream's breaker; passed in when the upstream is made on first use.
         self.outage: Outage = outage or getattr(upstream, "outage", None) or Outage()
         self.outcomes = Outcomes(settings, store, self.metrics, self.outage)
+        self.qdrant = qdrant_health()  # logs Qdrant's outage once, not once per task
         # Fetch outcomes are shared by replicas with the same upstream: URL and namespace.
         self.upstream_key = hashlib.sha256(
             f"{settings.mixpeek_api_url}\n{settings.mixpeek_namespace or ''}".encode()
@@ -210,6 +212,7 @@ class Pipeline:
                 writes.payload_only = [p for p in writes.payload_only if p.point_id in present]
             refused = await self.sink.upsert(target, writes.upsert, version=claim.claimed_at)
             await self.sink.set_payloads(target, writes.payload_only, version=claim.claimed_at)
+            self.qdrant.answered()
         except MixpeekAuthError as exc:
             raise FatalError(str(exc)) from None
         except MixpeekNotFound:
@@ -217,7 +220,7 @@ class Pipeline:
             return
         except SinkUnavailable as exc:
             # Qdrant's outage is not the task's fault: wait for it without spending attempts.
-            await self.outcomes.retry_later(claim, str(exc), count_attempt=False, done=asset_id)
+            await self._qdrant_down(claim, exc, asset_id)
             return
         except Exception as exc:  # upstream or network trouble: worth another try
             # A request refused as invalid (a 4xx, a collection name Qdrant does not allow):
@@ -246,7 +249,7 @@ class Pipeline:
             try:  # after the writes, never before: a crash here leaves extras, not gaps
                 await self.sink.delete_points(target, [r.point_id for r in writes.removed])
             except SinkUnavailable as exc:
-                await self.outcomes.retry_later(claim, str(exc), count_attempt=False, done=asset_id)
+                await self._qdrant_down(claim, exc, asset_id)
                 return
         rejected = [
             Rejected(f.feature_id, "feature vanished upstream (404)", excerpt(f.data))
@@ -322,6 +325,12 @@ class Pipeline:
             await self._not_finished(claim, task)
 
         return later
+
+    async def _qdrant_down(self, claim: Claim, exc: SinkUnavailable, asset_id: str) -> None:
+        self.qdrant.failed(exc)  # one warning for the outage; each task's wait at DEBUG
+        await self.outcomes.retry_later(
+            claim, str(exc), count_attempt=False, done=asset_id, quiet=True
+        )
 
     async def _asset_gone(self, claim: Claim, asset_id: str, status: str | None) -> None:
         """The asset is gone upstream (404): its points go too, then the task is failed.

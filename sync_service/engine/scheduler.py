@@ -19,7 +19,7 @@ from typing import Any, cast
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from sync_service.engine.availability import OutageReports, StoreHealth, task_store_unavailable
+from sync_service.engine.availability import OutageReports, store_health, task_store_unavailable
 from sync_service.engine.ending import finish_in_flight
 from sync_service.engine.idle import worker_name as worker_name  # its callers import it here
 from sync_service.engine.pipeline import FatalError, Pipeline
@@ -61,7 +61,7 @@ class Daemon:
         self.owner = owner or worker_name()
         self.on_progress = on_progress
         self.drain_outage_wait = drain_outage_wait
-        self.store_health = StoreHealth(pipeline.metrics.store_answered)
+        self.store_health = store_health(pipeline.metrics.store_answered)
         self.outage_reports = OutageReports(store, self.owner)
         self.in_flight: dict[asyncio.Task[None], Claim] = {}
         self.fatal: BaseException | None = None

@@ -77,7 +77,7 @@ def test_qdrant_down_for_a_while(
     service = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, SYNC_API_PORT=str(port))
     task_ids = service.submit(*VIDEOS)
     qdrant.set_faults("down")
-    daemon = service.start("run", "--drain")
+    daemon = service.start("run", "--drain", SYNC_LOG_FORMAT="json")
     ready = f"http://127.0.0.1:{port}/readyz"
     wait_for(lambda: _status(ready) == 503)
     time.sleep(2)  # several rounds of retries against a Qdrant that answers 503
@@ -94,6 +94,11 @@ def test_qdrant_down_for_a_while(
     report(line("qdrant:down server", result, recovered_in=f"{recovered_in:.1f}s"))
     assert result == CLEAN
     assert writes and all(r["query"].get("wait") == "true" for r in writes)
+    # A person reads the outage once, and its end: not a warning per task per retry.
+    logged = [json.loads(x) for x in (daemon.stderr.read() if daemon.stderr else "").splitlines()]
+    events = [e.get("event") for e in logged if e["level"] == "WARNING"]
+    assert events.count("qdrant_unavailable") == 1 and events.count("qdrant_available") == 1
+    assert "task_retry" not in events, events
 
 
 def _status(url: str) -> int:
