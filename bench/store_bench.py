@@ -35,6 +35,7 @@ from sqlalchemy import text
 from bench.common import ROOT, Row, Service, TimedEmulator, proc_cpu_seconds, proc_status
 from sync_service.control.metrics import Metrics
 from sync_service.emulator import EmulatorConfig
+from sync_service.engine.availability import qdrant_health
 from sync_service.state.records import Claim
 from sync_service.state.store import Store
 from sync_service.upstream.port import Outage
@@ -55,6 +56,7 @@ class _StubPipeline:
     def __init__(self) -> None:
         self.seen = 0
         self.outage = Outage()
+        self.qdrant = qdrant_health()
         self.metrics = Metrics()
 
     async def process(self, claim: Claim) -> None:

@@ -6,9 +6,10 @@ it is down nothing can be claimed and no attempt can be counted, so no work is l
 outcomes already in hand wait for it (``engine/persist.py``). ``/readyz`` and the
 ``sync_state_store_up`` metric say since when.
 
-Qdrant's availability is read the same way from the pipeline's writes: the first write that
-finds it down logs it, the first that lands again logs its return, and the tasks that reached
-it meanwhile wait without a line each.
+Qdrant's availability is read from the pipeline's writes: the first write that finds it down
+logs it and pauses the claims; a tick then probes it, at growing intervals, and the first answer
+(or a write that lands) logs its return. The tasks that reached it meanwhile wait without a line
+each.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ log = logging.getLogger("sync_service.engine.scheduler")
 
 def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+#: Seconds between probes of a dependency found down: the first wait, and the longest.
+FIRST_PROBE, MAX_PROBE = 1.0, 30.0
 
 
 class Availability:
@@ -49,10 +54,29 @@ class Availability:
         self.event = event
         self._on_change = on_change
         self._down_at: float | None = None
+        self._wait = FIRST_PROBE  # before the next probe (holding); doubles up to MAX_PROBE
+        self._next_probe = 0.0
 
     @property
     def down(self) -> bool:
         return self._down_at is not None
+
+    async def holding(self, probe: Callable[[], Awaitable[object]]) -> bool:
+        """True while it is down: the caller holds new work back. When the wait since the last
+        probe is over, ``probe`` decides (raising: still down, and the next wait doubles)."""
+        if self._down_at is None:
+            return False
+        if time.monotonic() < self._next_probe:
+            return True
+        try:
+            await probe()
+        except Exception as exc:
+            self._wait = min(MAX_PROBE, self._wait * 2)
+            self._next_probe = time.monotonic() + self._wait
+            log.debug("%s still unavailable: %s", self.what, first_line(exc))
+            return True
+        self.answered()
+        return False
 
     def failed(self, exc: BaseException) -> None:
         reason = first_line(exc)
@@ -60,6 +84,8 @@ class Availability:
             log.debug("%s still unavailable: %s", self.what, reason)
             return
         self._down_at = time.monotonic()
+        self._wait = FIRST_PROBE
+        self._next_probe = self._down_at + FIRST_PROBE
         log.warning(
             "%s unavailable: %s; %s",
             self.what,
@@ -91,9 +117,10 @@ def store_health(on_change: Callable[[bool], None]) -> Availability:
 
 
 def qdrant_health() -> Availability:
-    """Qdrant, as the pipeline's writes see it: while it is down each task that reaches it
-    waits (``SYNC_MAX_POLL_INTERVAL``) without spending an attempt."""
-    return Availability("Qdrant", "tasks wait for it without spending attempts", "qdrant")
+    """Qdrant, as the pipeline's writes see it: while it is down the daemon claims nothing
+    (claimed work would fetch its content from Mixpeek only to find Qdrant down) and probes it;
+    a task already under way waits (``SYNC_MAX_POLL_INTERVAL``) without spending an attempt."""
+    return Availability("Qdrant", "claims paused, no attempts spent, until it answers", "qdrant")
 
 
 def task_store_unavailable(exc: BaseException, task_id: str) -> None:

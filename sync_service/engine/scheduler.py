@@ -292,6 +292,9 @@ class Daemon:
     async def _claim_and_start(self) -> None:
         if await self._upstream_unavailable():
             return
+        qdrant = self.pipeline.qdrant  # down: a tick probes it instead (availability.py)
+        if qdrant.down and await qdrant.holding(self.pipeline.sink.ping):
+            return
         room = self.claim_batch - len(self.in_flight)
         try:
             claims = (

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from sync_service.control.metrics import Metrics
+from sync_service.engine.availability import qdrant_health
 from sync_service.engine.scheduler import Daemon
 from sync_service.keep.webhook_events import WebhookApplier
 from sync_service.state.records import Claim
@@ -34,6 +35,7 @@ class Recorder:
         self.daemon = daemon
         self.seen: dict[str, float] = {}
         self.outage = Outage()  # never opens: no probe is attached
+        self.qdrant = qdrant_health()  # up until a test says otherwise
         self.metrics = Metrics()
 
     async def process(self, claim: Claim) -> None:
@@ -235,3 +237,56 @@ async def test_a_task_rescheduled_is_claimed_at_its_due_time_without_a_claim_bef
     assert await asyncio.wait_for(holder[0].run(), 20) == 0
     assert 0.3 <= pipeline.seen["again"] - pipeline.seen["t1"] < 2.0  # its due time, not a tick
     assert counting.claims == 2  # the first, and the one at its due time (it was 3)
+
+
+class QdrantPing:
+    """A stand-in sink's ping: raises while Qdrant is down, and counts the probes."""
+
+    def __init__(self) -> None:
+        self.up = False
+        self.probes = 0
+
+    async def ping(self) -> None:
+        self.probes += 1
+        if not self.up:
+            raise ConnectionError("Qdrant down")
+
+
+async def test_while_qdrant_is_down_nothing_is_claimed_and_a_probe_resumes_claims(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("WARNING", logger="sync_service.engine.scheduler")
+    """A write that found Qdrant down pauses the claims: a claimed task would fetch its
+    content from Mixpeek only to find Qdrant down again. Ticks probe it instead; the first
+    answer logs its return, and the waiting task is claimed."""
+    await store.track(["t1"])
+    holder: list[Daemon] = []
+    recorder = Recorder(store, holder)
+    recorder.sink = QdrantPing()  # type: ignore[attr-defined]
+    daemon = Daemon(
+        store,
+        recorder,  # type: ignore[arg-type]
+        poll_interval=0.1,
+        claim_batch=10,
+        lease_seconds=30,
+        shutdown_grace=5,
+    )
+    holder.append(daemon)
+    recorder.qdrant.failed(ConnectionError("Qdrant down"))  # as a task's write would
+    for _ in range(3):
+        await daemon.tick()
+    assert recorder.seen == {}  # down, and the first probe not due yet (1 s): no claim
+    assert recorder.sink.probes == 0  # type: ignore[attr-defined]
+    await asyncio.sleep(1.05)
+    await daemon.tick()  # the probe is due: still down, so still nothing claimed
+    assert recorder.sink.probes == 1 and recorder.seen == {}  # type: ignore[attr-defined]
+    await daemon.tick()  # the next probe waits 2 s now
+    assert recorder.sink.probes == 1  # type: ignore[attr-defined]
+    recorder.sink.up = True  # type: ignore[attr-defined]
+    await asyncio.sleep(2.05)
+    await daemon.tick()
+    await asyncio.gather(*daemon.in_flight)
+    assert "t1" in recorder.seen and not recorder.qdrant.down
+    # One line as it went, one as it came back; the failed probe in between only at DEBUG.
+    events = [getattr(r, "event", None) for r in caplog.records if r.levelname == "WARNING"]
+    assert events == ["qdrant_unavailable", "qdrant_available"], events
