@@ -124,17 +124,13 @@ def main() -> int:
     return 0 if in_step else 1
 
 
-class Churn:
-    """Other Mixpeek clients at work: new assets, changed ones, deleted ones, every 0.2-0.8 s.
-    Each change is retried until the emulator (answering 5xx at times) takes it."""
+class _Background:
+    """A loop on a thread of its own (``_run``), until ``stop``."""
 
-    def __init__(self, world: Mixpeek, rng: random.Random) -> None:
-        self.world = world
+    def __init__(self, name: str, rng: random.Random) -> None:
         self.rng = rng
-        self.alive: list[str] = []
-        self.counts: Counter[str] = Counter()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="churn", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -142,6 +138,20 @@ class Churn:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class Churn(_Background):
+    """Other Mixpeek clients at work: new assets, changed ones, deleted ones, every 0.2-0.8 s.
+    Each change is retried until the emulator (answering 5xx at times) takes it."""
+
+    def __init__(self, world: Mixpeek, rng: random.Random) -> None:
+        super().__init__("churn", rng)
+        self.world = world
+        self.alive: list[str] = []
+        self.counts: Counter[str] = Counter()
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -157,26 +167,20 @@ class Churn:
                 gone = self.alive.pop(self.rng.randrange(len(self.alive)))
                 _retried(self.world.delete, [gone])
                 self.counts["deleted"] += 1
-            time.sleep(self.rng.uniform(0.2, 0.8))
+            self._stop.wait(self.rng.uniform(0.2, 0.8))
 
 
-class Outages:
+class Outages(_Background):
     """Qdrant down (the stand-in answers every request 503) for 5-15 s every 20-50 s."""
 
     def __init__(self, stand_in: QdrantStandIn | None, rng: random.Random) -> None:
         assert stand_in is not None, "outages need the stand-in"
+        super().__init__("outages", rng)
         self.stand_in = stand_in
-        self.rng = rng
         self.count = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="outages", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+        super().stop()
         self.stand_in.clear_faults()
 
     def _run(self) -> None:

@@ -255,22 +255,15 @@ class QdrantPing:
 async def test_while_qdrant_is_down_nothing_is_claimed_and_a_probe_resumes_claims(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level("WARNING", logger="sync_service.engine.scheduler")
     """A write that found Qdrant down pauses the claims: a claimed task would fetch its
     content from Mixpeek only to find Qdrant down again. Ticks probe it instead; the first
     answer logs its return, and the waiting task is claimed."""
+    caplog.set_level("WARNING", logger="sync_service.engine.scheduler")
     await store.track(["t1"])
     holder: list[Daemon] = []
     recorder = Recorder(store, holder)
     recorder.sink = QdrantPing()  # type: ignore[attr-defined]
-    daemon = Daemon(
-        store,
-        recorder,  # type: ignore[arg-type]
-        poll_interval=0.1,
-        claim_batch=10,
-        lease_seconds=30,
-        shutdown_grace=5,
-    )
+    daemon = _daemon(store, recorder, 10)  # ticks by hand below
     holder.append(daemon)
     recorder.qdrant.failed(ConnectionError("Qdrant down"))  # as a task's write would
     for _ in range(3):
