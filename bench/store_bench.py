@@ -35,7 +35,7 @@ from sqlalchemy import text
 from bench.common import ROOT, Row, Service, TimedEmulator, proc_cpu_seconds, proc_status
 from sync_service.control.metrics import Metrics
 from sync_service.emulator import EmulatorConfig
-from sync_service.engine.availability import qdrant_health
+from sync_service.engine.availability import Down, holding_back, qdrant_health
 from sync_service.state.records import Claim
 from sync_service.state.store import Store
 from sync_service.upstream.port import Outage
@@ -58,6 +58,12 @@ class _StubPipeline:
         self.outage = Outage()
         self.qdrant = qdrant_health()
         self.metrics = Metrics()
+
+    async def held_back(self) -> list[Down]:  # as Pipeline's: nothing is down here
+        return await holding_back(self.outage, self.qdrant, self._ping)
+
+    async def _ping(self) -> None:
+        pass
 
     async def process(self, claim: Claim) -> None:
         del claim

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 if TYPE_CHECKING:  # the store's views load SQLAlchemy, which a daemon imports later
+    from sync_service.engine.availability import Availability
     from sync_service.state.views import StoreStats
     from sync_service.upstream.port import Outage
 
@@ -143,6 +144,16 @@ class Metrics:
             "When Mixpeek became unavailable to this process (Unix time; 0 while it answers).",
             registry=r,
         )
+        self.qdrant_up = Gauge(
+            "sync_qdrant_up",
+            "1 while Qdrant answers this process's writes; 0 while it is down (claims paused).",
+            registry=r,
+        )
+        self.qdrant_down_since = Gauge(
+            "sync_qdrant_unavailable_since_seconds",
+            "When Qdrant stopped answering this process (Unix time; 0 while it answers).",
+            registry=r,
+        )
         self.store_up = Gauge(
             "sync_state_store_up",
             "1 while the state store answers this process; 0 during an outage.",
@@ -179,6 +190,7 @@ class Metrics:
             registry=r,
         )
         self.upstream_up.set(1)
+        self.qdrant_up.set(1)
         self.store_up.set(1)
         #: When the state store stopped answering (the daemon's ticks, a scrape, /readyz).
         self.store_down_since: datetime | None = None
@@ -193,6 +205,15 @@ class Metrics:
             self.upstream_down_since.set(outage.since.timestamp() if outage.since else 0)
 
         outage.on_change(changed)
+
+    def watch_qdrant(self, qdrant: Availability) -> None:
+        """Follow Qdrant's availability as the pipeline's writes see it."""
+
+        def changed(qdrant: Availability) -> None:
+            self.qdrant_up.set(0 if qdrant.down else 1)
+            self.qdrant_down_since.set(qdrant.since.timestamp() if qdrant.since else 0)
+
+        qdrant.on_change(changed)
 
     def store_answered(self, ok: bool) -> None:
         if ok:

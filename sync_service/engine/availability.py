@@ -19,7 +19,8 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from sync_service.state.store import Store
@@ -39,27 +40,41 @@ FIRST_PROBE, MAX_PROBE = 1.0, 30.0
 class Availability:
     """Whether a dependency answers, as the work sees it. Its going away is logged once (a
     warning saying what waits meanwhile), and so is its return, with how long it was away:
-    one line each instead of one per task or tick. ``on_change(up)`` feeds the metrics (the
-    time it went down is kept there once, which ``/readyz`` reads too)."""
+    one line each instead of one per task or tick. Listeners (``on_change``: the metrics,
+    ``OutageReports``) hear of each change and of each failed probe, which refreshes the
+    reason and tells ``status`` the outage goes on."""
 
-    def __init__(
-        self,
-        what: str,
-        meanwhile: str,
-        event: str,
-        on_change: Callable[[bool], None] | None = None,
-    ) -> None:
+    def __init__(self, what: str, meanwhile: str, event: str) -> None:
         self.what = what
         self.meanwhile = meanwhile
         self.event = event
-        self._on_change = on_change
+        #: When it went down (wall clock), and why; None while it answers.
+        self.since: datetime | None = None
+        self.reason: str | None = None
         self._down_at: float | None = None
         self._wait = FIRST_PROBE  # before the next probe (holding); doubles up to MAX_PROBE
         self._next_probe = 0.0
+        self._listeners: list[Callable[[Availability], None]] = []
+
+    def on_change(self, listener: Callable[[Availability], None]) -> None:
+        self._listeners.append(listener)
 
     @property
     def down(self) -> bool:
         return self._down_at is not None
+
+    def unavailable_for(self) -> float:
+        """Seconds since it went down (0 while it answers)."""
+        return 0.0 if self._down_at is None else time.monotonic() - self._down_at
+
+    def describe(self) -> str:
+        """``Qdrant unavailable since <UTC time> (<seconds> s): <reason>``, or that it is up."""
+        if self.since is None:
+            return f"{self.what} available"
+        return (
+            f"{self.what} unavailable since {self.since:%Y-%m-%d %H:%M:%S}Z "
+            f"({self.unavailable_for():.0f} s): {self.reason}"
+        )
 
     async def holding(self, probe: Callable[[], Awaitable[object]]) -> bool:
         """True while it is down: the caller holds new work back. When the wait since the last
@@ -73,7 +88,9 @@ class Availability:
         except Exception as exc:
             self._wait = min(MAX_PROBE, self._wait * 2)
             self._next_probe = time.monotonic() + self._wait
-            log.debug("%s still unavailable: %s", self.what, first_line(exc))
+            self.reason = first_line(exc)
+            log.debug("%s still unavailable: %s", self.what, self.reason)
+            self._notify()
             return True
         self.answered()
         return False
@@ -84,6 +101,8 @@ class Availability:
             log.debug("%s still unavailable: %s", self.what, reason)
             return
         self._down_at = time.monotonic()
+        self.since = datetime.now(UTC)
+        self.reason = reason
         self._wait = FIRST_PROBE
         self._next_probe = self._down_at + FIRST_PROBE
         log.warning(
@@ -93,27 +112,34 @@ class Availability:
             self.meanwhile,
             extra={"event": f"{self.event}_unavailable"},
         )
-        if self._on_change is not None:
-            self._on_change(False)
+        self._notify()
 
     def answered(self) -> None:
         if self._down_at is None:
             return
         down = time.monotonic() - self._down_at
-        self._down_at = None
+        self._down_at = self.since = self.reason = None
         log.warning(
             "%s available again after %.0f s; work resumes",
             self.what,
             down,
             extra={"event": f"{self.event}_available", "seconds": round(down, 1)},
         )
-        if self._on_change is not None:
-            self._on_change(True)
+        self._notify()
+
+    def _notify(self) -> None:
+        for listener in self._listeners:
+            try:
+                listener(self)
+            except Exception:  # a listener (metrics, a store write) must not break the work
+                log.exception("availability listener failed")
 
 
 def store_health(on_change: Callable[[bool], None]) -> Availability:
     """The state store, as the daemon's ticks see it: while it is down nothing is claimed."""
-    return Availability("state store", "claims paused until it answers", "store", on_change)
+    health = Availability("state store", "claims paused until it answers", "store")
+    health.on_change(lambda h: on_change(not h.down))
+    return health
 
 
 def qdrant_health() -> Availability:
@@ -132,27 +158,57 @@ def task_store_unavailable(exc: BaseException, task_id: str) -> None:
     )
 
 
+class Down(Protocol):
+    """An outage as ``status`` shows it: Mixpeek's breaker (``upstream/outage.py``) or an
+    ``Availability`` (Qdrant)."""
+
+    what: str
+    since: datetime | None
+    reason: str | None
+
+    def describe(self) -> str: ...
+
+    def unavailable_for(self) -> float: ...
+
+
+async def holding_back(
+    outage: Outage, qdrant: Availability, ping_qdrant: Callable[[], Awaitable[object]]
+) -> list[Down]:
+    """What holds the claims back now, each probed when its wait is over: Mixpeek's breaker,
+    Qdrant. Empty while both answer."""
+    if outage.probe_due():
+        await outage.check()
+    held: list[Down] = [outage] if outage.is_open else []
+    if qdrant.down and await qdrant.holding(ping_qdrant):  # no coroutine while Qdrant is up
+        held.append(qdrant)
+    return held
+
+
 class OutageReports:
-    """Writes this process's view of Mixpeek's breaker where ``status`` (another process) reads
-    it (``service_info``); re-written at each failed probe, so a report that stops is stale."""
+    """Writes this process's view of its outages (Mixpeek's, Qdrant's) where ``status``
+    (another process) reads it (``service_info``); re-written at each failed probe, so a report
+    that stops is stale."""
 
     def __init__(self, store: Store, owner: str) -> None:
         self.store = store
         self.owner = owner
+        self._open: set[str] = set()  # what this process has reported down
         self._writes: set[asyncio.Task[None]] = set()
 
-    def report(self, outage: Outage) -> None:
-        if outage.since is not None:
-            write = self.store.report_outage(self.owner, "Mixpeek", outage.since, outage.reason)
+    def report(self, down: Down) -> None:
+        if down.since is not None:
+            self._open.add(down.what)
+            write = self.store.report_outage(self.owner, down.what, down.since, down.reason)
         else:
-            write = self.store.clear_outage(self.owner)
+            self._open.discard(down.what)
+            write = self.store.clear_outage(self.owner, down.what)
         task = asyncio.ensure_future(write)
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort
 
-    async def close(self, outage: Outage) -> None:
+    async def close(self) -> None:
         await asyncio.gather(*self._writes, return_exceptions=True)
-        if outage.is_open:  # this process will no longer report on it
+        for what in self._open:  # this process will no longer report on it
             with contextlib.suppress(Exception):
-                await self.store.clear_outage(self.owner)
+                await self.store.clear_outage(self.owner, what)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from sync_service.control.logs import describe_error
 from sync_service.control.metrics import Metrics
-from sync_service.engine.availability import qdrant_health
+from sync_service.engine.availability import Down, holding_back, qdrant_health
 from sync_service.engine.failpoints import failpoint
 from sync_service.engine.outcomes import Outcomes
 from sync_service.engine.persist import persist
@@ -83,6 +83,7 @@ class Pipeline:
         self.outage: Outage = outage or getattr(upstream, "outage", None) or Outage()
         self.outcomes = Outcomes(settings, store, self.metrics, self.outage)
         self.qdrant = qdrant_health()  # logs Qdrant's outage once, not once per task
+        self.metrics.watch_qdrant(self.qdrant)
         # Fetch outcomes are shared by replicas with the same upstream: URL and namespace.
         self.upstream_key = hashlib.sha256(
             f"{settings.mixpeek_api_url}\n{settings.mixpeek_namespace or ''}".encode()
@@ -94,6 +95,11 @@ class Pipeline:
             settings.max_poll_interval,
             learn=settings.poll_schedule is PollScheduleKind.learned,
         )
+
+    async def held_back(self) -> list[Down]:
+        """What holds new claims back now, probed when due: Mixpeek's breaker, Qdrant."""
+        # self.sink is read only if Qdrant is down: the sink may not be made yet (SinkInMaking)
+        return await holding_back(self.outage, self.qdrant, lambda: self.sink.ping())
 
     async def process(self, claim: Claim) -> None:
         """Advance one claimed task as far as it can go now."""

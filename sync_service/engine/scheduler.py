@@ -184,7 +184,8 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        self.pipeline.outage.on_change(self.outage_reports.report)
+        for down in (self.pipeline.outage, self.pipeline.qdrant):  # for `status` to show
+            down.on_change(self.outage_reports.report)
         scheduler.start()
         log.info(
             "daemon started", extra={"event": "daemon_started", "owner": self.owner, "drain": drain}
@@ -212,7 +213,7 @@ class Daemon:
             if self._jobs:  # they end before the scheduler would cancel them
                 await asyncio.wait(self._jobs, timeout=max(until - loop.time(), 0))
             scheduler.shutdown(wait=False)
-            await self.outage_reports.close(self.pipeline.outage)
+            await self.outage_reports.close()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 with suppress(NotImplementedError, RuntimeError):
                     loop.remove_signal_handler(sig)
@@ -290,10 +291,7 @@ class Daemon:
             kick.add_done_callback(self._kicks.discard)
 
     async def _claim_and_start(self) -> None:
-        if await self._upstream_unavailable():
-            return
-        qdrant = self.pipeline.qdrant  # down: a tick probes it instead (availability.py)
-        if qdrant.down and await qdrant.holding(self.pipeline.sink.ping):
+        if await self._paused():
             return
         room = self.claim_batch - len(self.in_flight)
         try:
@@ -318,21 +316,18 @@ class Daemon:
             log.info("nothing pending: drained", extra={"event": "drained"})
             self._stop.set()
 
-    async def _upstream_unavailable(self) -> bool:
-        """While Mixpeek is down, a tick probes (when due) instead of claiming: claimed work
-        could only wait. A drain gives up after ``drain_outage_wait``, leaving it pending."""
-        outage = self.pipeline.outage
-        if outage.probe_due():
-            await outage.check()
-        if not outage.is_open:
-            return False
-        if self._drain and outage.unavailable_for() > self.drain_outage_wait:
-            self.fatal = FatalError(
-                f"{outage.describe()}; gave up waiting after SYNC_DRAIN_OUTAGE_WAIT="
-                f"{self.drain_outage_wait:g} s: the work stays pending, no attempts were spent"
-            )
-            self._stop.set()
-        return True
+    async def _paused(self) -> bool:
+        """While Mixpeek or Qdrant is down a tick probes instead of claiming (claimed work could
+        only wait); a drain gives up after ``drain_outage_wait``, leaving the work pending."""
+        held = await self.pipeline.held_back()
+        for down in held:
+            if self._drain and down.unavailable_for() > self.drain_outage_wait:
+                self.fatal = FatalError(
+                    f"{down.describe()}; gave up waiting after SYNC_DRAIN_OUTAGE_WAIT="
+                    f"{self.drain_outage_wait:g} s: the work stays pending, no attempts were spent"
+                )
+                self._stop.set()
+        return bool(held)
 
     async def _wake_when_due(self) -> None:
         """Claim again when the next task falls due, not at the tick after it.

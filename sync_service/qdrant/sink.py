@@ -323,8 +323,9 @@ class QdrantSink(QdrantCollections):
         await write_mark(self.client, store_id)
 
     async def ping(self) -> None:
-        """Raise if Qdrant does not answer."""
-        await self.client.get_collections()
+        """Raise if Qdrant does not answer (SinkUnavailable saying so, as a failed write would)."""
+        async with reachable():
+            await self.client.get_collections()
 
 
 def _to_struct(point: PlannedPoint, version: float | None = None) -> models.PointStruct:

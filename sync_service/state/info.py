@@ -107,7 +107,8 @@ class InfoQueries(Queries):
     async def report_outage(
         self, owner: str, what: str, since: datetime, reason: str | None
     ) -> None:
-        """Record that ``what`` (Mixpeek) is unavailable to process ``owner``, for ``status``."""
+        """Record that ``what`` (Mixpeek, Qdrant) is unavailable to process ``owner``, for
+        ``status``."""
         report = {
             "what": what,
             "owner": owner,
@@ -115,12 +116,13 @@ class InfoQueries(Queries):
             "reason": reason,
             "reported": time.time(),
         }
-        await self.set_info({outage_key(owner): json.dumps(report)})
+        await self.set_info({outage_key(owner, what): json.dumps(report)})
 
     @completes
-    async def clear_outage(self, owner: str) -> None:
+    async def clear_outage(self, owner: str, what: str) -> None:
+        key = outage_key(owner, what)
         async with self._writing() as conn:
-            await conn.execute(delete(service_info).where(service_info.c.key == outage_key(owner)))
+            await conn.execute(delete(service_info).where(service_info.c.key == key))
 
     async def outages(self) -> list[dict[str, Any]]:
         """The outages processes report now (``OUTAGE_FRESH``), oldest first."""

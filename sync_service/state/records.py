@@ -151,11 +151,12 @@ class Mirror:
 OUTAGE_FRESH = 120.0
 
 
-def outage_key(owner: str) -> str:
-    """The ``service_info`` key of one process's outage report (keys are at most 64 long)."""
+def outage_key(owner: str, what: str) -> str:
+    """The ``service_info`` key of one process's report of ``what``'s outage (keys are at most
+    64 long)."""
     import hashlib
 
-    return "outage/" + hashlib.sha256(owner.encode()).hexdigest()[:24]
+    return "outage/" + hashlib.sha256(f"{what}\0{owner}".encode()).hexdigest()[:24]
 
 
 def fresh_outages(values: Sequence[str], now: float) -> list[dict[str, Any]]:

@@ -61,6 +61,8 @@ class Outage:
     twice that, ...) before it counts as no answer; a try is only repeated within
     ``probe_window`` seconds of the first, so a probe that timed out is not repeated."""
 
+    what = "Mixpeek"  # in ``status``'s outage lines (engine/availability.py's ``Down``)
+
     def __init__(
         self,
         *,

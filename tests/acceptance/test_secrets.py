@@ -671,19 +671,27 @@ def test_an_unreachable_qdrant_server_prints_no_secret(
             ready = http.get("/readyz")
             outputs.add_response("GET /readyz (Qdrant unreachable)", ready)
             assert ready.status_code == 503 and ready.json()["qdrant"].startswith("error")
+            # The first write to find Qdrant down records why on its task and pauses the
+            # claims (a claimed task could only wait too): the other task may still say
+            # PROCESSING, and `status` says why nothing moves.
             deadline = time.monotonic() + 20
             while time.monotonic() < deadline:
                 listing = http.get("/tasks")
-                if all(t["error"] for t in listing.json()["tasks"]):
+                shown = run_cli(service, "status")
+                if any(t["error"] for t in listing.json()["tasks"]) and "Qdrant" in shown.stdout:
                     break
                 time.sleep(0.1)
             outputs.add_response("GET /tasks (Qdrant unreachable)", listing)
+            outputs.add_run("status (Qdrant unreachable)", shown)
             tasks = listing.json()["tasks"]
-            assert len(tasks) == 2 and all(t["error"] for t in tasks), tasks
+            assert len(tasks) == 2 and any(t["error"] for t in tasks), tasks
+            assert "Qdrant unavailable since" in shown.stdout, shown.stdout
             for task in tasks:
                 detail = http.get(f"/tasks/{task['task_id']}")
                 outputs.add_response("GET /tasks/{id} (Qdrant unreachable)", detail)
-            outputs.add_response("GET /metrics", http.get("/metrics"))
+            metrics = http.get("/metrics")
+            outputs.add_response("GET /metrics", metrics)
+            assert "sync_qdrant_up 0.0" in metrics.text
     finally:
         stop(daemon, outputs, "run (Qdrant unreachable, JSON logs, DEBUG)")
     outputs.add_run("status", run_cli(service, "status"))

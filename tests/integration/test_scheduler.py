@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from sync_service.control.metrics import Metrics
-from sync_service.engine.availability import qdrant_health
+from sync_service.engine.availability import Down, holding_back, qdrant_health
 from sync_service.engine.scheduler import Daemon
 from sync_service.keep.webhook_events import WebhookApplier
 from sync_service.state.records import Claim
@@ -27,6 +27,19 @@ async def store(tmp_path: Path) -> AsyncIterator[Store]:
     await s.close()
 
 
+class QdrantPing:
+    """A stand-in sink's ping: raises while Qdrant is down, and counts the probes."""
+
+    def __init__(self, up: bool = True) -> None:
+        self.up = up
+        self.probes = 0
+
+    async def ping(self) -> None:
+        self.probes += 1
+        if not self.up:
+            raise ConnectionError("Qdrant down")
+
+
 class Recorder:
     """A stand-in pipeline that records when each task reached it and marks it failed."""
 
@@ -36,7 +49,11 @@ class Recorder:
         self.seen: dict[str, float] = {}
         self.outage = Outage()  # never opens: no probe is attached
         self.qdrant = qdrant_health()  # up until a test says otherwise
+        self.sink = QdrantPing()
         self.metrics = Metrics()
+
+    async def held_back(self) -> list[Down]:  # as Pipeline's
+        return await holding_back(self.outage, self.qdrant, self.sink.ping)
 
     async def process(self, claim: Claim) -> None:
         self.seen[claim.task_id] = time.monotonic()
@@ -239,19 +256,6 @@ async def test_a_task_rescheduled_is_claimed_at_its_due_time_without_a_claim_bef
     assert counting.claims == 2  # the first, and the one at its due time (it was 3)
 
 
-class QdrantPing:
-    """A stand-in sink's ping: raises while Qdrant is down, and counts the probes."""
-
-    def __init__(self) -> None:
-        self.up = False
-        self.probes = 0
-
-    async def ping(self) -> None:
-        self.probes += 1
-        if not self.up:
-            raise ConnectionError("Qdrant down")
-
-
 async def test_while_qdrant_is_down_nothing_is_claimed_and_a_probe_resumes_claims(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -262,20 +266,20 @@ async def test_while_qdrant_is_down_nothing_is_claimed_and_a_probe_resumes_claim
     await store.track(["t1"])
     holder: list[Daemon] = []
     recorder = Recorder(store, holder)
-    recorder.sink = QdrantPing()  # type: ignore[attr-defined]
+    recorder.sink = QdrantPing(up=False)
     daemon = _daemon(store, recorder, 10)  # ticks by hand below
     holder.append(daemon)
     recorder.qdrant.failed(ConnectionError("Qdrant down"))  # as a task's write would
     for _ in range(3):
         await daemon.tick()
     assert recorder.seen == {}  # down, and the first probe not due yet (1 s): no claim
-    assert recorder.sink.probes == 0  # type: ignore[attr-defined]
+    assert recorder.sink.probes == 0
     await asyncio.sleep(1.05)
     await daemon.tick()  # the probe is due: still down, so still nothing claimed
-    assert recorder.sink.probes == 1 and recorder.seen == {}  # type: ignore[attr-defined]
+    assert recorder.sink.probes == 1 and recorder.seen == {}
     await daemon.tick()  # the next probe waits 2 s now
-    assert recorder.sink.probes == 1  # type: ignore[attr-defined]
-    recorder.sink.up = True  # type: ignore[attr-defined]
+    assert recorder.sink.probes == 1
+    recorder.sink.up = True
     await asyncio.sleep(2.05)
     await daemon.tick()
     await asyncio.gather(*daemon.in_flight)
@@ -283,3 +287,32 @@ async def test_while_qdrant_is_down_nothing_is_claimed_and_a_probe_resumes_claim
     # One line as it went, one as it came back; the failed probe in between only at DEBUG.
     events = [getattr(r, "event", None) for r in caplog.records if r.levelname == "WARNING"]
     assert events == ["qdrant_unavailable", "qdrant_available"], events
+
+
+async def test_a_drain_gives_up_on_a_qdrant_down_longer_than_its_outage_wait(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As for Mixpeek's outage: ``run --drain`` (a CronJob) does not wait forever for Qdrant;
+    after ``SYNC_DRAIN_OUTAGE_WAIT`` it exits 1 saying why, the work left pending."""
+    await store.track(["t1"])
+    holder: list[Daemon] = []
+    recorder = Recorder(store, holder)
+    recorder.sink = QdrantPing(up=False)
+    daemon = Daemon(
+        store,
+        recorder,  # type: ignore[arg-type]
+        poll_interval=0.1,
+        claim_batch=10,
+        lease_seconds=30,
+        shutdown_grace=5,
+        drain_outage_wait=0.5,
+    )
+    holder.append(daemon)
+    recorder.qdrant.failed(ConnectionError("connection refused"))  # as a task's write would
+    assert await asyncio.wait_for(daemon.run(drain=True), timeout=20) == 1
+    assert recorder.seen == {}  # never claimed: it stays pending, no attempt spent
+    assert (await store.counts())["pending"] == 1
+    assert isinstance(daemon.fatal, Exception)
+    message = str(daemon.fatal)
+    assert message.startswith("Qdrant unavailable since "), message
+    assert "connection refused; gave up waiting after SYNC_DRAIN_OUTAGE_WAIT=0.5 s" in message

@@ -81,12 +81,18 @@ def test_qdrant_down_for_a_while(
     ready = f"http://127.0.0.1:{port}/readyz"
     wait_for(lambda: _status(ready) == 503)
     time.sleep(2)  # several rounds of retries against a Qdrant that answers 503
-    assert service.status()["counts"] == {"pending": TASKS, "synced": 0, "failed": 0}
+    during = service.status()
+    assert during["counts"] == {"pending": TASKS, "synced": 0, "failed": 0}
+    assert [o["what"] for o in during["outages"]] == ["Qdrant"], during["outages"]
+    metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    assert "sync_qdrant_up 0.0" in metrics
     qdrant.clear_faults()
     started = time.monotonic()
     assert daemon.wait(timeout=60) == 0
     recovered_in = time.monotonic() - started
-    assert service.status()["counts"] == {"pending": 0, "synced": TASKS, "failed": 0}
+    after = service.status()
+    assert after["counts"] == {"pending": 0, "synced": TASKS, "failed": 0}
+    assert after["outages"] == []
     result = compare_points(service.expected(task_ids), service.points())
     writes = [
         r for r in qdrant.requests() if r["path"].endswith("/points") and r["method"] == "PUT"

@@ -1,0 +1,101 @@
+"""What `status` reads about outages: each process reports Mixpeek's and Qdrant's apart."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from sync_service.control.metrics import Metrics
+from sync_service.engine.availability import OutageReports, qdrant_health
+from sync_service.state.store import Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    s = Store.open(f"sqlite:///{tmp_path / 'sync.db'}")
+    await s.migrate()
+    yield s
+    await s.close()
+
+
+class MixpeekDown:
+    """What OutageReports reads of Mixpeek's breaker."""
+
+    what = "Mixpeek"
+
+    def __init__(self) -> None:
+        self.since: datetime | None = datetime.now(UTC)
+        self.reason: str | None = "GET /v1/health: connection refused"
+
+    def describe(self) -> str:
+        return "Mixpeek unavailable"
+
+    def unavailable_for(self) -> float:
+        return 1.0
+
+
+async def _settled(reports: OutageReports) -> None:
+    for _ in range(50):  # the reports are written in the background
+        await asyncio.sleep(0.01)
+        if not reports._writes:
+            return
+
+
+async def test_qdrant_and_mixpeek_outages_are_reported_apart_and_cleared(store: Store) -> None:
+    reports = OutageReports(store, "host-1")
+    qdrant = qdrant_health()
+    qdrant.on_change(reports.report)
+    qdrant.failed(ConnectionError("Qdrant at http://q:6333: connection refused"))
+    mixpeek = MixpeekDown()
+    reports.report(mixpeek)
+    await _settled(reports)
+    shown = {o["what"]: o for o in await store.outages()}
+    assert set(shown) == {"Qdrant", "Mixpeek"}
+    assert shown["Qdrant"]["owner"] == "host-1"
+    assert "connection refused" in shown["Qdrant"]["reason"]
+    assert qdrant.describe().startswith("Qdrant unavailable since ")
+
+    qdrant.answered()  # its report goes; Mixpeek's stays
+    await _settled(reports)
+    assert [o["what"] for o in await store.outages()] == ["Mixpeek"]
+    assert qdrant.describe() == "Qdrant available" and qdrant.since is None
+
+    qdrant.failed(ConnectionError("timed out"))
+    await reports.close()  # the process stops: it no longer reports either
+    assert await store.outages() == []
+
+
+async def test_a_failed_probe_refreshes_the_report_and_the_metrics_follow(store: Store) -> None:
+    reports = OutageReports(store, "host-1")
+    metrics = Metrics()
+    qdrant = qdrant_health()
+    metrics.watch_qdrant(qdrant)
+    qdrant.on_change(reports.report)
+    qdrant.failed(ConnectionError("connection refused"))
+    await _settled(reports)
+    [first] = await store.outages()
+    assert metrics.qdrant_up._value.get() == 0
+    assert metrics.qdrant_down_since._value.get() == pytest.approx(qdrant.since.timestamp())  # type: ignore[union-attr]
+
+    async def still_down() -> None:
+        raise ConnectionError("503 Service Unavailable")
+
+    qdrant._next_probe = 0  # the probe is due
+    assert await qdrant.holding(still_down) is True
+    await _settled(reports)
+    [again] = await store.outages()
+    assert again["reported"] > first["reported"] and again["since"] == first["since"]
+    assert again["reason"] == "503 Service Unavailable"
+
+    async def answers() -> None:
+        pass
+
+    qdrant._next_probe = 0
+    assert await qdrant.holding(answers) is False
+    await _settled(reports)
+    assert await store.outages() == []
+    assert metrics.qdrant_up._value.get() == 1 and metrics.qdrant_down_since._value.get() == 0
