@@ -297,13 +297,10 @@ def status(
         shown = {"counts": counts, "tasks": tasks, "watch": watched, "outages": outages}
         sys.stdout.write(json.dumps(shown) + "\n")
         return
-    for o in outages:  # what the daemons report now (upstream/outage.py)
-        from rich.text import Text
+    from sync_service.cli.status_view import print_outages, print_status
 
-        since = str(o["since"])[:19].replace("T", " ") + "Z"
-        seen = f" since {since} ({o['owner']}): {o['reason']}; work paused, no attempts spent"
-        out.print(Text.assemble((f"{o['what']} unavailable", "red"), seen), highlight=False)
-    _print_status(counts, tasks, letters, limit)
+    print_outages(outages)
+    print_status(counts, tasks, letters, limit, one=task_id is not None)
     cli_watch.print_watch_table(watched)
 
 
@@ -352,46 +349,6 @@ def demo(
     from sync_service.cli.demo import run_demo
 
     raise typer.Exit(run_demo(root, console_of(out), "v1" if api == "v1" else "2024"))
-
-
-def _print_status(
-    counts: dict[str, int],
-    tasks: list[dict[str, Any]],
-    letters: list[dict[str, Any]],
-    limit: int,
-) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    out.print(
-        f"[bold]pending[/] {counts['pending']}   [green]synced[/] {counts['synced']}   "
-        f"[red]failed[/] {counts['failed']}",
-        markup=True,  # numbers only: the one line here with styles in markup
-    )
-
-    table = Table("task", "state", "asset", "collection", "points", "dead letters", "error")
-    colour = {"pending": "yellow", "synced": "green", "failed": "red"}
-    for t in tasks[-limit:]:
-        table.add_row(
-            t["task_id"],
-            Text(t["state"], style=colour[t["state"]]),
-            t["asset_id"] or "",
-            t["collection_id"] or "",
-            str(t["features_synced"]),
-            str(t["dead_letters"]),
-            t["error"] or "",
-        )
-    out.print(table)
-    if len(tasks) > limit:
-        out.print(f"(showing the newest {limit} of {len(tasks)}; --json lists all)")
-    for letter in letters:
-        if "retry" in letter:
-            r = letter["retry"]
-            why = f"({r['failed_attempts']} attempts): {r['failed_error']}"
-            out.print(f"retried after it failed {why}", highlight=False, markup=False)
-        else:
-            why = f" feature {letter['feature_id']}: {letter['reason']}"
-            out.print(Text.assemble(("dead letter", "red"), why), highlight=False)
 
 
 def main() -> None:
