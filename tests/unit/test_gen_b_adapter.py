@@ -193,3 +193,50 @@ async def test_a_multi_dense_embedding_is_read_and_a_ragged_one_refused() -> Non
     async with upstream(lambda r: httpx.Response(200, json=ragged)) as adapter:
         with pytest.raises(MixpeekBadResponse, match="rows of different lengths"):
             await adapter.embed("red panda", "late")
+
+
+async def test_a_feature_replaced_while_the_asset_is_read_is_read_again_not_set_aside() -> None:
+    """Re-processing replaced f2 by f3 between the listing and f2's fetch: the asset is read
+    again and f3 lands; no dead letter for f2, which the asset no longer lists."""
+    listings = [["f1", "f2"], ["f1", "f3"]]
+    paths: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        paths.append(request.url.path)
+        if request.url.path == "/assets/a1/features":
+            listed = [{"feature_id": f} for f in listings.pop(0)]
+            return httpx.Response(
+                200, json={"asset": {"asset_id": "a1"}, "features": {"video": listed}}
+            )
+        feature_id = request.url.path.rsplit("/", 1)[1]
+        if feature_id == "f2":
+            return httpx.Response(404, json={"detail": "gone"})
+        return httpx.Response(200, json={"feature_id": feature_id, "vectors": {"v": [1.0]}})
+
+    async with upstream(handler) as adapter:
+        content = await adapter.fetch_content("a1")
+    assert [f.feature_id for f in content.features] == ["f1", "f3"]
+    assert content.vanished == [] and content.upstream_ids == {"f1", "f3"}
+    assert paths.count("/assets/a1/features") == 2
+
+
+async def test_a_feature_listed_but_never_found_is_set_aside_after_three_reads() -> None:
+    reads = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal reads
+        if request.url.path == "/assets/a1/features":
+            reads += 1
+            listed = [{"feature_id": "f1"}, {"feature_id": "f2"}]
+            return httpx.Response(
+                200, json={"asset": {"asset_id": "a1"}, "features": {"video": listed}}
+            )
+        if request.url.path == "/features/f2":
+            return httpx.Response(404, json={"detail": "gone"})
+        return httpx.Response(200, json={"feature_id": "f1", "vectors": {"v": [1.0]}})
+
+    async with upstream(handler) as adapter:
+        content = await adapter.fetch_content("a1")
+    assert reads == 3
+    assert [f.feature_id for f in content.vanished] == ["f2"]
+    assert [f.feature_id for f in content.features] == ["f1"]

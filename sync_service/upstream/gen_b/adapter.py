@@ -10,6 +10,7 @@ asset.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -46,6 +47,12 @@ _SORTS: dict[ListOrder, tuple[str, str]] = {
 _STAMP_CHARS = 64  # a stamp is compared and stored, never parsed: bound what a server sends
 
 
+log = logging.getLogger("sync_service.upstream")
+
+#: How often an asset is read when listed features are not found (see ``fetch_content``).
+CONTENT_READS = 3
+
+
 class GenBUpstream(ClientOwner):
     """:class:`~sync_service.upstream.port.Upstream` over the 2024 API's :class:`MixpeekClient`."""
 
@@ -73,6 +80,25 @@ class GenBUpstream(ClientOwner):
         return asset_from(await self.client.get_asset(asset_id))
 
     async def fetch_content(self, asset_id: str, *, only_if_done: bool = False) -> AssetContent:
+        """The asset and each listed feature. A feature listed and then not found (404) most
+        often means the asset changed while it was read (re-processed, a feature replaced):
+        it is read again, up to ``CONTENT_READS`` times, before the ones still missing are
+        reported vanished (dead letters). Under churn, a dead letter per replaced feature
+        otherwise stood until the asset's next sync."""
+        content = await self._read_content(asset_id, only_if_done)
+        for read in range(2, CONTENT_READS + 1):
+            if not content.vanished:
+                break
+            log.debug(
+                "asset %s: %d listed feature(s) not found; reading it again",
+                asset_id,
+                len(content.vanished),
+                extra={"event": "asset_reread", "asset_id": asset_id, "read": read},
+            )
+            content = await self._read_content(asset_id, only_if_done)
+        return content
+
+    async def _read_content(self, asset_id: str, only_if_done: bool) -> AssetContent:
         grouped = await self.client.get_asset_features(asset_id)
         asset = asset_from(grouped.asset)
         listed = grouped.all_features()
