@@ -117,6 +117,7 @@ class Daemon:
                 owner=daemon.owner,
                 lease_seconds=settings.lease_seconds,
                 on_fatal=daemon._fatal,
+                qdrant=pipeline.qdrant,
             )
             daemon.webhooks = applier_for(daemon.watcher, daemon._kick_watch, daemon._kick)
         return daemon
@@ -264,6 +265,8 @@ class Daemon:
         interval late)."""
         if self._stop.is_set() or self.watcher is None or self.pipeline.outage.is_open:
             return  # a listing now would only fail: the passes wait for Mixpeek as tasks do
+        if self.pipeline.qdrant.down:  # and for Qdrant (the claims' ticks probe it)
+            return
         try:
             await self.watcher.tick()
             due_in = await self.store.next_watch_due_in()

@@ -12,7 +12,9 @@ import logging
 from collections.abc import AsyncIterator, Callable
 
 from sync_service.control.logs import describe_error
+from sync_service.engine.availability import Availability
 from sync_service.keep.watch import Mirroring
+from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.state.store import Store
 from sync_service.upstream.port import MixpeekAuthError
 
@@ -77,8 +79,12 @@ class Watcher:
         owner: str,
         lease_seconds: float,
         on_fatal: Callable[[BaseException], None] | None = None,
+        qdrant: Availability | None = None,
     ) -> None:
         self.mirroring = mirroring
+        #: Qdrant as the daemon sees it: a pass that finds it down says so there (one warning
+        #: for the outage) and the daemon starts no pass until it answers again.
+        self.qdrant = qdrant
         self.store = mirroring.store
         self.owner = owner
         self.lease_seconds = lease_seconds
@@ -146,13 +152,19 @@ class Watcher:
             await self._failed(collection_id, str(exc), kind)
             if self.on_fatal is not None:
                 self.on_fatal(exc)
+        except SinkUnavailable as exc:
+            if self.qdrant is not None:
+                self.qdrant.failed(exc)
+            await self._failed(collection_id, str(exc), kind, quiet=self.qdrant is not None)
         except Exception as exc:  # upstream, Qdrant or store trouble: try again later
             await self._failed(collection_id, describe_error(exc, limit=300), kind)
 
-    async def _failed(self, collection_id: str, error: str, kind: str) -> None:
+    async def _failed(self, collection_id: str, error: str, kind: str, quiet: bool = False) -> None:
+        """``quiet``: an outage logged once elsewhere (Qdrant's); this pass's line is DEBUG."""
         full = self.mirroring.kind.get(collection_id, kind) == "full"
         retry_in = min(self.mirroring.settings.watch_interval, 30.0)
-        log.warning(
+        log.log(
+            logging.DEBUG if quiet else logging.WARNING,
             "watch pass of %s failed (tried again in %.0fs): %s",
             collection_id,
             retry_in,

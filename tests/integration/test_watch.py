@@ -17,6 +17,7 @@ from sync_service.emulator import EmulatorServer
 from sync_service.engine.scheduler import Daemon
 from sync_service.keep.watch import Mirroring
 from sync_service.keep.watcher import PassLost, Watcher, holding, lock_name
+from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.runtime import Service, open_service
 from sync_service.upstream.port import ListOrder
 from tests.conftest import local_settings
@@ -339,3 +340,40 @@ async def test_ticks_at_once_start_one_pass_per_collection(
     await asyncio.gather(watcher.tick(), watcher.tick(), watcher.tick())
     await asyncio.gather(*watcher.running.values())
     assert started == [COLLECTION]
+
+
+async def test_a_pass_finding_qdrant_down_reports_the_outage_and_passes_wait_for_it(
+    service: Service, emulator: EmulatorServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Qdrant's outage is logged once (the pipeline's ``qdrant_unavailable``), not as a
+    failed pass every few seconds; while it lasts the daemon starts no pass, and the tick that
+    finds it answering again resumes them."""
+    seed(emulator, 3)
+    await service.store.watch_add([COLLECTION], source="cli")
+    m = mirroring(service)
+
+    async def qdrant_down(collection_id: str) -> None:
+        raise SinkUnavailable("Qdrant answered 503: Service Unavailable")
+
+    m.full = qdrant_down  # type: ignore[method-assign]
+    daemon = Daemon.from_settings(service.store, service.pipeline, service.settings)
+    daemon.watcher = Watcher(m, owner="me", lease_seconds=30, qdrant=service.pipeline.qdrant)
+    caplog.set_level("DEBUG")
+    await daemon.watch_tick()
+    await asyncio.gather(*daemon.watcher.running.values())
+    qdrant = service.pipeline.qdrant
+    assert qdrant.down and qdrant.reason == "Qdrant answered 503: Service Unavailable"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [getattr(r, "event", None) for r in warnings] == ["qdrant_unavailable"]
+    failed = [r for r in caplog.records if getattr(r, "event", None) == "watch_pass_failed"]
+    assert [r.levelname for r in failed] == ["DEBUG"]
+    await service.store.watch_add([COLLECTION], source="cli")  # due again at once
+    mirror = await service.store.mirror(COLLECTION)
+    assert mirror is not None and mirror.last_error  # `status` still shows why
+    m.full = mirroring(service).full  # type: ignore[method-assign]
+    await daemon.watch_tick()
+    assert daemon.watcher.running == {}  # Qdrant is down: no pass starts
+    qdrant.answered()
+    await daemon.watch_tick()
+    assert list(daemon.watcher.running) == [COLLECTION]
+    await asyncio.gather(*daemon.watcher.running.values())
