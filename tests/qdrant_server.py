@@ -37,13 +37,15 @@ and prefixes; there is no API-key check.
 
 Test-only routes (never faulted, never logged):
 
-* ``POST /_test/faults`` ``{"mode": "none"|"down"|"reject_points"|"ambiguous",
+* ``POST /_test/faults`` ``{"mode": "none"|"down"|"reject_points"|"ambiguous"|"disk_full",
   "reject_ids": [...], "count": n}`` sets one fault, replacing the previous one; ``count`` is how
   many times it fires (default: until cleared, ``ambiguous``: once). ``GET /_test/faults`` shows it.
   - ``down``: every Qdrant route answers 503.
   - ``reject_points``: an upsert whose batch holds one of ``reject_ids`` answers 400
     ``Wrong input: ...`` and writes nothing.
   - ``ambiguous``: an upsert is applied, then answered 500.
+  - ``disk_full``: an upsert answers 500 ``No space left on device`` and writes nothing; every
+    other route (reads, the probe's collection list) answers as usual.
 * ``GET /_test/requests``: ``[{method, path, query, status}]`` of the Qdrant requests seen, in
   the order they were answered;
   ``POST /_test/requests/reset`` clears it.
@@ -109,7 +111,8 @@ class QdrantError(Exception):
 
 
 class Faults(BaseModel):
-    mode: Literal["none", "down", "reject_points", "ambiguous"] = "none"
+    #: ``disk_full``: point writes answer 500 (nothing applied), reads still answer.
+    mode: Literal["none", "down", "reject_points", "ambiguous", "disk_full"] = "none"
     reject_ids: list[int | str] = Field(default_factory=list)
     #: How many more times the fault fires; ``None``: until cleared.
     count: int | None = None
@@ -457,6 +460,8 @@ def create_app(location: str = ":memory:") -> FastAPI:
             points = body.batch
             ids = list(body.batch.ids)
         check_ids(ids)
+        if state.fire("disk_full"):
+            raise QdrantError(500, "Service internal error: No space left on device (os error 28)")
         rejected = {canonical_id(i) for i in state.faults.reject_ids}
         hit = next((i for i in ids if canonical_id(i) in rejected), None)
         if hit is not None and state.fire("reject_points"):

@@ -66,7 +66,9 @@ def _print_tasks(tasks: list[dict[str, Any]], limit: int) -> None:
 
     wide, wider = out.width >= ASSET_FROM, out.width >= COLLECTION_FROM
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=True)
-    table.add_column("task", no_wrap=True)
+    shown = tasks[-limit:]
+    # Whole ids even in a narrow terminal: they are what `status <task>` and `retry` take.
+    table.add_column("task", no_wrap=True, min_width=max(len(t["task_id"]) for t in shown))
     table.add_column("state", no_wrap=True)
     if wide:
         table.add_column("asset", no_wrap=True)
@@ -76,18 +78,19 @@ def _print_tasks(tasks: list[dict[str, Any]], limit: int) -> None:
     table.add_column("dead", justify="right", no_wrap=True)
     # The error takes what is left (ratio): the columns before it keep their whole width.
     table.add_column("error", no_wrap=True, overflow="ellipsis", ratio=1, min_width=8)
-    for t in tasks[-limit:]:
+    for t in shown:
         cells: list[str | Text] = [t["task_id"], Text(t["state"], style=_COLOUR[t["state"]])]
         if wide:
             cells.append(t["asset_id"] or "")
         if wider:
             cells.append(t["collection_id"] or "")
-        cells += [str(t["features_synced"]), str(t["dead_letters"]), t["error"] or ""]
+        error = " ".join((t["error"] or "").split())  # one line, whatever the error held
+        cells += [str(t["features_synced"]), str(t["dead_letters"]), error]
         table.add_row(*cells)
     out.print(table)
     if len(tasks) > limit:
         out.print(f"(showing the newest {limit} of {len(tasks)}; --json lists all)")
-    if tasks and any(t["error"] for t in tasks[-limit:]):
+    if any(t["error"] for t in shown):
         out.print("(`status <task>` shows a task's whole error)", style="dim")
 
 

@@ -42,6 +42,7 @@ from sync_service.control.schemas import (
     WatchAnswer,
     WatchRequest,
 )
+from sync_service.engine.availability import first_line
 from sync_service.keep.watch_status import watch_view
 from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.qdrant.sink import QdrantSink
@@ -238,8 +239,8 @@ async def _index(upstream: Upstream, item: Item, collection_id: str, dedupe: boo
 async def _check(probe: Callable[[], Awaitable[None]]) -> str:
     try:
         await asyncio.wait_for(probe(), timeout=3)
-    except SinkUnavailable as exc:  # its message is the service's own (what failed, no secret)
-        return f"error: {exc}"
+    except SinkUnavailable as exc:  # the service's words and the first line of Qdrant's
+        return f"error: {first_line(exc)}"
     except Exception as exc:  # any failure means "not ready"; say which kind
         return f"error: {type(exc).__name__}"
     return "ok"

@@ -35,6 +35,8 @@ def first_line(exc: BaseException) -> str:
 
 #: Seconds between probes of a dependency found down: the first wait, and the longest.
 FIRST_PROBE, MAX_PROBE = 1.0, 30.0
+#: Seconds of work on trial after a probe answered, with nothing failing, that end an outage.
+TRIAL = 30.0
 
 
 class Availability:
@@ -42,7 +44,11 @@ class Availability:
     warning saying what waits meanwhile), and so is its return, with how long it was away:
     one line each instead of one per task or tick. Listeners (``on_change``: the metrics,
     ``OutageReports``) hear of each change and of each failed probe, which refreshes the
-    reason and tells ``status`` the outage goes on."""
+    reason and tells ``status`` the outage goes on.
+
+    A probe that answers lets work through on trial; only a write that lands (or ``TRIAL``
+    seconds with none failing) ends the outage. A Qdrant that answers its probe but fails
+    writes (a full disk) is one outage, not an "available again" every probe."""
 
     def __init__(self, what: str, meanwhile: str, event: str) -> None:
         self.what = what
@@ -54,6 +60,7 @@ class Availability:
         self._down_at: float | None = None
         self._wait = FIRST_PROBE  # before the next probe (holding); doubles up to MAX_PROBE
         self._next_probe = 0.0
+        self._trial_since: float | None = None  # a probe answered: work goes through on trial
         self._listeners: list[Callable[[Availability], None]] = []
 
     def on_change(self, listener: Callable[[Availability], None]) -> None:
@@ -62,6 +69,11 @@ class Availability:
     @property
     def down(self) -> bool:
         return self._down_at is not None
+
+    @property
+    def holds_work(self) -> bool:
+        """Down, and not on trial: new work waits (``holding`` also probes when due)."""
+        return self._down_at is not None and self._trial_since is None
 
     def unavailable_for(self) -> float:
         """Seconds since it went down (0 while it answers)."""
@@ -81,24 +93,37 @@ class Availability:
         probe is over, ``probe`` decides (raising: still down, and the next wait doubles)."""
         if self._down_at is None:
             return False
-        if time.monotonic() < self._next_probe:
+        now = time.monotonic()
+        if self._trial_since is not None:
+            if now - self._trial_since >= TRIAL:  # nothing it was given failed
+                self.answered()
+            return False
+        if now < self._next_probe:
             return True
         try:
             await probe()
         except Exception as exc:
-            self._wait = min(MAX_PROBE, self._wait * 2)
-            self._next_probe = time.monotonic() + self._wait
-            self.reason = first_line(exc)
-            log.debug("%s still unavailable: %s", self.what, self.reason)
-            self._notify()
+            self._still_down(first_line(exc))
             return True
-        self.answered()
+        self._trial_since = time.monotonic()
+        log.debug("%s answers a probe: work resumes on trial", self.what)
         return False
+
+    def _still_down(self, reason: str) -> None:
+        self._trial_since = None
+        self._wait = min(MAX_PROBE, self._wait * 2)
+        self._next_probe = time.monotonic() + self._wait
+        self.reason = reason
+        log.debug("%s still unavailable: %s", self.what, reason)
+        self._notify()
 
     def failed(self, exc: BaseException) -> None:
         reason = first_line(exc)
         if self._down_at is not None:
-            log.debug("%s still unavailable: %s", self.what, reason)
+            if self._trial_since is not None:  # it answered a probe, but not the work
+                self._still_down(reason)
+            else:
+                log.debug("%s still unavailable: %s", self.what, reason)
             return
         self._down_at = time.monotonic()
         self.since = datetime.now(UTC)
@@ -118,7 +143,7 @@ class Availability:
         if self._down_at is None:
             return
         down = time.monotonic() - self._down_at
-        self._down_at = self.since = self.reason = None
+        self._down_at = self._trial_since = self.since = self.reason = None
         log.warning(
             "%s available again after %.0f s; work resumes",
             self.what,
@@ -193,22 +218,34 @@ class OutageReports:
         self.store = store
         self.owner = owner
         self._open: set[str] = set()  # what this process has reported down
-        self._writes: set[asyncio.Task[None]] = set()
+        #: The last write for each ``what``: the next one waits for it, so a report that was
+        #: slow cannot land after the clear that followed it.
+        self._last: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
 
     def report(self, down: Down) -> None:
+        if self._closed:
+            return
         if down.since is not None:
             self._open.add(down.what)
             write = self.store.report_outage(self.owner, down.what, down.since, down.reason)
         else:
             self._open.discard(down.what)
             write = self.store.clear_outage(self.owner, down.what)
-        task = asyncio.ensure_future(write)
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        task = asyncio.ensure_future(_after(self._last.get(down.what), write))
         task.add_done_callback(lambda t: t.cancelled() or t.exception())  # best effort
+        self._last[down.what] = task
 
     async def close(self) -> None:
-        await asyncio.gather(*self._writes, return_exceptions=True)
-        for what in self._open:  # this process will no longer report on it
+        """This process will no longer report: its writes end, then its reports are cleared."""
+        self._closed = True
+        await asyncio.gather(*self._last.values(), return_exceptions=True)
+        for what in list(self._open):
             with contextlib.suppress(Exception):
                 await self.store.clear_outage(self.owner, what)
+
+
+async def _after(previous: asyncio.Task[None] | None, write: Awaitable[None]) -> None:
+    if previous is not None:
+        await asyncio.gather(previous, return_exceptions=True)
+    await write

@@ -48,12 +48,13 @@ class Outcomes:
         cause: BaseException | None = None,
         count_attempt: bool = True,
         done: str | None = None,
-        quiet: bool = False,
+        paused: bool = False,
     ) -> None:
         """Try again later. ``cause``: the upstream error, so that an outage costs no attempt;
         ``count_attempt=False``: an outage already known (Qdrant's); ``done``: the task's asset,
-        when upstream already said DONE; ``quiet``: the outage was logged once, this task's
-        wait goes to DEBUG."""
+        when upstream already said DONE; ``paused``: an outage that pauses the claims and was
+        logged once (Qdrant's): the task is due again as soon as they resume, its wait is
+        logged at DEBUG."""
         down = count_attempt and cause is not None and await self.outage.confirm(cause)
         if down:
             count_attempt = False
@@ -65,9 +66,9 @@ class Outcomes:
         attempt = claim.attempts + 1
         if count_attempt:
             delay = min(self.settings.max_poll_interval, self.settings.poll_interval * 2**attempt)
-        elif down:  # claims pause during the outage: due again once it ends
+        elif down or paused:  # claims pause during the outage: due again once it ends
             delay = self.settings.poll_interval
-        else:  # Qdrant's outage: no attempt count to grow from, so wait the longest interval
+        else:  # no attempt count to grow from, so wait the longest interval
             delay = self.settings.max_poll_interval
         delay *= random.uniform(0.5, 1.0)  # jitter, so a burst of failures spreads out
         limit = self.settings.max_attempts if count_attempt else None
@@ -83,7 +84,7 @@ class Outcomes:
         if gave_up:
             self.metrics.task_failed()
         log.log(
-            logging.DEBUG if quiet and not gave_up else logging.WARNING,
+            logging.DEBUG if paused and not gave_up else logging.WARNING,
             "task failed" if gave_up else "task will be retried",
             extra={
                 "event": "task_failed" if gave_up else "task_retry",

@@ -152,6 +152,8 @@ class Daemon:
     async def run(self, *, drain: bool = False) -> int:
         """Run until stopped; returns the process exit code."""
         self._drain = drain
+        for down in (self.pipeline.outage, self.pipeline.qdrant):  # for `status` to show
+            down.on_change(self.outage_reports.report)
         scheduler = AsyncIOScheduler(job_defaults=JOB_DEFAULTS, timezone=UTC)
         scheduler.add_job(
             self._job(self.tick),
@@ -185,8 +187,6 @@ class Daemon:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
-        for down in (self.pipeline.outage, self.pipeline.qdrant):  # for `status` to show
-            down.on_change(self.outage_reports.report)
         scheduler.start()
         log.info(
             "daemon started", extra={"event": "daemon_started", "owner": self.owner, "drain": drain}
@@ -265,7 +265,7 @@ class Daemon:
         interval late)."""
         if self._stop.is_set() or self.watcher is None or self.pipeline.outage.is_open:
             return  # a listing now would only fail: the passes wait for Mixpeek as tasks do
-        if self.pipeline.qdrant.down:  # and for Qdrant (the claims' ticks probe it)
+        if self.pipeline.qdrant.holds_work:  # and for Qdrant (the claims' ticks probe it)
             return
         try:
             await self.watcher.tick()
@@ -324,7 +324,7 @@ class Daemon:
         only wait); a drain gives up after ``drain_outage_wait``, leaving the work pending."""
         held = await self.pipeline.held_back()
         for down in held:
-            if self._drain and down.unavailable_for() > self.drain_outage_wait:
+            if self._drain and down.unavailable_for() > self.drain_outage_wait and not self.fatal:
                 self.fatal = FatalError(
                     f"{down.describe()}; gave up waiting after SYNC_DRAIN_OUTAGE_WAIT="
                     f"{self.drain_outage_wait:g} s: the work stays pending, no attempts were spent"

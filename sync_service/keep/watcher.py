@@ -155,7 +155,8 @@ class Watcher:
         except SinkUnavailable as exc:
             if self.qdrant is not None:
                 self.qdrant.failed(exc)
-            await self._failed(collection_id, str(exc), kind, quiet=self.qdrant is not None)
+            error = describe_error(exc, limit=300)
+            await self._failed(collection_id, error, kind, quiet=self.qdrant is not None)
         except Exception as exc:  # upstream, Qdrant or store trouble: try again later
             await self._failed(collection_id, describe_error(exc, limit=300), kind)
 

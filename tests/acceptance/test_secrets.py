@@ -678,7 +678,8 @@ def test_an_unreachable_qdrant_server_prints_no_secret(
             while time.monotonic() < deadline:
                 listing = http.get("/tasks")
                 shown = run_cli(service, "status")
-                if any(t["error"] for t in listing.json()["tasks"]) and "Qdrant" in shown.stdout:
+                errors = any(t["error"] for t in listing.json()["tasks"])
+                if errors and "Qdrant unavailable since" in shown.stdout:
                     break
                 time.sleep(0.1)
             outputs.add_response("GET /tasks (Qdrant unreachable)", listing)

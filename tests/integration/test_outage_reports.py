@@ -39,10 +39,8 @@ class MixpeekDown:
 
 
 async def _settled(reports: OutageReports) -> None:
-    for _ in range(50):  # the reports are written in the background
-        await asyncio.sleep(0.01)
-        if not reports._writes:
-            return
+    """The reports are written in the background, each after the one before it."""
+    await asyncio.gather(*reports._last.values())
 
 
 async def test_qdrant_and_mixpeek_outages_are_reported_apart_and_cleared(store: Store) -> None:
@@ -95,7 +93,45 @@ async def test_a_failed_probe_refreshes_the_report_and_the_metrics_follow(store:
         pass
 
     qdrant._next_probe = 0
-    assert await qdrant.holding(answers) is False
+    assert await qdrant.holding(answers) is False  # on trial: work goes through
+    qdrant.answered()  # a write landed
     await _settled(reports)
     assert await store.outages() == []
     assert metrics.qdrant_up._value.get() == 1 and metrics.qdrant_down_since._value.get() == 0
+
+
+async def test_a_report_slower_than_the_clear_after_it_does_not_land_after_it(
+    store: Store,
+) -> None:
+    """On PostgreSQL two writes race; the clear that follows a report waits for it, so
+    `status` never shows an outage that has ended."""
+    reports = OutageReports(store, "host-1")
+    real = store.report_outage
+    gate = asyncio.Event()
+
+    async def slow_report(*args: object) -> None:
+        await gate.wait()
+        await real(*args)  # type: ignore[arg-type]
+
+    store.report_outage = slow_report  # type: ignore[method-assign]
+    qdrant = qdrant_health()
+    qdrant.on_change(reports.report)
+    qdrant.failed(ConnectionError("refused"))
+    qdrant.answered()  # the clear is asked for while the report still waits
+    await asyncio.sleep(0.05)
+    gate.set()
+    await _settled(reports)
+    assert await store.outages() == []
+
+
+async def test_a_report_after_close_is_not_written_and_close_clears_each(store: Store) -> None:
+    reports = OutageReports(store, "host-1")
+    qdrant = qdrant_health()
+    qdrant.on_change(reports.report)
+    qdrant.failed(ConnectionError("refused"))
+    mixpeek = MixpeekDown()
+    reports.report(mixpeek)
+    closing = asyncio.ensure_future(reports.close())
+    reports.report(MixpeekDown())  # e.g. a probe that ends while the daemon stops
+    await closing
+    assert await store.outages() == []

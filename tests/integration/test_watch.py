@@ -373,7 +373,9 @@ async def test_a_pass_finding_qdrant_down_reports_the_outage_and_passes_wait_for
     m.full = mirroring(service).full  # type: ignore[method-assign]
     await daemon.watch_tick()
     assert daemon.watcher.running == {}  # Qdrant is down: no pass starts
-    qdrant.answered()
+    qdrant._next_probe = 0  # the probe is due: the claims' tick asks Qdrant, which answers
+    await daemon.tick()
+    assert qdrant.down and not qdrant.holds_work  # on trial until a write lands
     await daemon.watch_tick()
     assert list(daemon.watcher.running) == [COLLECTION]
     await asyncio.gather(*daemon.watcher.running.values())

@@ -107,6 +107,46 @@ def test_qdrant_down_for_a_while(
     assert "task_retry" not in events, events
 
 
+def test_qdrant_answering_reads_but_failing_writes_is_one_outage(
+    tmp_path: Path, emulator: EmulatorServer, qdrant: QdrantStandIn, report: Callable[[str], None]
+) -> None:
+    """A full disk: Qdrant answers the daemon's probe (a read) but refuses every write. The
+    outage is one outage (one warning, the gauge at 0 throughout, `status` listing it), not
+    "available again" after each probe; when writes land again, everything syncs."""
+    port = free_port()
+    service = Service(tmp_path, emulator, QDRANT_URL=qdrant.url, SYNC_API_PORT=str(port))
+    task_ids = service.submit(*VIDEOS)
+    qdrant.set_faults("disk_full")
+    daemon = service.start("run", SYNC_LOG_FORMAT="json", SYNC_MAX_POLL_INTERVAL="2")
+    metrics = f"http://127.0.0.1:{port}/metrics"
+    wait_for(lambda: "sync_qdrant_up 0.0" in _get(metrics))
+    seen = []
+    for _ in range(8):  # through several probes (1, 2, 4 s apart) and trials
+        time.sleep(1)
+        seen.append("sync_qdrant_up 0.0" in _get(metrics))
+        assert [o["what"] for o in service.status()["outages"]] == ["Qdrant"]
+    assert all(seen), seen
+    assert service.status()["counts"] == {"pending": TASKS, "synced": 0, "failed": 0}
+    qdrant.clear_faults()
+    wait_for(lambda: service.status()["counts"]["synced"] == TASKS, timeout=60)
+    daemon.send_signal(signal.SIGTERM)
+    assert daemon.wait(timeout=30) == 0
+    result = compare_points(service.expected(task_ids), service.points())
+    report(line("qdrant:disk_full server", result))
+    assert result == CLEAN
+    logged = [json.loads(x) for x in (daemon.stderr.read() if daemon.stderr else "").splitlines()]
+    events = [e.get("event") for e in logged if e["level"] == "WARNING"]
+    assert events.count("qdrant_unavailable") == 1 and events.count("qdrant_available") == 1
+    assert service.status()["outages"] == []
+
+
+def _get(url: str) -> str:
+    try:
+        return httpx.get(url, timeout=2).text
+    except httpx.TransportError:
+        return ""
+
+
 def _status(url: str) -> int:
     try:
         return httpx.get(url, timeout=2).status_code

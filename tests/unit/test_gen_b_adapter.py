@@ -218,13 +218,21 @@ async def test_a_feature_replaced_while_the_asset_is_read_is_read_again_not_set_
     assert [f.feature_id for f in content.features] == ["f1", "f3"]
     assert content.vanished == [] and content.upstream_ids == {"f1", "f3"}
     assert paths.count("/assets/a1/features") == 2
+    # The read again asks only for what it has not fetched: f1 is not fetched twice.
+    assert sorted(p for p in paths if p.startswith("/features/")) == [
+        "/features/f1",
+        "/features/f2",
+        "/features/f3",
+    ]
 
 
 async def test_a_feature_listed_but_never_found_is_set_aside_after_three_reads() -> None:
     reads = 0
+    paths: list[str] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         nonlocal reads
+        paths.append(request.url.path)
         if request.url.path == "/assets/a1/features":
             reads += 1
             listed = [{"feature_id": "f1"}, {"feature_id": "f2"}]
@@ -240,3 +248,4 @@ async def test_a_feature_listed_but_never_found_is_set_aside_after_three_reads()
     assert reads == 3
     assert [f.feature_id for f in content.vanished] == ["f2"]
     assert [f.feature_id for f in content.features] == ["f1"]
+    assert paths.count("/features/f1") == 1 and paths.count("/features/f2") == 3

@@ -213,3 +213,51 @@ async def test_a_probe_try_that_took_its_time_is_not_repeated() -> None:
     outage = breaker(probe, clock)
     assert await outage.confirm(DOWN)
     assert probe.calls == 1 and outage.is_open
+
+
+# -- Qdrant's availability (engine/availability.py): a probe that answers is a trial ----------
+
+
+async def test_qdrant_answering_probes_but_failing_writes_is_one_outage(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A full disk: the probe (a read) answers, the writes fail. The outage goes on (one
+    warning, the same since, waits that keep doubling), rather than "available again" at each
+    probe, which kept the gauge at 1 and a drain from ever giving up."""
+    from sync_service.engine import availability
+
+    caplog.set_level("DEBUG", logger="sync_service.engine.scheduler")
+    qdrant = availability.qdrant_health()
+    qdrant.failed(ConnectionError("Qdrant answered 500: No space left on device"))
+    since = qdrant.since
+
+    async def answers() -> None:
+        pass
+
+    for wait in (2.0, 4.0, 8.0):
+        qdrant._next_probe = 0  # due
+        assert await qdrant.holding(answers) is False  # on trial: work goes through
+        assert await qdrant.holding(answers) is False  # and stays through while on trial
+        qdrant.failed(ConnectionError("Qdrant answered 500: No space left on device"))
+        assert qdrant.down and qdrant.since == since and qdrant._wait == wait
+        assert await qdrant.holding(answers) is True  # held again until the next probe
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert [getattr(r, "event", None) for r in warnings] == ["qdrant_unavailable"]
+
+
+async def test_a_trial_with_nothing_failing_ends_the_outage(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from sync_service.engine import availability
+
+    monkeypatch.setattr(availability, "TRIAL", 0.05)
+    qdrant = availability.qdrant_health()
+    qdrant.failed(ConnectionError("refused"))
+
+    async def answers() -> None:
+        pass
+
+    qdrant._next_probe = 0
+    assert await qdrant.holding(answers) is False and qdrant.down
+    await asyncio.sleep(0.06)  # no write came to say otherwise (an idle daemon)
+    assert await qdrant.holding(answers) is False and not qdrant.down

@@ -49,8 +49,9 @@ _STAMP_CHARS = 64  # a stamp is compared and stored, never parsed: bound what a 
 
 log = logging.getLogger("sync_service.upstream")
 
-#: How often an asset is read when listed features are not found (see ``fetch_content``).
-CONTENT_READS = 3
+#: How often an asset is read when listed features are not found (see ``fetch_content``), and
+#: the pause before the second read (doubled before the third).
+CONTENT_READS, REREAD_PAUSE = 3, 0.2
 
 
 class GenBUpstream(ClientOwner):
@@ -82,10 +83,12 @@ class GenBUpstream(ClientOwner):
     async def fetch_content(self, asset_id: str, *, only_if_done: bool = False) -> AssetContent:
         """The asset and each listed feature. A feature listed and then not found (404) most
         often means the asset changed while it was read (re-processed, a feature replaced):
-        it is read again, up to ``CONTENT_READS`` times, before the ones still missing are
-        reported vanished (dead letters). Under churn, a dead letter per replaced feature
-        otherwise stood until the asset's next sync."""
-        content = await self._read_content(asset_id, only_if_done)
+        it is read again, up to ``CONTENT_READS`` times, a moment apart, before the ones still
+        missing are reported vanished (dead letters). Under churn, a dead letter per replaced
+        feature otherwise stood until the asset's next sync. A read again asks only for the
+        features not fetched yet."""
+        fetched: dict[str, dict[str, Any]] = {}  # feature id -> its full JSON, across reads
+        content = await self._read_content(asset_id, only_if_done, fetched)
         for read in range(2, CONTENT_READS + 1):
             if not content.vanished:
                 break
@@ -95,29 +98,37 @@ class GenBUpstream(ClientOwner):
                 len(content.vanished),
                 extra={"event": "asset_reread", "asset_id": asset_id, "read": read},
             )
-            content = await self._read_content(asset_id, only_if_done)
+            await asyncio.sleep(REREAD_PAUSE * (read - 1))
+            content = await self._read_content(asset_id, only_if_done, fetched)
         return content
 
-    async def _read_content(self, asset_id: str, only_if_done: bool) -> AssetContent:
+    async def _read_content(
+        self, asset_id: str, only_if_done: bool, fetched: dict[str, dict[str, Any]]
+    ) -> AssetContent:
         grouped = await self.client.get_asset_features(asset_id)
         asset = asset_from(grouped.asset)
         listed = grouped.all_features()
         if only_if_done and asset.outcome is not TaskOutcome.SUCCEEDED:
             listed = []
+        wanted = [f.feature_id for f in listed if f.feature_id not in fetched]
         # The client bounds the requests in flight; gathering them all keeps that pool full.
         answers = await asyncio.gather(
-            *(self.client.get_feature(f.feature_id) for f in listed), return_exceptions=True
+            *(self.client.get_feature(feature_id) for feature_id in wanted),
+            return_exceptions=True,
         )
+        for feature_id, answer in zip(wanted, answers, strict=True):
+            if isinstance(answer, BaseException) and not isinstance(answer, MixpeekNotFound):
+                raise answer
+            if not isinstance(answer, BaseException):
+                fetched[feature_id] = answer.raw
         features: list[Feature] = []
         vanished: list[Feature] = []
-        for summary, answer in zip(listed, answers, strict=True):
-            if isinstance(answer, MixpeekNotFound):
+        for summary in listed:
+            if (full := fetched.get(summary.feature_id)) is None:
                 vanished.append(Feature(summary.feature_id, summary.raw))
-            elif isinstance(answer, BaseException):
-                raise answer
             else:
                 # The full feature wins; fields only the listing carried are kept.
-                features.append(Feature(summary.feature_id, {**summary.raw, **answer.raw}))
+                features.append(Feature(summary.feature_id, {**summary.raw, **full}))
         collection_id = (
             asset.collection_id
             or next(
