@@ -1,4 +1,5 @@
-"""Whether the state store answers this process, as its daemon sees it.
+"""Whether the state store and Qdrant answer this process, as its daemon sees them, and the
+outage reports ``status`` reads.
 
 The daemon's ticks are the probe: a claim that fails with a store error marks the store
 unavailable (logged once, not at every tick), the first claim that succeeds marks it back. While
@@ -6,10 +7,11 @@ it is down nothing can be claimed and no attempt can be counted, so no work is l
 outcomes already in hand wait for it (``engine/persist.py``). ``/readyz`` and the
 ``sync_state_store_up`` metric say since when.
 
-Qdrant's availability is read from the pipeline's writes: the first write that finds it down
-logs it and pauses the claims; a tick then probes it, at growing intervals, and the first answer
-(or a write that lands) logs its return. The tasks that reached it meanwhile wait without a line
-each.
+Qdrant's availability is read from the pipeline's writes (and watch passes): the first that
+finds it down logs it and pauses the claims; a tick then probes it, at growing intervals; an
+answer lets work through on trial, and the first write that lands logs its return. The tasks
+that reached it meanwhile wait without a line each. Each daemon writes its Mixpeek and Qdrant
+outages to the state store (``OutageReports``), where ``status`` reads them.
 """
 
 from __future__ import annotations
