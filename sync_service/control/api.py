@@ -42,7 +42,7 @@ from sync_service.control.schemas import (
     WatchAnswer,
     WatchRequest,
 )
-from sync_service.engine.availability import first_line
+from sync_service.engine.availability import Availability, first_line
 from sync_service.keep.watch_status import watch_view
 from sync_service.qdrant.faults import SinkUnavailable
 from sync_service.qdrant.sink import QdrantSink
@@ -63,14 +63,16 @@ def create_api(
     token: str | None = None,
     max_body_bytes: int = 1024 * 1024,
     outage: Outage | None = None,
+    qdrant: Availability | None = None,
     webhook_secret: str | None = None,
     webhook_header: str = "X-Mixpeek-Secret",
     on_webhook: Callable[[], None] | None = None,
 ) -> ASGIApp:
     """The control API as an ASGI app (the guard wraps FastAPI, OpenAPI included).
-    ``outage``: the daemon's upstream breaker, reported by ``/readyz``. ``webhook_secret``
-    (None: the receiver refuses every delivery) and ``webhook_header``: the receiver's shared
-    secret; ``on_webhook`` is told of each new event."""
+    ``outage``: the daemon's upstream breaker, reported by ``/readyz``, as is ``qdrant``, Qdrant
+    as the daemon's writes find it (down while writes fail, however reads answer).
+    ``webhook_secret`` (None: the receiver refuses every delivery) and ``webhook_header``: the
+    receiver's shared secret; ``on_webhook`` is told of each new event."""
     app = FastAPI(title="sync-service control API", version="1")
     webhooks.add_webhook_route(
         app,
@@ -105,6 +107,8 @@ def create_api(
         """The state store and Qdrant both answer. Mixpeek's state is reported, not required:
         while it is down the daemon waits, and the API still tracks work."""
         checks = {"state_store": await _check(store.ping), "qdrant": await _check(sink.ping)}
+        if qdrant is not None and qdrant.holds_work:  # the writes fail, whatever a read says
+            checks["qdrant"] = f"error: {qdrant.describe()}"
         metrics.store_answered(checks["state_store"] == "ok")
         if (since := metrics.store_down_since) is not None:
             checks["state_store"] += f" (unavailable since {since:%Y-%m-%d %H:%M:%S}Z)"

@@ -137,6 +137,7 @@ async def _serve(
             token=token,
             max_body_bytes=settings.api_max_body_bytes,
             outage=service.pipeline.outage,
+            qdrant=service.pipeline.qdrant,
             webhook_secret=secret.get_secret_value() if secret else None,
             webhook_header=settings.webhook_header,
             on_webhook=service.webhook_received,

@@ -71,6 +71,7 @@ async def stack(tmp_path: Path, emulator: EmulatorServer) -> AsyncIterator[Stack
         base_url=emulator.url, api_key=API_KEY, policy=policy, observer=metrics
     ) as client:
         upstream = GenBUpstream(client)
+        pipeline = Pipeline(settings, store, upstream, sink, metrics)
         app = create_api(
             store=store,
             upstream=upstream,
@@ -78,12 +79,11 @@ async def stack(tmp_path: Path, emulator: EmulatorServer) -> AsyncIterator[Stack
             metrics=metrics,
             token=TOKEN,
             max_body_bytes=4096,
+            qdrant=pipeline.qdrant,
         )
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
-            yield Stack(
-                store, client, sink, http, Pipeline(settings, store, upstream, sink, metrics)
-            )
+            yield Stack(store, client, sink, http, pipeline)
     await sink.close()
     await store.close()
 
@@ -206,6 +206,19 @@ async def test_drop_forgets_a_dead_letter(stack: Stack, emulator: EmulatorServer
     assert len(left) == len(letters) - 1
     task = (await stack.http.get(f"/tasks/{letters[0]['task_id']}", headers=AUTH)).json()
     assert task["dead_letters"] == len(letters) - 1
+
+
+async def test_not_ready_while_the_daemons_writes_find_qdrant_down(stack: Stack) -> None:
+    """A full disk: Qdrant answers the ping (a read) but the daemon's writes fail. /readyz says
+    so, since when and why, as `status` does, rather than "ok"."""
+    qdrant = stack.pipeline.qdrant
+    qdrant.failed(ConnectionError("Qdrant answered 500: No space left on device"))
+    answer = await stack.http.get("/readyz")
+    assert answer.status_code == 503
+    shown = answer.json()["qdrant"]
+    assert shown.startswith("error: Qdrant unavailable since ") and "No space left" in shown
+    qdrant.answered()  # a write landed
+    assert (await stack.http.get("/readyz")).json()["qdrant"] == "ok"
 
 
 @pytest.mark.parametrize(
