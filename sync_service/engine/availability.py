@@ -91,8 +91,9 @@ class Availability:
         )
 
     async def holding(self, probe: Callable[[], Awaitable[object]]) -> bool:
-        """True while it is down: the caller holds new work back. When the wait since the last
-        probe is over, ``probe`` decides (raising: still down, and the next wait doubles)."""
+        """True while the caller should hold new work back. When the wait since the last probe
+        is over, ``probe`` decides: raising, still down (the next wait doubles); answering, the
+        work goes through on trial (False) until a write lands, fails, or ``TRIAL`` passes."""
         if self._down_at is None:
             return False
         now = time.monotonic()
