@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sync_service.state.base import Queries, completes
 from sync_service.state.migrate import HEAD, needs_migration, run_alembic
-from sync_service.state.records import fresh_outages, outage_key
+from sync_service.state.records import fresh_outages, outage_key, stale_outage_keys
 from sync_service.state.schema import service_info, synced_features
 
 #: Any fixed number: PostgreSQL's advisory lock that makes concurrent migrations take turns.
@@ -109,14 +109,26 @@ class InfoQueries(Queries):
     ) -> None:
         """Record that ``what`` (Mixpeek, Qdrant) is unavailable to process ``owner``, for
         ``status``."""
+        now = time.time()
         report = {
             "what": what,
             "owner": owner,
             "since": since.isoformat(),
             "reason": reason,
-            "reported": time.time(),
+            "reported": now,
         }
         await self.set_info({outage_key(owner, what): json.dumps(report)})
+        # Reports of processes killed mid-outage: `status` ignores them, and they go here.
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                select(service_info.c.key, service_info.c.value).where(
+                    service_info.c.key.like("outage/%")
+                )
+            )
+            stale = stale_outage_keys([(key, value) for key, value in rows], now)
+        if stale:
+            async with self._writing() as conn:
+                await conn.execute(delete(service_info).where(service_info.c.key.in_(stale)))
 
     @completes
     async def clear_outage(self, owner: str, what: str) -> None:

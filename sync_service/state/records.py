@@ -159,6 +159,19 @@ def outage_key(owner: str, what: str) -> str:
     return "outage/" + hashlib.sha256(f"{what}\0{owner}".encode()).hexdigest()[:24]
 
 
+def stale_outage_keys(rows: Sequence[tuple[str, str]], now: float) -> list[str]:
+    """The keys of outage reports (``(key, value)`` rows) ten times older than
+    ``OUTAGE_FRESH``: written by processes killed mid-outage, which never cleared them."""
+    stale = []
+    for key, value in rows:
+        try:
+            if now - float(json.loads(value)["reported"]) > 10 * OUTAGE_FRESH:
+                stale.append(key)
+        except (ValueError, KeyError, TypeError):
+            continue  # not a report this code wrote: left alone
+    return stale
+
+
 def fresh_outages(values: Sequence[str], now: float) -> list[dict[str, Any]]:
     """The outage reports (``service_info`` values) made within ``OUTAGE_FRESH`` of ``now``."""
     found = []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 
 from sync_service.control.metrics import Metrics
 from sync_service.engine.availability import OutageReports, qdrant_health
+from sync_service.state.records import OUTAGE_FRESH, outage_key
 from sync_service.state.store import Store
 
 
@@ -135,3 +137,21 @@ async def test_a_report_after_close_is_not_written_and_close_clears_each(store: 
     reports.report(MixpeekDown())  # e.g. a probe that ends while the daemon stops
     await closing
     assert await store.outages() == []
+
+
+async def test_the_reports_of_a_process_killed_mid_outage_go_at_the_next_report(
+    store: Store,
+) -> None:
+    """A process killed (SIGKILL) during an outage never clears its report; `status` ignores it
+    after two minutes, and the next report any process writes deletes it once it is 20 min old."""
+    since = datetime.now(UTC)
+    await store.report_outage("killed-long-ago", "Qdrant", since, "refused")
+    await store.report_outage("killed-lately", "Qdrant", since, "refused")
+    old = outage_key("killed-long-ago", "Qdrant")
+    report = json.loads(await store.info(old) or "{}")
+    report["reported"] -= 10 * OUTAGE_FRESH + 1
+    await store.set_info({old: json.dumps(report)})
+    assert [o["owner"] for o in await store.outages()] == ["killed-lately"]  # ignored...
+    await store.report_outage("alive", "Mixpeek", since, "timed out")
+    assert await store.info(old) is None  # ...and now gone
+    assert {o["owner"] for o in await store.outages()} == {"killed-lately", "alive"}
