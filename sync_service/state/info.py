@@ -118,7 +118,11 @@ class InfoQueries(Queries):
             "reported": now,
         }
         await self.set_info({outage_key(owner, what): json.dumps(report)})
-        # Reports of processes killed mid-outage: `status` ignores them, and they go here.
+        await self._drop_stale_outages(now)
+
+    @completes
+    async def _drop_stale_outages(self, now: float) -> None:
+        """Reports of processes killed mid-outage: `status` ignores them, and they go here."""
         async with self.engine.connect() as conn:
             rows = await conn.execute(
                 select(service_info.c.key, service_info.c.value).where(
