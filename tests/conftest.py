@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -100,6 +102,22 @@ def report() -> Callable[[str], None]:
             f.write(line + "\n")
 
     return add
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test() -> Iterator[None]:
+    """A daemon a test started (``tests/harness.py``'s ``Service.start``) and a failed assertion
+    left running is killed when its test ends, not left to run on after the suite. (Read from
+    ``sys.modules``: pytest loads this file as ``conftest``, the harness imports it as
+    ``tests.conftest``, two modules; and a test that never imported the harness started none.)"""
+    yield
+    harness = sys.modules.get("tests.harness")
+    started: list[subprocess.Popen[str]] = getattr(harness, "STARTED", [])
+    while started:
+        process = started.pop()
+        if process.poll() is None:
+            process.kill()
+            process.communicate(timeout=30)
 
 
 @pytest.fixture(autouse=True)

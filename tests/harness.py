@@ -21,6 +21,9 @@ from tests.upstreams import COLLECTION, Mixpeek
 
 __all__ = ["COLLECTION", "Service", "stop_daemon"]
 
+#: What ``Service.start`` started: conftest.py kills what is still running when the test ends.
+STARTED: list[subprocess.Popen[str]] = []
+
 
 class Service:
     """Runs ``sync-service`` commands with one state folder and one emulator."""
@@ -75,7 +78,7 @@ class Service:
         return result
 
     def start(self, *args: str, **env: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "sync_service", *args],
             env={**self.env, **env},
             cwd=self.root,
@@ -83,6 +86,8 @@ class Service:
             stderr=subprocess.PIPE,
             text=True,
         )
+        STARTED.append(process)  # killed at the test's end if still running (conftest.py)
+        return process
 
     def submit(self, *items: str) -> list[str]:
         out = self.cli("submit", "--collection-id", self.collection, *items).stdout
