@@ -332,7 +332,7 @@ class Pipeline:
 
         return later
 
-    async def _qdrant_down(self, claim: Claim, exc: SinkUnavailable, asset_id: str) -> None:
+    async def _qdrant_down(self, claim: Claim, exc: SinkUnavailable, asset_id: str | None) -> None:
         self.qdrant.failed(exc)  # one warning for the outage; each task's wait at DEBUG
         await self.outcomes.retry_later(
             claim, str(exc), count_attempt=False, done=asset_id, paused=True
@@ -362,8 +362,7 @@ class Pipeline:
             # Only where its ledger rows are: scanning every collection per 404 would not scale.
             removed = await remove_assets(self.store, self.sink, [asset_id], every_collection=False)
         except SinkUnavailable as exc:
-            self.qdrant.failed(exc)
-            await self.outcomes.retry_later(claim, str(exc), count_attempt=False, paused=True)
+            await self._qdrant_down(claim, exc, None)
             return
         self.metrics.resynced(0, 0, removed)
         note = f"; its {removed} point(s) were removed from Qdrant" if removed else ""

@@ -110,14 +110,7 @@ async def test_shutdown_takes_one_grace_period_in_all_not_one_per_wait(store: St
     await store.track(["t1"])
     holder: list[Daemon] = []
     pipeline = Hanging(store, holder)
-    daemon = Daemon(
-        store,
-        pipeline,  # type: ignore[arg-type]
-        poll_interval=30.0,
-        claim_batch=10,
-        lease_seconds=30,
-        shutdown_grace=0.8,
-    )
+    daemon = _daemon(store, pipeline, 10, shutdown_grace=0.8)
     running = asyncio.create_task(daemon.run())
     for _ in range(200):
         if pipeline.seen:
@@ -197,14 +190,14 @@ class Finishing(Recorder):
         await self.store.mark_failed(claim, "test")
 
 
-def _daemon(store: Store, pipeline: Recorder, claim_batch: int) -> Daemon:
+def _daemon(store: Store, pipeline: Recorder, claim_batch: int, **settings: Any) -> Daemon:
+    """By default no tick after the first: what happens comes from the kicks."""
+    defaults: dict[str, Any] = {"poll_interval": 30.0, "lease_seconds": 30, "shutdown_grace": 5}
     return Daemon(
         store,
         pipeline,  # type: ignore[arg-type]
-        poll_interval=30.0,  # no tick after the first: what happens comes from the kicks
         claim_batch=claim_batch,
-        lease_seconds=30,
-        shutdown_grace=5,
+        **{**defaults, **settings},
     )
 
 
@@ -300,15 +293,7 @@ async def test_a_drain_gives_up_on_a_qdrant_down_longer_than_its_outage_wait(
     holder: list[Daemon] = []
     recorder = Recorder(store, holder)
     recorder.sink = QdrantPing(up=False)
-    daemon = Daemon(
-        store,
-        recorder,  # type: ignore[arg-type]
-        poll_interval=0.1,
-        claim_batch=10,
-        lease_seconds=30,
-        shutdown_grace=5,
-        drain_outage_wait=0.5,
-    )
+    daemon = _daemon(store, recorder, 10, poll_interval=0.1, drain_outage_wait=0.5)
     holder.append(daemon)
     recorder.qdrant.failed(ConnectionError("connection refused"))  # as a task's write would
     assert await asyncio.wait_for(daemon.run(drain=True), timeout=20) == 1
