@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -14,14 +12,6 @@ from sync_service.control.metrics import Metrics
 from sync_service.engine.availability import OutageReports, qdrant_health
 from sync_service.state.records import OUTAGE_FRESH, outage_key
 from sync_service.state.store import Store
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'sync.db'}")
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 class MixpeekDown:

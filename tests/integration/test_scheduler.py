@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,14 +15,6 @@ from sync_service.keep.webhook_events import WebhookApplier
 from sync_service.state.records import Claim
 from sync_service.state.store import Store
 from sync_service.upstream.port import Outage
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    s = Store.open(f"sqlite:///{tmp_path / 'sync.db'}")
-    await s.migrate()
-    yield s
-    await s.close()
 
 
 class QdrantPing:
